@@ -1,0 +1,8 @@
+"""Table 3 ablation: WACNN + ELAM (ELAM instead of WAM)."""
+
+from mracnn_jax.experiment import experiment_config
+from mracnn_jax.models import presets
+
+
+def get_config():
+    return experiment_config(presets.wacnn_elam())

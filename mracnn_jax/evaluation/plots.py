@@ -1,0 +1,103 @@
+"""Rate–distortion plots (PNG): PSNR–bpp and MS-SSIM(dB)–bpp.
+
+Measured curves are lines with round markers; published figures (e.g. the WACNN and MRACNN
+papers' Kodak points) are unconnected reference markers labelled "(published)". Drawing uses
+matplotlib's object API on an Agg canvas — no pyplot, no global backend switch, no display.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+_AXES = {
+    "psnr": ("PSNR-RGB (dB)", "psnr-rgb"),
+    "ms-ssim-db": ("MS-SSIM (dB) = −10·log10(1 − MS-SSIM)", "ms-ssim-rgb"),
+}
+_PUBLISHED_MARKERS = ("*", "P", "X", "D", "^", "v", "s")
+
+
+def _points(result: dict[str, Any], metric: str) -> tuple[list[float], list[float]] | None:
+    res = result["results"]
+    key = _AXES[metric][1]
+    if key not in res:
+        return None
+    ys = [float(v) for v in res[key]]
+    if metric == "ms-ssim-db":
+        ys = [-10.0 * math.log10(1.0 - v) if v < 1 else math.inf for v in ys]
+    pts = sorted(zip((float(b) for b in res["bpp"]), ys))
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def draw_rd(
+    ax: Any,
+    results: Sequence[dict[str, Any]],
+    metric: str = "psnr",
+    published: Sequence[dict[str, Any]] = (),
+) -> None:
+    """Draw the RD curves of `results` and the `published` points on a matplotlib Axes.
+
+    `metric` is "psnr" or "ms-ssim-db"; results without that metric are skipped (published
+    PSNR-only points do not appear on an MS-SSIM plot).
+    """
+    if metric not in _AXES:
+        raise ValueError(f"unknown metric {metric!r}; choose from {tuple(_AXES)}")
+    for r in results:
+        pts = _points(r, metric)
+        if pts:
+            ax.plot(*pts, marker="o", markersize=4, linewidth=1.5, label=r["name"])
+    for i, r in enumerate(published):
+        pts = _points(r, metric)
+        if pts:
+            ax.plot(
+                *pts,
+                linestyle="none",
+                marker=_PUBLISHED_MARKERS[i % len(_PUBLISHED_MARKERS)],
+                markersize=9,
+                markeredgecolor="black",
+                markeredgewidth=0.8,
+                label=f"{r['name']} (published)",
+            )
+    ax.set_xlabel("bits per pixel (bpp)")
+    ax.set_ylabel(_AXES[metric][0])
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower right")
+
+
+def plot_rd(
+    results: Sequence[dict[str, Any]],
+    path: str | Path | None = None,
+    published: Sequence[dict[str, Any]] = (),
+    metrics: Sequence[str] = ("psnr", "ms-ssim-db"),
+    title: str | None = None,
+    dpi: int = 120,
+) -> Figure:
+    """One figure with a panel per metric (default PSNR–bpp and MS-SSIM(dB)–bpp), saved as
+    PNG to `path` if given.
+
+    Args:
+      results: CompressAI-layout result dicts (ours and the anchors).
+      path: output file (PNG); parent folders are created.
+      published: published result dicts, drawn as reference markers ("(published)").
+      metrics: panels, from "psnr" and "ms-ssim-db".
+      title: figure title.
+    """
+    fig = Figure(figsize=(6.0 * len(metrics), 4.5))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, m in zip(axes, metrics):
+        draw_rd(ax, results, m, published)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi)
+    return fig

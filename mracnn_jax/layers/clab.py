@@ -1,0 +1,42 @@
+"""Channel-wise local attention block (CLAB) of MRACNN's entropy model.
+
+TCM's SWAtten with its Swin block replaced by ELSA (architecture.md §3, §4.4). For a support
+tensor S ``[B, h, w, C_in]`` and an inner width D (128):
+
+    U   = conv1x1(S, C_in -> D)                     squeeze
+    T   = RU(RU(RU(U)))                             CompressAI residual units (ReLU)
+    Mk  = sigmoid(conv1x1(RU(RU(RU(U + ELSA(U))))))
+    out = conv1x1(U + T * Mk, D -> C_in)            un-squeeze
+
+Parameters: 257 * C_in + 475,104 at D = 128 with ELSA(128, heads 8, k 7).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+from mracnn_jax.layers.conv import Conv2d
+from mracnn_jax.layers.elam import attend
+from mracnn_jax.layers.residual import ResidualUnit
+
+
+class CLAB(nn.Module):
+    """Squeeze to ``dim``, attention-gated residual, un-squeeze back to the input width."""
+
+    elsa: object  # ELSA options, as for ELAM
+    dim: int = 128
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, s):
+        c_in = s.shape[-1]
+        u = Conv2d(self.dim, 1, name="squeeze")(s)
+        t = u
+        for i in range(3):
+            t = ResidualUnit(self.activation, name=f"trunk_{i}")(t)
+        m = attend(self.elsa, u, "elsa")
+        for i in range(3):
+            m = ResidualUnit(self.activation, name=f"mask_{i}")(m)
+        m = Conv2d(self.dim, 1, name="mask_out")(m)
+        return Conv2d(c_in, 1, name="unsqueeze")(u + t * jax.nn.sigmoid(m))

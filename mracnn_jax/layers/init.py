@@ -1,0 +1,74 @@
+"""Parameter initialisers that draw their random numbers on the host.
+
+XLA's CPU compiler spends about 0.3 s on every random-number kernel (measured with jaxlib 0.4.34:
+45 ``jax.random.uniform`` calls of distinct shapes take 13 s to compile, with threefry or rbg
+keys alike), and a model's ``init`` has hundreds of them. These initialisers instead hand the
+key's raw bits to a ``jax.pure_callback`` that seeds numpy's PCG64 and samples there: the same
+key gives the same values, under ``jit``, eagerly and across machines, and ``eval_shape`` still
+works (the callback is not run). The 45-call case compiles in 1.2 s.
+
+Distributions (all float32):
+* ``torch_uniform(fan_in)``: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for conv and
+  linear weights and biases (kaiming_uniform with a = sqrt(5) reduces to this bound).
+* ``uniform(lo, hi)``, ``normal(std)``, ``truncated_normal(std)`` (resampled outside +-2 std, as
+  timm's ``trunc_normal_`` with its default bounds of +-2 in absolute value for std 0.02 is
+  effectively unbounded; we truncate at +-2 std like ``flax.linen.initializers.truncated_normal``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _host_sample(key, shape, dtype, sampler):
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+
+    def callback(bits):
+        rng = np.random.default_rng(np.asarray(bits, np.uint32).ravel().tolist())
+        return np.asarray(sampler(rng, tuple(shape)), dtype=dtype)
+
+    return jax.pure_callback(callback, jax.ShapeDtypeStruct(tuple(shape), dtype), key)
+
+
+def uniform(lo: float, hi: float):
+    """U(lo, hi)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return _host_sample(key, shape, dtype, lambda rng, s: rng.uniform(lo, hi, s))
+
+    return init
+
+
+def torch_uniform(fan_in: int):
+    """PyTorch's default: U(+-1/sqrt(fan_in))."""
+    bound = 1.0 / np.sqrt(fan_in)
+    return uniform(-bound, bound)
+
+
+def normal(std: float = 1.0):
+    """N(0, std^2)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return _host_sample(key, shape, dtype, lambda rng, s: rng.normal(0.0, std, s))
+
+    return init
+
+
+def truncated_normal(std: float = 0.02):
+    """N(0, std^2) resampled until within +-2 std."""
+
+    def sample(rng, shape):
+        out = rng.normal(0.0, std, shape)
+        bad = np.abs(out) > 2 * std
+        while bad.any():
+            out[bad] = rng.normal(0.0, std, int(bad.sum()))
+            bad = np.abs(out) > 2 * std
+        return out
+
+    def init(key, shape, dtype=jnp.float32):
+        return _host_sample(key, shape, dtype, sample)
+
+    return init

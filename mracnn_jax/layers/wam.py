@@ -1,0 +1,143 @@
+"""WACNN's window attention module (WAM), the baseline that ELAM replaces.
+
+Window attention (Swin W-MSA / SW-MSA, no LayerNorm, no MLP), on ``[B, H, W, C]`` with H and W
+multiples of the window w:
+
+    WinAttn(x) = x + unroll( MSA( partition( roll(x, -s) ) ) , +s)
+
+MSA in each w x w window (N = w^2 tokens, h heads of d = C/h channels):
+
+    q, k, v = split(x W_qkv + b_qkv);   A = softmax(q k^T / sqrt(d) + B_rel + mask);   out = (A v) W_o + b_o
+
+``B_rel[i, j]`` reads a learned table ``[(2w-1)^2, h]`` at the relative offset of tokens i and j.
+With a shift s > 0, ``mask`` is -100 between tokens that came from different image regions after
+the cyclic roll (regions split at -w and -s along each axis), 0 otherwise.
+
+WAM(x) = x + trunk(x) * sigmoid(mask_branch(x)), trunk = 3 residual units,
+mask_branch = WinAttn, 3 residual units, conv1x1.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mracnn_jax.layers import init
+from mracnn_jax.layers.conv import Conv2d, _bias_init, torch_conv_kernel_init
+from mracnn_jax.layers.residual import ResidualUnit
+
+
+def relative_position_index(window: int) -> np.ndarray:
+    """``[w^2, w^2]`` index into the ``(2w-1)^2`` bias table, row-major over (dy, dx)."""
+    coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij"))
+    flat = coords.reshape(2, -1)
+    rel = (flat[:, :, None] - flat[:, None, :]).transpose(1, 2, 0) + (window - 1)
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+def shift_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
+    """``[num_windows, w^2, w^2]`` additive mask for shifted windows (0 or -100)."""
+    region = np.zeros((height, width), np.int32)
+    bounds = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    label = 0
+    for hs in bounds:
+        for ws in bounds:
+            region[hs, ws] = label
+            label += 1
+    windows = partition(region[None, :, :, None], window).reshape(-1, window * window)
+    diff = windows[:, None, :] - windows[:, :, None]
+    return np.where(diff != 0, -100.0, 0.0).astype(np.float32)
+
+
+def partition(x, window: int):
+    """``[B, H, W, C]`` -> ``[B * H/w * W/w, w, w, C]`` (row-major over windows)."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // window, window, w // window, window, c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c)
+
+
+def unpartition(windows, window: int, height: int, width: int):
+    """Inverse of ``partition``."""
+    c = windows.shape[-1]
+    x = windows.reshape(-1, height // window, width // window, window, window, c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
+
+
+class Dense(nn.Module):
+    """Linear layer with PyTorch's default initialisation (kernel ``[in, out]``)."""
+
+    features: int
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        c_in = x.shape[-1]
+        kernel = self.param("kernel", torch_conv_kernel_init, (c_in, self.features))
+        y = x @ kernel.astype(x.dtype)
+        if self.use_bias:
+            y = y + self.param("bias", _bias_init(c_in), (self.features,)).astype(x.dtype)
+        return y
+
+
+class WindowAttention(nn.Module):
+    """Residual (shifted-)window multi-head self-attention on ``[B, H, W, C]``."""
+
+    num_heads: int = 8
+    window: int = 8
+    shift: int = 0
+
+    @nn.compact
+    def __call__(self, x):
+        b, h, w, c = x.shape
+        win, s = self.window, self.shift
+        if h % win or w % win:
+            raise ValueError(f"feature map {h}x{w} is not a multiple of the window {win}")
+        if not 0 <= s < win:
+            raise ValueError(f"shift {s} must be in [0, window)")
+        table = self.param(
+            "relative_position_bias_table",
+            init.truncated_normal(0.02),
+            ((2 * win - 1) ** 2, self.num_heads),
+        )
+        shifted = jnp.roll(x, (-s, -s), axis=(1, 2)) if s else x
+        tokens = partition(shifted, win).reshape(-1, win * win, c)
+        n, d = win * win, c // self.num_heads
+        qkv = Dense(3 * c, name="qkv")(tokens).reshape(-1, n, 3, self.num_heads, d)
+        q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # [Bw, heads, n, d]
+        logits = jnp.einsum("bhnd,bhmd->bhnm", q * (d**-0.5), k)
+        bias = table[relative_position_index(win).reshape(-1)].reshape(n, n, self.num_heads)
+        logits = logits + bias.transpose(2, 0, 1)[None]
+        if s:
+            mask = jnp.asarray(shift_mask(h, w, win, s))  # [nW, n, n]
+            nw = mask.shape[0]
+            logits = logits.reshape(-1, nw, self.num_heads, n, n) + mask[None, :, None]
+            logits = logits.reshape(-1, self.num_heads, n, n)
+        attn = jax.nn.softmax(logits, axis=-1)
+        out = jnp.einsum("bhnm,bhmd->bnhd", attn, v).reshape(-1, n, c)
+        out = Dense(c, name="proj")(out)
+        out = unpartition(out.reshape(-1, win, win, c), win, h, w)
+        if s:
+            out = jnp.roll(out, (s, s), axis=(1, 2))
+        return x + out
+
+
+class WAM(nn.Module):
+    """Window attention module: ``x + trunk(x) * sigmoid(mask(x))`` (module doc)."""
+
+    num_heads: int = 8
+    window: int = 8
+    shift: int = 4
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        t = x
+        for i in range(3):
+            t = ResidualUnit(name=f"trunk_{i}")(t)
+        m = WindowAttention(self.num_heads, self.window, self.shift, name="attention")(x)
+        for i in range(3):
+            m = ResidualUnit(name=f"mask_{i}")(m)
+        m = Conv2d(c, 1, name="mask_out")(m)
+        return x + t * jax.nn.sigmoid(m)

@@ -1,0 +1,421 @@
+"""The portable model file: one zip holding a model's config and parameters.
+
+Layout (``zipfile``, entries stored uncompressed, each with its CRC-32):
+
+* ``header.json`` (first entry): ``{"format": "mracnn-jax-model", "format_version": 1,
+  "model_config": {...}, "storage_dtype": "float32" | "float16", "params_digest": "<sha256>",
+  "params": {"<path>": {"shape": [...], "dtype": "<f4"}}, "metadata": {...}, "created_by":
+  {library versions}}``;
+* ``params/<path>.npy`` for every parameter, a NumPy .npy array (no pickle), where ``<path>``
+  is the '/'-joined key path of the parameter in the ``params`` pytree, e.g.
+  ``g_a/conv_0/kernel``.
+
+Nothing in it depends on the library versions that wrote it (no pickle, no orbax, no Flax
+serialisation): any reader with a zip and a .npy parser can load it.
+
+``params_digest`` is SHA-256 over the parameters in sorted path order, each contributing its path,
+dtype, shape and little-endian C-order bytes. The header stores the digest of the parameters as
+``load_model`` returns them (float32; for float16 storage, after the round trip), and
+``load_model`` checks it, so ``params_digest(load_model(f)[1]) == header['params_digest']``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+FORMAT = "mracnn-jax-model"
+FORMAT_VERSION = 1
+HEADER_NAME = "header.json"
+PARAMS_PREFIX = "params/"
+STORAGE_DTYPES = ("float32", "float16")
+
+__all__ = [
+    "ModelFileError",
+    "export_from_checkpoint",
+    "flatten_params",
+    "load_model",
+    "params_digest",
+    "read_header",
+    "save_model",
+    "unflatten_params",
+]
+
+
+class ModelFileError(ValueError):
+    """The file is not a readable MRACNN model file (the message says why)."""
+
+
+# -------------------------------------------------------------------------------------------------
+# Pytrees ↔ flat {path: array}.
+
+
+def flatten_params(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """``{'a/b/kernel': array}`` from a nested mapping of arrays (Flax params, FrozenDict, ...).
+
+    Keys must be non-empty strings without '/'. Arrays are fetched to host NumPy.
+    """
+    flat: dict[str, np.ndarray] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, Mapping) or (hasattr(node, "items") and not hasattr(node, "shape")):
+            if not node and prefix:
+                raise ValueError(f"empty sub-tree at {prefix!r}: cannot be stored")
+            for k, v in node.items():
+                k = str(k)
+                if not k or "/" in k:
+                    raise ValueError(f"parameter key {k!r} (under {prefix!r}) is empty or has '/'")
+                walk(v, f"{prefix}/{k}" if prefix else k)
+        else:
+            if not prefix:
+                raise ValueError("params must be a mapping of arrays, not a bare array")
+            flat[prefix] = np.asarray(node)
+
+    walk(params, "")
+    if not flat:
+        raise ValueError("params is empty")
+    return flat
+
+
+def unflatten_params(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Nested plain dicts from ``flatten_params`` output."""
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = out
+        *parents, leaf = path.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def _canonical(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    return np.ascontiguousarray(
+        a, dtype=a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype
+    )
+
+
+def params_digest(params: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the parameters: sorted paths, dtype, shape and little-endian bytes."""
+    flat = dict(params) if _is_flat(params) else flatten_params(params)
+    h = hashlib.sha256()
+    for path in sorted(flat):
+        a = _canonical(flat[path])
+        h.update(path.encode())
+        h.update(b"\0")
+        h.update(a.dtype.str.encode())
+        h.update(json.dumps(list(a.shape)).encode())
+        h.update(b"\0")
+        h.update(a.tobytes(order="C"))
+    return h.hexdigest()
+
+
+def _is_flat(params: Mapping[str, Any]) -> bool:
+    """True for ``{'a/b': array}`` (no nested mappings); flattening it again changes nothing."""
+    return all(
+        isinstance(k, str) and not isinstance(v, Mapping) and hasattr(v, "shape")
+        for k, v in params.items()
+    )
+
+
+# -------------------------------------------------------------------------------------------------
+# Config ↔ JSON.
+
+
+def _config_to_json(model_config: Any) -> dict[str, Any]:
+    if isinstance(model_config, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
+        d = model_config.to_dict()
+    elif isinstance(model_config, Mapping):
+        d = dict(model_config)
+    else:
+        raise TypeError(f"model_config must be a ConfigDict or dict, got {type(model_config)}")
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, np.generic):
+            return v.item()
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        raise TypeError(f"model config value {v!r} ({type(v).__name__}) is not JSON-serialisable")
+
+    return plain(d)
+
+
+def _json_to_config(d: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """JSON lists become tuples (Flax module fields must be hashable)."""
+
+    def tup(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {k: tup(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return tuple(tup(x) for x in v)
+        return v
+
+    return ml_collections.ConfigDict(tup(dict(d)))
+
+
+# -------------------------------------------------------------------------------------------------
+# Save / load.
+
+
+def _library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("mracnn-jax", "jax", "flax", "numpy"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def save_model(
+    path: str | os.PathLike,
+    model_config: Any,
+    params: Mapping[str, Any],
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    dtype: str = "float32",
+) -> str:
+    """Writes the model file atomically (a temporary file renamed into place).
+
+    Args:
+      path: destination file.
+      model_config: ``config.model`` (ConfigDict or dict; JSON-serialisable values).
+      params: the 'params' pytree (nested mapping of arrays).
+      metadata: optional JSON-serialisable dict (step, λ, metrics, ...).
+      dtype: storage dtype of floating parameters, 'float32' (exact) or 'float16'.
+
+    Returns:
+      The digest stored in the header (of the parameters as ``load_model`` will return them).
+    """
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
+    flat = flatten_params(params)
+    stored: dict[str, np.ndarray] = {}
+    for k, a in flat.items():
+        if np.issubdtype(a.dtype, np.floating) or a.dtype.name == "bfloat16":
+            a = np.asarray(a, dtype=np.float32).astype(dtype)
+        elif not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
+            raise TypeError(f"parameter {k!r} has unsupported dtype {a.dtype}")
+        stored[k] = _canonical(a)
+    loaded_view = {k: _as_loaded(a) for k, a in stored.items()}
+    digest = params_digest(loaded_view)
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": _config_to_json(model_config),
+        "storage_dtype": dtype,
+        "params_digest": digest,
+        "params": {
+            k: {"shape": list(a.shape), "dtype": a.dtype.str} for k, a in sorted(stored.items())
+        },
+        "metadata": json.loads(json.dumps(dict(metadata or {}), default=_json_default)),
+        "created_by": _library_versions(),
+    }
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".mracnn", dir=directory)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            zf.writestr(HEADER_NAME, json.dumps(header, indent=1, sort_keys=True))
+            for k in sorted(stored):
+                with zf.open(PARAMS_PREFIX + k + ".npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, stored[k], allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return digest
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if hasattr(v, "to_dict"):
+        return v.to_dict()
+    if isinstance(v, tuple):
+        return list(v)
+    return str(v)
+
+
+def _as_loaded(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float32) if a.dtype == np.float16 else a
+
+
+def _open(path: str | os.PathLike) -> zipfile.ZipFile:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file {path!r} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(
+            f"{path!r} is not an MRACNN model file (not a zip archive); export one with "
+            "`python train.py --export_only --workdir=WORKDIR`"
+        )
+    try:
+        return zipfile.ZipFile(path, "r")
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ModelFileError(f"{path!r}: unreadable zip archive ({e})") from e
+
+
+def _read_header(zf: zipfile.ZipFile, path: str) -> dict[str, Any]:
+    try:
+        raw = zf.read(HEADER_NAME)
+    except KeyError:
+        raise ModelFileError(
+            f"{path!r} is a zip file but not an MRACNN model file (no {HEADER_NAME})"
+        ) from None
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ModelFileError(f"{path!r}: corrupt header ({e})") from e
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"{path!r}: header is not valid JSON ({e})") from e
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ModelFileError(
+            f"{path!r} is not an MRACNN model file (format {header.get('format') if isinstance(header, dict) else None!r})"
+        )
+    version = header.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path!r} has model-file format version {version!r}; this library reads up to "
+            f"{FORMAT_VERSION}: upgrade mracnn-jax"
+        )
+    for key in ("model_config", "params", "params_digest"):
+        if key not in header:
+            raise ModelFileError(f"{path!r}: header lacks {key!r}")
+    return header
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON header (config, parameter shapes, digest, metadata) without loading arrays."""
+    with _open(path) as zf:
+        return _read_header(zf, os.fspath(path))
+
+
+def load_model(
+    path: str | os.PathLike,
+) -> tuple[ml_collections.ConfigDict, dict[str, Any], dict[str, Any]]:
+    """Reads a model file.
+
+    Returns:
+      ``(model_config, params, metadata)``: the model config as a ConfigDict (JSON lists become
+      tuples), the parameters as nested dicts of NumPy arrays (float16 storage is returned as
+      float32), and the metadata dict.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ModelFileError: not a model file, a newer format, or corrupt (bad CRC, bad array, digest
+        mismatch, missing or extra parameters).
+    """
+    spath = os.fspath(path)
+    with _open(spath) as zf:
+        header = _read_header(zf, spath)
+        names = {n for n in zf.namelist() if n.startswith(PARAMS_PREFIX) and n.endswith(".npy")}
+        expected = {PARAMS_PREFIX + k + ".npy" for k in header["params"]}
+        if names != expected:
+            missing, extra = sorted(expected - names), sorted(names - expected)
+            raise ModelFileError(
+                f"{spath!r}: parameter entries do not match the header (missing "
+                f"{missing[:3]}, unexpected {extra[:3]})"
+            )
+        flat: dict[str, np.ndarray] = {}
+        for k, spec in header["params"].items():
+            try:
+                with zf.open(PARAMS_PREFIX + k + ".npy") as f:
+                    a = np.lib.format.read_array(f, allow_pickle=False)
+            except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+                raise ModelFileError(f"{spath!r}: parameter {k!r} is corrupt ({e})") from e
+            if list(a.shape) != list(spec["shape"]) or a.dtype.str != spec["dtype"]:
+                raise ModelFileError(
+                    f"{spath!r}: parameter {k!r} has shape {a.shape} / dtype "
+                    f"{a.dtype.str}, header says {spec}"
+                )
+            flat[k] = _as_loaded(a)
+    digest = params_digest(flat)
+    if digest != header["params_digest"]:
+        raise ModelFileError(
+            f"{spath!r}: parameter digest mismatch (file corrupt or edited): "
+            f"{digest} != {header['params_digest']}"
+        )
+    return (
+        _json_to_config(header["model_config"]),
+        unflatten_params(flat),
+        dict(header.get("metadata") or {}),
+    )
+
+
+# -------------------------------------------------------------------------------------------------
+# Export from a training checkpoint.
+
+
+def _find_checkpoint_dir(path: str) -> str:
+    for candidate in (os.path.join(path, "checkpoints"), path):
+        if os.path.isdir(candidate) and any(
+            name.isdigit() and os.path.isdir(os.path.join(candidate, name))
+            for name in os.listdir(candidate)
+        ):
+            return candidate
+    raise FileNotFoundError(
+        f"no checkpoint under {path!r}: pass a training work directory or its checkpoints/ folder"
+    )
+
+
+def export_from_checkpoint(
+    workdir_or_ckpt_dir: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    step: int | None = None,
+    dtype: str = "float32",
+) -> str:
+    """Writes the model file of a training checkpoint (default: the latest).
+
+    The model config comes from the checkpoint itself (the training loop stores the run's config
+    in every checkpoint), else from ``config.json`` beside the checkpoints folder. Returns the
+    parameter digest.
+    """
+    from mracnn_jax.training.checkpoint import CheckpointManager  # orbax only when exporting
+
+    path = os.fspath(workdir_or_ckpt_dir)
+    ckpt_dir = _find_checkpoint_dir(path)
+    mngr = CheckpointManager(ckpt_dir, max_to_keep=None)
+    try:
+        state, extra = mngr.restore_raw(step)
+        used_step = int(np.asarray(state["step"])) if "step" in state else mngr.latest_step()
+    finally:
+        mngr.close()
+    config = extra.get("config")
+    if config is None:
+        cfg_file = os.path.join(os.path.dirname(os.path.abspath(ckpt_dir)), "config.json")
+        if not os.path.exists(cfg_file):
+            raise FileNotFoundError(f"the checkpoint has no config and {cfg_file} is missing")
+        with open(cfg_file) as f:
+            config = json.load(f)
+    if "model" not in config:
+        raise ModelFileError(f"the config stored with {ckpt_dir!r} has no 'model' block")
+    train = config.get("train", {})
+    metadata = {
+        "step": used_step,
+        "source": os.path.abspath(ckpt_dir),
+        "loss_metric": train.get("loss_metric"),
+        "lmbda": train.get("lmbda"),
+    }
+    return save_model(out_path, config["model"], state["params"], metadata=metadata, dtype=dtype)

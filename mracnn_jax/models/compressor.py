@@ -1,0 +1,124 @@
+"""The learned image codec: transforms, hyperprior and the channel-wise entropy model.
+
+For an image x ``[B, H, W, 3]`` in [0, 1] with H and W multiples of 64:
+
+    y = g_a(x);  z = h_a(y)
+    z~ = round(z - m) + m                     m: medians of the factorized prior (per channel)
+    latent_means = h_mean_s(z~);  latent_scales = h_scale_s(z~)
+    y^, p_y = ChannelContextModel(y, latent_means, latent_scales)
+    x^ = g_s(y^)
+    bpp = (sum -log2 p_y + sum -log2 p_z) / (B H W)
+
+Training (``train=True``): p_z and p_y are evaluated on noisy latents (z + u, y + u), while h_s,
+the LRP and g_s see straight-through rounded values (architecture.md §1.4). Inference: everything
+is rounded, and p_z, p_y are the probabilities of the transmitted symbols.
+
+The separate methods (``analysis``, ``hyper_analysis``, ``hyper_synthesis``, ``synthesis``,
+``z_offsets``, ``slice_parameters``, ``refine_slice``) are what the coder calls, one jitted
+function each, so the coder runs exactly the graph that training estimated.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mracnn_jax.entropy.channel_context import ChannelContextModel
+from mracnn_jax.entropy.factorized import FactorizedPrior
+from mracnn_jax.entropy.quantize import add_noise, quantize_around
+from mracnn_jax.models.transforms import (
+    AnalysisTransform,
+    HyperAnalysis,
+    HyperSynthesis,
+    SynthesisTransform,
+)
+
+DOWNSAMPLING = 64  # total stride from the image to z
+
+
+def bits_per_pixel(likelihoods: dict, num_pixels):
+    """Sum of -log2 p over every latent, divided by the number of pixels."""
+    bits = sum(jnp.sum(-jnp.log2(p)) for p in likelihoods.values())
+    return bits / num_pixels
+
+
+class ImageCompressor(nn.Module):
+    """MRACNN, WACNN or an ablation, depending on ``cfg`` (see ``configs/``)."""
+
+    cfg: object
+
+    def setup(self):
+        cfg = self.cfg
+        self.g_a = AnalysisTransform(cfg)
+        self.g_s = SynthesisTransform(cfg)
+        self.h_a = HyperAnalysis(tuple(cfg.hyper_analysis_widths) + (cfg.Z,))
+        s_widths = tuple(cfg.hyper_synthesis_widths) + (cfg.M,)
+        self.h_mean_s = HyperSynthesis(s_widths)
+        self.h_scale_s = HyperSynthesis(s_widths)
+        ent = cfg.entropy
+        self.entropy = ChannelContextModel(
+            latent_channels=cfg.M,
+            num_slices=ent.num_slices,
+            max_support=ent.max_support,
+            cc_widths=tuple(ent.cc_widths),
+            cc_kernel=ent.cc_kernel,
+            support_attention=ent.support_attention,
+            clab_dim=ent.clab_dim,
+            elsa=cfg.elsa,
+        )
+        self.entropy_bottleneck = FactorizedPrior(cfg.Z, tuple(cfg.prior_filters), cfg.prior_init_scale)
+
+    # -- pieces the coder calls -------------------------------------------------------------
+    def analysis(self, x):
+        return self.g_a(x)
+
+    def hyper_analysis(self, y):
+        return self.h_a(y)
+
+    def hyper_synthesis(self, z_hat):
+        return self.h_mean_s(z_hat), self.h_scale_s(z_hat)
+
+    def synthesis(self, y_hat):
+        return self.g_s(y_hat)
+
+    def z_offsets(self):
+        return self.entropy_bottleneck.medians()
+
+    def z_likelihood(self, z_hat):
+        return self.entropy_bottleneck.likelihood(z_hat)
+
+    def slice_parameters(self, i, latent_means, latent_scales, decoded):
+        return self.entropy.slice_parameters(i, latent_means, latent_scales, decoded)
+
+    def refine_slice(self, i, mean_support, y_tilde):
+        return self.entropy.refine(i, mean_support, y_tilde)
+
+    # -- the rate-distortion forward pass ---------------------------------------------------
+    def __call__(self, x, train: bool = False):
+        """Returns ``{"x_hat", "likelihoods": {"y", "z"}, "bpp", "y_hat", "z_hat"}``."""
+        b, h, w, _ = x.shape
+        if h % DOWNSAMPLING or w % DOWNSAMPLING:
+            raise ValueError(
+                f"input {h}x{w} is not a multiple of {DOWNSAMPLING}; "
+                "pad it first (mracnn_jax.models.padding.pad_to_multiple)"
+            )
+        y = self.g_a(x)
+        z = self.h_a(y)
+        offsets = self.z_offsets()
+        if train:
+            z_likelihood = self.entropy_bottleneck.likelihood(add_noise(z, self.make_rng("noise")))
+            z_hat = quantize_around(z, offsets, ste=True)
+        else:
+            z_hat = quantize_around(z, offsets)
+            z_likelihood = self.entropy_bottleneck.likelihood(z_hat)
+        latent_means, latent_scales = self.hyper_synthesis(z_hat)
+        y_hat, y_likelihood = self.entropy(y, latent_means, latent_scales, train)
+        x_hat = self.g_s(y_hat)
+        likelihoods = {"y": y_likelihood, "z": z_likelihood}
+        return {
+            "x_hat": x_hat,
+            "likelihoods": likelihoods,
+            "bpp": bits_per_pixel(likelihoods, b * h * w),
+            "y_hat": y_hat,
+            "z_hat": z_hat,
+        }

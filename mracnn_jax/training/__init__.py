@@ -1,0 +1,37 @@
+"""Training: input pipeline, rate–distortion loss, train state, orbax checkpoints and the loop.
+
+Modules (import them directly; this package imports nothing heavy so that configs can use
+``defaults`` without pulling in orbax or grain):
+
+* ``defaults``        ``training_config()``, ``data_config()``, the paper's λ grids.
+* ``input_pipeline``  image folders → uint8 crops, grain or thread backend, resumable position.
+* ``losses``          ``rate_distortion_loss`` (λ·255²·MSE + bpp, or λ·(1 − MS-SSIM) + bpp).
+* ``train_state``     ``TrainState`` and ``make_optimizer`` (clipping + Adam + schedule).
+* ``checkpoint``      ``CheckpointManager`` for orbax 0.4.4 and 0.12.
+* ``train_lib``       ``train_and_evaluate(config, workdir)``.
+"""
+
+from mracnn_jax.training.defaults import (
+    MS_SSIM_LAMBDAS,
+    MSE_LAMBDAS,
+    PAPER_LEARNING_RATE,
+    data_config,
+    training_config,
+)
+
+__all__ = [
+    "MSE_LAMBDAS",
+    "MS_SSIM_LAMBDAS",
+    "PAPER_LEARNING_RATE",
+    "data_config",
+    "train_and_evaluate",
+    "training_config",
+]
+
+
+def __getattr__(name):
+    if name == "train_and_evaluate":
+        from mracnn_jax.training.train_lib import train_and_evaluate
+
+        return train_and_evaluate
+    raise AttributeError(name)

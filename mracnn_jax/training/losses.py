@@ -1,0 +1,74 @@
+"""Rate–distortion training loss.
+
+For a batch x `[B, H, W, 3]` in [0, 1], the model output ``out`` with reconstruction
+``out['x_hat']`` and latent likelihoods ``out['likelihoods']`` (a dict, e.g. {'y', 'z'}, each
+`[B, h, w, C]`, probabilities > 0):
+
+  bpp  = Σ_latents Σ −log2 p / (B·H·W)             (estimated bits per pixel of the batch)
+  MSE  = mean((x̂ − x)²)                             (over B, H, W and C; [0, 1] scale)
+  'mse':      L = λ·255²·MSE + bpp                  (CompressAI's RateDistortionLoss)
+  'ms-ssim':  L = λ·(1 − MS-SSIM(x̂, x)) + bpp       (MS-SSIM with max_val 1, averaged over B)
+
+PSNR is reported as 10·log10(1 / MSE) of the batch MSE (the reconstruction is not clipped here, as
+in the loss; the validation step clips and rounds).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from mracnn_jax.evaluation.metrics import ms_ssim as _ms_ssim
+
+LOSS_METRICS = ("mse", "ms-ssim")
+
+
+def total_bits(likelihoods: Any) -> jnp.ndarray:
+    """Σ −log2 p over every array in the (nested) ``likelihoods`` pytree: a scalar."""
+    leaves = jax.tree_util.tree_leaves(likelihoods)
+    if not leaves:
+        raise ValueError("the model returned no likelihoods")
+    return sum(jnp.sum(-jnp.log2(p.astype(jnp.float32))) for p in leaves)
+
+
+def bits_per_image(likelihoods: Any) -> jnp.ndarray:
+    """Σ −log2 p per batch element: `[B]` (every likelihood array is `[B, ...]`)."""
+    leaves = jax.tree_util.tree_leaves(likelihoods)
+    return sum(
+        jnp.sum(-jnp.log2(p.astype(jnp.float32)).reshape(p.shape[0], -1), axis=1) for p in leaves
+    )
+
+
+def rate_distortion_loss(
+    x: jnp.ndarray, out: dict[str, Any], *, lmbda: float, metric: str = "mse"
+) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+    """The loss of the module docstring and its parts.
+
+    Args:
+      x: originals `[B, H, W, 3]`, float in [0, 1].
+      out: the model output: ``x_hat`` `[B, H, W, 3]` and ``likelihoods``.
+      lmbda: λ.
+      metric: 'mse' or 'ms-ssim'.
+
+    Returns:
+      ``(loss, metrics)``; metrics has scalar ``loss``, ``bpp``, ``mse``, ``psnr`` and, for
+      'ms-ssim', ``ms_ssim``.
+    """
+    if metric not in LOSS_METRICS:
+        raise ValueError(f"loss metric must be one of {LOSS_METRICS}, got {metric!r}")
+    b, h, w, _ = x.shape
+    x_hat = out["x_hat"].astype(jnp.float32)
+    x = x.astype(jnp.float32)
+    bpp = total_bits(out["likelihoods"]) / (b * h * w)
+    mse = jnp.mean(jnp.square(x_hat - x))
+    metrics = {"bpp": bpp, "mse": mse, "psnr": -10.0 * jnp.log10(mse)}
+    if metric == "mse":
+        loss = lmbda * 255.0**2 * mse + bpp
+    else:
+        msssim = jnp.mean(_ms_ssim(x_hat, x, max_val=1.0))
+        metrics["ms_ssim"] = msssim
+        loss = lmbda * (1.0 - msssim) + bpp
+    metrics["loss"] = loss
+    return loss, metrics

@@ -1,0 +1,519 @@
+"""The training loop: ``train_and_evaluate(config, workdir)``.
+
+Devices and sharding
+--------------------
+One ``jax.sharding.Mesh`` over all devices (all processes) with a single axis 'data'. Batches are
+sharded along B (``NamedSharding(mesh, P('data'))``; each process feeds its ``B / process_count``
+images); the train state is replicated (``P()``). ``train_step`` is one ``jax.jit`` with those
+shardings, so XLA inserts the gradient all-reduce.
+
+Determinism and resume
+----------------------
+* Parameters are initialised from ``fold_in(PRNGKey(train.seed), 0)``.
+* The training noise of step s (the model's 'noise' rng: U(−½, ½) quantisation proxy) is
+  ``fold_in(fold_in(PRNGKey(train.seed), 1), s)``: a pure function of the step, not of how many
+  steps this process has run.
+* The data iterator's position (records read per process, see ``input_pipeline``) is stored in
+  every checkpoint next to the train state and the config; a restart rebuilds the iterator at that
+  position.
+So "20 steps" and "10 steps, stop, restart, 10 steps" give bitwise-identical parameters (tested).
+
+Checkpoints and failures
+------------------------
+``workdir/checkpoints/<step>`` every ``train.checkpoint_every`` steps and at the end, keeping the
+last ``train.keep_checkpoints``; the run resumes from the latest complete one. Metrics are fetched
+and checked every ``train.log_every`` steps and before every checkpoint: a NaN/Inf loss raises
+``NonFiniteLossError`` (the offending step named) before anything of the bad state is written.
+
+Outputs in ``workdir``
+----------------------
+``config.json`` (+ ``config.yaml``), ``metrics.jsonl`` (one JSON object per log/eval point, with
+``"split": "train"`` or ``"eval"``), ``checkpoints/``, TensorBoard events under ``tb/`` when
+tensorboardX is installed (silently skipped otherwise; TensorFlow is never imported), and at the end
+the portable model file ``train.export_name`` (see ``mracnn_jax.model_file``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from mracnn_jax import model_file
+from mracnn_jax.training import checkpoint as ckpt_lib
+from mracnn_jax.training import input_pipeline
+from mracnn_jax.training.losses import bits_per_image, rate_distortion_loss
+from mracnn_jax.training.train_state import TrainState, make_lr_schedule, make_optimizer
+
+logger = logging.getLogger(__name__)
+
+DATA_AXIS = "data"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or Inf; the run stopped without checkpointing that state."""
+
+
+# -------------------------------------------------------------------------------------------------
+# Building blocks (also used by the tests).
+
+
+def make_mesh(devices: list | None = None) -> Mesh:
+    """A 1-D mesh with axis 'data' over ``devices`` (default: every device of every process)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def root_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """``(init_key, noise_key)`` of a run: fold_in(PRNGKey(seed), 0) and fold_in(..., 1)."""
+    root = jax.random.PRNGKey(int(seed))
+    return jax.random.fold_in(root, 0), jax.random.fold_in(root, 1)
+
+
+def init_train_state(
+    model, tx: optax.GradientTransformation, init_key: jax.Array, crop_size: int, mesh: Mesh
+) -> TrainState:
+    """A fresh, replicated train state (parameters from one training pass on zeros)."""
+    p_key, n_key = jax.random.split(init_key)
+
+    def init() -> TrainState:
+        x = jnp.zeros((1, crop_size, crop_size, 3), jnp.float32)
+        variables = model.init({"params": p_key, "noise": n_key}, x, train=True)
+        return TrainState.create(variables["params"], tx)
+
+    return jax.jit(init, out_shardings=replicated(mesh))()
+
+
+def place_replicated(tree: Any, mesh: Mesh) -> Any:
+    """Host arrays (identical on every process) → replicated jax.Arrays on the mesh."""
+    sharding = replicated(mesh)
+
+    def put(a):
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+    return jax.tree_util.tree_map(put, tree)
+
+
+def make_global_batch(local_batch: np.ndarray, mesh: Mesh) -> jax.Array:
+    """This process's ``[B_local, ...]`` slice → the global ``[B, ...]`` array sharded on 'data'."""
+    return jax.make_array_from_process_local_data(batch_sharding(mesh), local_batch)
+
+
+def _to_unit_float(batch: jax.Array) -> jax.Array:
+    if jnp.issubdtype(batch.dtype, jnp.integer):
+        return batch.astype(jnp.float32) / 255.0
+    return batch.astype(jnp.float32)
+
+
+def _global_norm(tree: Any) -> jax.Array:
+    """L2 norm of all leaves (optax.global_norm is deprecated in newer optax)."""
+    return jnp.sqrt(
+        sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree_util.tree_leaves(tree))
+    )
+
+
+def make_train_step(
+    model, tx: optax.GradientTransformation, train_config
+) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    """The pure step ``(state, batch, noise_key) -> (state, metrics)`` (not yet jitted).
+
+    ``batch`` is uint8 `[B, H, W, 3]` (or float in [0, 1]); the noise rng of the step is
+    ``fold_in(noise_key, state.step)``. Metrics: loss, bpp, mse, psnr (+ ms_ssim), grad_norm, lr.
+    """
+    lmbda = float(train_config.lmbda)
+    metric = str(train_config.loss_metric)
+    schedule = make_lr_schedule(train_config)
+
+    def train_step(state: TrainState, batch: jax.Array, noise_key: jax.Array):
+        x = _to_unit_float(batch)
+        rng = jax.random.fold_in(noise_key, state.step)
+
+        def loss_fn(params):
+            out = model.apply({"params": params}, x, train=True, rngs={"noise": rng})
+            return rate_distortion_loss(x, out, lmbda=lmbda, metric=metric)
+
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        metrics = dict(metrics)
+        metrics["grad_norm"] = _global_norm(grads)
+        metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
+        return state.apply_gradients(grads, tx), metrics
+
+    return train_step
+
+
+def jit_train_step(train_step, mesh: Mesh):
+    """``jax.jit`` with the state replicated and the batch sharded on 'data'."""
+    repl = replicated(mesh)
+    donate = () if jax.default_backend() == "cpu" else (0,)
+    return jax.jit(
+        train_step,
+        in_shardings=(repl, batch_sharding(mesh), repl),
+        out_shardings=(repl, repl),
+        donate_argnums=donate,
+    )
+
+
+def make_eval_step(model, crop_size: int):
+    """``(params, batch) -> per-image {bpp, mse, psnr[, ms_ssim]}`` at inference (rounding).
+
+    The reconstruction is clipped to [0, 1] and rounded to 8 bits before the distortion, as a
+    decoded image would be; bpp is the likelihood estimate, not a real bitstream.
+    """
+    from mracnn_jax.evaluation.metrics import min_size_for_ms_ssim, ms_ssim
+
+    with_ms_ssim = crop_size >= min_size_for_ms_ssim()
+
+    def eval_step(params, batch):
+        x = _to_unit_float(batch)
+        out = model.apply({"params": params}, x, train=False)
+        h, w = x.shape[1:3]
+        x_hat = jnp.round(jnp.clip(out["x_hat"].astype(jnp.float32), 0.0, 1.0) * 255.0) / 255.0
+        mse = jnp.mean(jnp.square(x_hat - x), axis=(1, 2, 3))
+        res = {
+            "bpp": bits_per_image(out["likelihoods"]) / (h * w),
+            "mse": mse,
+            "psnr": -10.0 * jnp.log10(jnp.maximum(mse, 1e-10)),
+        }
+        if with_ms_ssim:
+            res["ms_ssim"] = ms_ssim(x_hat, x, max_val=1.0)
+        return res
+
+    return eval_step
+
+
+# -------------------------------------------------------------------------------------------------
+# Logging.
+
+
+class MetricWriter:
+    """metrics.jsonl (always) and TensorBoard via tensorboardX (when installed); process 0 only."""
+
+    def __init__(self, workdir: str, enabled: bool):
+        self.enabled = enabled
+        self._jsonl = None
+        self._tb = None
+        if not enabled:
+            return
+        # Kept open for the whole run (closed in close()); line-buffered so a crash loses nothing.
+        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)  # noqa: SIM115
+        try:
+            from tensorboardX import SummaryWriter  # optional; never TensorFlow
+        except ImportError:
+            SummaryWriter = None
+        if SummaryWriter is not None:
+            self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+
+    def write(self, step: int, split: str, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        rec = {"step": int(step), "split": split, "time": time.time()}
+        rec.update(
+            {
+                k: (None if not math.isfinite(v) else v) if isinstance(v, float) else v
+                for k, v in values.items()
+            }
+        )
+        self._jsonl.write(json.dumps(rec) + "\n")
+        if self._tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self._tb.add_scalar(f"{split}/{k}", v, int(step))
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        disable=not enabled,
+        dynamic_ncols=True,
+        mininterval=1.0,
+        unit="step",
+    )
+
+
+def _save_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    as_json = json.loads(config.to_json_best_effort())
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(as_json, f, indent=2, sort_keys=True)
+    try:
+        with open(os.path.join(workdir, "config.yaml"), "w") as f:
+            f.write(config.to_yaml())
+    except Exception as e:  # noqa: BLE001 - YAML is a convenience copy of config.json
+        logger.debug("config.yaml not written: %s", e)
+    return as_json
+
+
+def _check_finite(
+    window: list[tuple[int, dict[str, np.ndarray]]], last_good: int | None, ckpt_dir: str
+) -> None:
+    for step, m in window:
+        if not np.isfinite(m["loss"]):
+            parts = ", ".join(f"{k}={float(v):.6g}" for k, v in sorted(m.items()))
+            where = (
+                f"the last good checkpoint is step {last_good} in {ckpt_dir}"
+                if last_good is not None
+                else "no checkpoint was written yet"
+            )
+            raise NonFiniteLossError(
+                f"the training loss became non-finite at step {step} ({parts}). Stopping without "
+                f"saving this state; {where}. Restarting resumes from there; lower "
+                "train.learning_rate or train.grad_clip_norm, or check the data, first."
+            )
+
+
+# -------------------------------------------------------------------------------------------------
+# The loop.
+
+
+def _validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> None:
+    t = config.train
+    if t.batch_size % num_devices or t.batch_size % num_processes:
+        raise ValueError(
+            f"train.batch_size = {t.batch_size} must be divisible by the number of devices "
+            f"({num_devices}) and processes ({num_processes})"
+        )
+    if t.crop_size % 64:
+        raise ValueError(f"train.crop_size = {t.crop_size} must be a multiple of 64")
+    if t.loss_metric not in ("mse", "ms-ssim"):
+        raise ValueError(f"train.loss_metric must be 'mse' or 'ms-ssim', got {t.loss_metric!r}")
+    if t.loss_metric == "ms-ssim":
+        from mracnn_jax.evaluation.metrics import min_size_for_ms_ssim
+
+        if t.crop_size < min_size_for_ms_ssim():
+            raise ValueError(f"MS-SSIM training needs train.crop_size >= {min_size_for_ms_ssim()}")
+    for name in ("checkpoint_every", "log_every", "num_steps"):
+        if int(t[name]) <= 0:
+            raise ValueError(f"train.{name} must be positive, got {t[name]}")
+
+
+def _data_state_for_checkpoint(it: input_pipeline.TrainIterator) -> dict[str, Any]:
+    state = it.get_state()
+    consumed = np.asarray([state["records_consumed"]], np.int64)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        consumed = np.asarray(multihost_utils.process_allgather(consumed)).reshape(-1)
+    return {
+        "records_consumed": [int(c) for c in consumed],
+        "skipped": state["skipped"],
+        "backend": state["backend"],
+    }
+
+
+def evaluate(
+    eval_step, params, images: np.ndarray, batch_size: int, mesh: Mesh
+) -> dict[str, float]:
+    """Mean per-image metrics of ``eval_step`` over ``images`` (uint8 ``[N, c, c, 3]``)."""
+    n = len(images)
+    ndev = mesh.devices.size
+    batch_size = int(math.ceil(max(batch_size, 1) / ndev) * ndev)
+    sharding = batch_sharding(mesh)
+    sums: dict[str, float] = {}
+    for start in range(0, n, batch_size):
+        chunk = images[start : start + batch_size]
+        real = len(chunk)
+        if real < batch_size:  # pad with copies of the last image; dropped below
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - real, axis=0)])
+        batch = jax.make_array_from_callback(chunk.shape, sharding, lambda idx, c=chunk: c[idx])
+        res = jax.device_get(eval_step(params, batch))
+        for k, v in res.items():
+            sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v)[:real], dtype=np.float64))
+    return {k: v / n for k, v in sums.items()}
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, model=None
+) -> TrainState:
+    """Trains (or resumes) in ``workdir`` up to ``config.train.num_steps``; returns the final
+    state.
+
+    Args:
+      config: the experiment config (``config.model``, ``config.train``, ``config.data``).
+      workdir: output folder (created); an existing one with checkpoints is resumed.
+      model: the Flax module to train; default ``build_model(config.model)``.
+
+    Raises:
+      NonFiniteLossError: the loss became NaN/Inf (nothing of that state is saved).
+    """
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    t = config.train
+    mesh = make_mesh()
+    process_index, process_count = jax.process_index(), jax.process_count()
+    _validate(config, mesh.devices.size, process_count)
+    is_main = process_index == 0
+
+    if model is None:
+        from mracnn_jax.models import build_model
+
+        model = build_model(config.model)
+    config_json = (
+        _save_config(config, workdir) if is_main else json.loads(config.to_json_best_effort())
+    )
+
+    tx = make_optimizer(t)
+    init_key, noise_key = root_keys(t.seed)
+    state = init_train_state(model, tx, init_key, int(t.crop_size), mesh)
+    noise_key = place_replicated(np.asarray(jax.device_get(noise_key)), mesh)
+
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    ckpts = ckpt_lib.CheckpointManager(ckpt_dir, max_to_keep=int(t.keep_checkpoints))
+    data_state = None
+    last_ckpt = ckpts.latest_step()
+    if last_ckpt is not None:
+        host_state, extra = ckpts.restore(last_ckpt, state)
+        state = place_replicated(host_state, mesh)
+        data = extra.get("data") or {}
+        consumed = data.get("records_consumed", [0])
+        if len(consumed) != process_count:
+            raise ValueError(
+                f"checkpoint {last_ckpt} was written by {len(consumed)} processes, this run has "
+                f"{process_count}: the data position cannot be restored exactly"
+            )
+        data_state = {
+            "records_consumed": consumed[process_index],
+            "skipped": data.get("skipped", {}),
+        }
+        logger.info("resumed from checkpoint %d in %s", last_ckpt, ckpt_dir)
+    start_step = int(jax.device_get(state.step))
+
+    local_batch = int(t.batch_size) // process_count
+    train_iter = input_pipeline.make_train_iterator(
+        config.data,
+        crop_size=int(t.crop_size),
+        batch_size=local_batch,
+        seed=int(t.seed),
+        process_index=process_index,
+        process_count=process_count,
+        state=data_state,
+    )
+    p_train_step = jit_train_step(make_train_step(model, tx, t), mesh)
+
+    eval_images = None
+    eval_fn = None
+    num_eval = int(t.get("num_eval_images", 0))
+    val_dir = config.data.get("val_dir", "")
+    if num_eval > 0 and val_dir and int(t.get("eval_every", 0)) >= 0:
+        eval_crop = int(t.get("eval_crop_size", t.crop_size))
+        eval_images, _ = input_pipeline.load_eval_images(val_dir, eval_crop, num_eval)
+        eval_fn = jax.jit(make_eval_step(model, eval_crop), out_shardings=replicated(mesh))
+
+    writer = MetricWriter(workdir, enabled=is_main)
+    num_steps = int(t.num_steps)
+    log_every, ckpt_every = int(t.log_every), int(t.checkpoint_every)
+    eval_every = int(t.get("eval_every", 0))
+    window: list[tuple[int, dict[str, Any]]] = []
+    window_t0, data_time = time.perf_counter(), 0.0
+    last_eval: dict[str, float] = {}
+
+    def flush(step: int) -> None:
+        nonlocal window, window_t0, data_time
+        if not window:
+            return
+        host = [(s, {k: np.asarray(v) for k, v in jax.device_get(m).items()}) for s, m in window]
+        _check_finite(host, ckpts.latest_step(), ckpt_dir)
+        elapsed = max(time.perf_counter() - window_t0, 1e-9)
+        means = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
+        means["lr"] = float(host[-1][1]["lr"])
+        means["steps_per_sec"] = len(host) / elapsed
+        means["images_per_sec"] = len(host) * int(t.batch_size) / elapsed
+        means["data_wait_frac"] = data_time / elapsed
+        means["skipped_images"] = train_iter.num_skipped
+        writer.write(step, "train", means)
+        pbar.set_postfix(
+            loss=f"{means['loss']:.4f}",
+            bpp=f"{means['bpp']:.4f}",
+            psnr=f"{means['psnr']:.2f}",
+            sps=f"{means['steps_per_sec']:.2f}",
+            refresh=False,
+        )
+        window, window_t0, data_time = [], time.perf_counter(), 0.0
+
+    def save(step: int) -> None:
+        extra = {
+            "data": _data_state_for_checkpoint(train_iter),
+            "config": config_json,
+            "step": step,
+        }
+        ckpts.save(step, state, extra)
+
+    pbar = _progress_bar(num_steps, start_step, enabled=is_main)
+    step = start_step
+    try:
+        while step < num_steps:
+            t0 = time.perf_counter()
+            batch = make_global_batch(next(train_iter), mesh)
+            data_time += time.perf_counter() - t0
+            state, metrics = p_train_step(state, batch, noise_key)
+            step += 1
+            pbar.update(1)
+            window.append((step, metrics))
+            do_ckpt = step % ckpt_every == 0 or step == num_steps
+            do_eval = eval_fn is not None and (
+                (eval_every > 0 and step % eval_every == 0) or step == num_steps
+            )
+            if step % log_every == 0 or do_ckpt or do_eval:
+                flush(step)
+            if do_eval:
+                last_eval = evaluate(
+                    eval_fn, state.params, eval_images, int(t.get("eval_batch_size", 8)), mesh
+                )
+                writer.write(step, "eval", last_eval)
+                logger.info(
+                    "step %d eval: %s",
+                    step,
+                    ", ".join(f"{k}={v:.4f}" for k, v in last_eval.items()),
+                )
+            if do_ckpt:
+                save(step)
+        ckpts.wait()
+        if is_main and t.get("export_name", ""):
+            out = os.path.join(workdir, t.export_name)
+            digest = model_file.save_model(
+                out,
+                config.model,
+                jax.device_get(state.params),
+                metadata={
+                    "step": step,
+                    "loss_metric": t.loss_metric,
+                    "lmbda": float(t.lmbda),
+                    "eval": last_eval,
+                },
+                dtype=t.get("export_dtype", "float32"),
+            )
+            logger.info("exported %s (params sha256 %s)", out, digest)
+    finally:
+        pbar.close()
+        writer.close()
+        train_iter.close()
+        ckpts.close()
+    return state

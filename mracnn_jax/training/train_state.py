@@ -1,0 +1,81 @@
+"""The train state (step, params, optimiser state) and the optimiser built from ``config.train``.
+
+The optimiser is ``clip_by_global_norm(grad_clip_norm)`` followed by Adam driven by the schedule
+of ``make_lr_schedule``. It is not stored in the state (it is rebuilt from the config), so the
+state is a plain pytree of arrays that orbax saves and restores exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    """``step``: int32 scalar, the number of optimiser steps taken; ``params``: the model's
+    'params' collection; ``opt_state``: the optax state for ``params``."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+    @classmethod
+    def create(cls, params: Any, tx: optax.GradientTransformation) -> TrainState:
+        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    def apply_gradients(self, grads: Any, tx: optax.GradientTransformation) -> TrainState:
+        updates, opt_state = tx.update(grads, self.opt_state, self.params)
+        params = optax.apply_updates(self.params, updates)
+        return self.replace(step=self.step + 1, params=params, opt_state=opt_state)
+
+
+def make_lr_schedule(train_config) -> optax.Schedule:
+    """The learning rate as a function of the step (see ``defaults.training_config``)."""
+    lr = float(train_config.learning_rate)
+    total = int(train_config.num_steps)
+    warmup = int(train_config.get("warmup_steps", 0))
+    kind = train_config.get("lr_schedule", "constant")
+    if kind == "constant":
+        main = optax.constant_schedule(lr)
+    elif kind == "cosine":
+        main = optax.cosine_decay_schedule(
+            lr,
+            decay_steps=max(total - warmup, 1),
+            alpha=float(train_config.get("lr_final_factor", 0.0)),
+        )
+    elif kind == "step":
+        factor = float(train_config.get("lr_decay_factor", 0.1))
+        boundaries = {}
+        for frac in train_config.get("lr_decay_at", ()):
+            if not 0.0 < float(frac) < 1.0:
+                raise ValueError(f"train.lr_decay_at entries must be in (0, 1), got {frac}")
+            b = round(float(frac) * total) - warmup
+            if b > 0:
+                boundaries[b] = boundaries.get(b, 1.0) * factor
+        main = optax.piecewise_constant_schedule(lr, boundaries)
+    else:
+        raise ValueError(f"train.lr_schedule must be 'constant', 'cosine' or 'step', got {kind!r}")
+    if warmup > 0:
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, lr, warmup), main], boundaries=[warmup]
+        )
+    return main
+
+
+def make_optimizer(train_config) -> optax.GradientTransformation:
+    """Gradient clipping (when ``grad_clip_norm`` > 0), then Adam with the schedule."""
+    adam = optax.adam(
+        make_lr_schedule(train_config),
+        b1=float(train_config.get("adam_b1", 0.9)),
+        b2=float(train_config.get("adam_b2", 0.999)),
+        eps=float(train_config.get("adam_eps", 1e-8)),
+    )
+    clip = float(train_config.get("grad_clip_norm", 0.0))
+    if clip > 0:
+        return optax.chain(optax.clip_by_global_norm(clip), adam)
+    return adam
