@@ -229,3 +229,58 @@ class SubpelConv2d(nn.Module):
         r = self.upscale
         y = Conv2d(self.features * r * r, self.kernel_size, name="conv")(x)
         return depth_to_space(y, r)
+
+
+def _grouped_conv(x, kernel, groups: int):
+    k = kernel.shape[0]
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        (1, 1),
+        ((k // 2, k // 2), (k // 2, k // 2)),
+        dimension_numbers=_DIMENSION_NUMBERS,
+        feature_group_count=groups,
+    )
+
+
+@jax.custom_vjp
+def grouped_conv_same(x, kernel):
+    """Stride-1 grouped convolution with 'same' padding; groups = C_in / kernel.shape[2].
+
+    ``x`` ``[B, H, W, C_in]``, ``kernel`` ``[k, k, C_in/G, C_out]`` -> ``[B, H, W, C_out]``.
+    The forward and input gradient are XLA's; the kernel gradient is computed as one small
+    contraction per kernel offset, dW[dy, dx, i, (g, o)] = sum_{b,h,w} x_pad[b, h+dy, w+dx, (g, i)]
+    * g_out[b, h, w, (g, o)], because XLA's CPU backend computes a grouped convolution's kernel
+    gradient about 100x slower than its forward pass (measured: 10 s per 64x64x128 image for a 7x7
+    kernel with 8-channel groups, against 62 ms forward).
+    """
+    return _grouped_conv(x, kernel, x.shape[-1] // kernel.shape[2])
+
+
+def _grouped_conv_fwd(x, kernel):
+    return grouped_conv_same(x, kernel), (x, kernel)
+
+
+def _grouped_conv_bwd(residual, g):
+    x, kernel = residual
+    k, _, c_group, c_out = kernel.shape
+    b, h, w, c_in = x.shape
+    groups = c_in // c_group
+    _, input_vjp = jax.vjp(lambda v: _grouped_conv(v, kernel, groups), x)
+    (dx,) = input_vjp(g)
+    p = k // 2
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    g_grouped = g.reshape(b, h, w, groups, c_out // groups)
+
+    def tap(index, dk):
+        dy, dxx = index // k, index % k
+        window = jax.lax.dynamic_slice(xp, (0, dy, dxx, 0), (b, h, w, c_in))
+        window = window.reshape(b, h, w, groups, c_group)
+        contrib = jnp.einsum("bhwgi,bhwgo->igo", window, g_grouped).reshape(c_group, c_out)
+        return dk.at[index].set(contrib.astype(dk.dtype))
+
+    dk = jax.lax.fori_loop(0, k * k, tap, jnp.zeros((k * k, c_group, c_out), kernel.dtype))
+    return dx, dk.reshape(kernel.shape)
+
+
+grouped_conv_same.defvjp(_grouped_conv_fwd, _grouped_conv_bwd)

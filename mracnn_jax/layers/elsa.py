@@ -69,6 +69,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from mracnn_jax.layers import init as initializers
+from mracnn_jax.layers.conv import grouped_conv_same, torch_conv_kernel_init
+
 Array = jax.Array
 Dtype = Any
 PrecisionLike = Any
@@ -81,29 +84,39 @@ _IMPLS = ("loop", "patches")
 
 
 def _timm_trunc_normal(std: float = 0.02) -> Callable[..., Array]:
-    """timm ``trunc_normal_(std)``: N(0, std^2) truncated to [-2, 2] (absolute bounds)."""
-
-    def init(key: Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> Array:
-        bound = 2.0 / std
-        return (jax.random.truncated_normal(key, -bound, bound, shape, jnp.float32) * std).astype(
-            dtype
-        )
-
-    return init
+    """timm ``trunc_normal_(std)``: N(0, std^2) truncated to [-2, 2] (absolute bounds), sampled
+    on the host (``mracnn_jax.layers.init``)."""
+    return initializers.truncated_normal(std, bound=2.0)
 
 
 # PyTorch Conv2d default weight init: kaiming_uniform(a=sqrt(5)) == U(±1/sqrt(fan_in)).
-_torch_conv_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+_torch_conv_kernel_init = torch_conv_kernel_init
 
 
 def _torch_conv_bias_init(fan_in: int) -> Callable[..., Array]:
     """PyTorch Conv2d default bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    bound = 1.0 / math.sqrt(fan_in)
+    return initializers.torch_uniform(fan_in)
 
-    def init(key: Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> Array:
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
 
-    return init
+class GroupedConv2d(nn.Module):
+    """k x k grouped convolution, 'same' padding, with the fast kernel gradient of
+    ``mracnn_jax.layers.conv.grouped_conv_same``. Parameters ``kernel`` ``[k, k, group_width,
+    features]`` and ``bias`` ``[features]``, as ``flax.linen.Conv(feature_group_count=...)``."""
+
+    features: int
+    kernel_size: int
+    group_width: int
+    bias_init: Callable[..., Array] = nn.initializers.zeros
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        k = self.kernel_size
+        kernel = self.param(
+            "kernel", torch_conv_kernel_init, (k, k, self.group_width, self.features), self.param_dtype
+        )
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        return grouped_conv_same(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,7 +321,7 @@ def ghost_head_init(lam: float, gamma: float) -> Callable[..., Array]:
     def init(key: Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> Array:
         base = (1,) + tuple(shape[-3:])
         k_mul, k_add = jax.random.split(key)
-        g_mul = jax.random.normal(k_mul, base, dtype)
+        g_mul = initializers.normal(1.0)(k_mul, base, dtype)
         g_add = _timm_trunc_normal(0.02)(k_add, base, dtype)
         if lam != 0 and gamma != 0:
             return jnp.stack([g_mul, g_add]).reshape(shape)
@@ -409,15 +422,13 @@ class ELSA(nn.Module):
         s = q * kq * self.scale
 
         fan_in = self.group_width * kk
-        s = nn.Conv(
+        s = GroupedConv2d(
             d_qk,
-            (k, k),
-            padding=((k // 2, k // 2), (k // 2, k // 2)),
-            feature_group_count=d_qk // self.group_width,
-            kernel_init=_torch_conv_kernel_init,
+            k,
+            self.group_width,
             bias_init=_torch_conv_bias_init(fan_in),
             name="attn_conv",
-            **common,
+            param_dtype=self.param_dtype,
         )(s)
         s = nn.gelu(s, approximate=False)
         logits = nn.Conv(

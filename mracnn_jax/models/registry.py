@@ -47,11 +47,16 @@ def build_model(model_config) -> ImageCompressor:
 
 
 def init_params(model: ImageCompressor, rng, image_size: int = DOWNSAMPLING):
-    """Initial parameters (the ``'params'`` collection), from one ``image_size``² training pass."""
+    """Initial parameters (the ``'params'`` collection), from one ``image_size``² training pass.
+
+    Runs eagerly on purpose: under ``jit`` XLA compiles one random-key derivation per parameter
+    (Flax folds each module path into the key), which takes minutes on CPU, while eagerly the same
+    small kernels are compiled once and reused. The initialisers sample on the host
+    (``mracnn_jax.layers.init``).
+    """
     x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
     p_rng, n_rng = jax.random.split(rng)
-    init = jax.jit(lambda keys, x: model.init(keys, x, train=True)["params"])
-    return init({"params": p_rng, "noise": n_rng}, x)
+    return model.init({"params": p_rng, "noise": n_rng}, x, train=True)["params"]
 
 
 def forward_any_size(model: ImageCompressor, params, x):

@@ -52,6 +52,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mracnn_jax import model_file
+from mracnn_jax.models.registry import init_params
 from mracnn_jax.training import checkpoint as ckpt_lib
 from mracnn_jax.training import input_pipeline
 from mracnn_jax.training.losses import bits_per_image, rate_distortion_loss
@@ -93,15 +94,15 @@ def root_keys(seed: int) -> tuple[jax.Array, jax.Array]:
 def init_train_state(
     model, tx: optax.GradientTransformation, init_key: jax.Array, crop_size: int, mesh: Mesh
 ) -> TrainState:
-    """A fresh, replicated train state (parameters from one training pass on zeros)."""
-    p_key, n_key = jax.random.split(init_key)
+    """A fresh, replicated train state.
 
-    def init() -> TrainState:
-        x = jnp.zeros((1, crop_size, crop_size, 3), jnp.float32)
-        variables = model.init({"params": p_key, "noise": n_key}, x, train=True)
-        return TrainState.create(variables["params"], tx)
-
-    return jax.jit(init, out_shardings=replicated(mesh))()
+    Parameters come from ``init_params`` (eager on purpose: a jitted Flax ``init`` compiles one
+    key derivation per parameter and takes minutes on CPU); ``crop_size`` is unused since the
+    parameter shapes do not depend on the image size.
+    """
+    del crop_size
+    params = init_params(model, init_key)
+    return place_replicated(TrainState.create(params, tx), mesh)
 
 
 def place_replicated(tree: Any, mesh: Mesh) -> Any:

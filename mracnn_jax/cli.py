@@ -1,0 +1,307 @@
+"""The ``mracnn`` command line.
+
+    mracnn compress IN OUT.mrac [--model M | --quality Q]
+    mracnn decompress IN.mrac OUT.png [--model M]
+    mracnn info IN.mrac
+    mracnn export --config configs/mracnn.py --seed 0 OUT.mracnn
+
+Inputs are checked before anything heavy is imported, every error is one line on stderr with
+exit status 1 (2 for usage errors), and outputs are written to a temporary file that is renamed
+into place only on success, so a failed command leaves nothing behind.
+
+Without ``--model``, ``compress`` uses the model bundled in ``mracnn_jax/assets/models/`` (the one
+whose metadata ``quality`` equals ``--quality`` if given) and ``decompress`` the bundled model whose
+parameter digest the file names. ``--cache-dir`` (or ``$MRACNN_JAX_CACHE_DIR``) keeps compiled JAX
+functions on disk between runs. Set ``MRACNN_DEBUG=1`` for tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import threading
+import warnings
+
+PROG = "mracnn"
+BUNDLED_DIR = pathlib.Path(__file__).resolve().parent / "assets" / "models"
+MODEL_SUFFIXES = (".mracnn", ".zip", ".model")
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+# -------------------------------------------------------------------------------------------------
+# Helpers.
+
+
+def _write_atomic(path: str, write) -> None:
+    """Calls ``write(file)`` on a temporary file beside ``path`` and renames it into place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-mracnn-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _check_output(path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CliError(f"output directory {directory!r} does not exist")
+    if os.path.isdir(path):
+        raise CliError(f"output {path!r} is a directory")
+
+
+def _image_format(path: str) -> str:
+    from PIL import Image
+
+    Image.init()
+    ext = os.path.splitext(path)[1].lower()
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+        raise CliError(f"cannot write an image named {path!r}: use .png, .bmp, .tif, .webp or .jpg")
+    return fmt
+
+
+def _read_bytes(path: str, what: str) -> bytes:
+    if not os.path.exists(path):
+        raise CliError(f"no such file: {path!r}")
+    if os.path.isdir(path):
+        raise CliError(f"{path!r} is a directory, not {what}")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import logging
+
+    for name in ("jax._src.xla_bridge", "absl", "tensorflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _cache(args) -> None:
+    path = getattr(args, "cache_dir", None) or os.environ.get("MRACNN_JAX_CACHE_DIR")
+    if path:
+        from mracnn_jax import codec
+
+        codec.enable_compilation_cache(path)
+
+
+def _bundled_models() -> list[tuple[str, dict]]:
+    """(path, header) of every model file in the package's assets."""
+    from mracnn_jax import model_file
+
+    out = []
+    if BUNDLED_DIR.is_dir():
+        for p in sorted(BUNDLED_DIR.iterdir()):
+            if p.suffix in MODEL_SUFFIXES:
+                try:
+                    out.append((str(p), model_file.read_header(p)))
+                except (ValueError, OSError):
+                    continue
+    return out
+
+
+def _no_model_message() -> str:
+    return (
+        f"no --model given and no model is bundled in {BUNDLED_DIR}; pass --model FILE "
+        f"(make one with `{PROG} export --config configs/mracnn.py --seed 0 model.mracnn`)"
+    )
+
+
+def _model_for_compress(args) -> str:
+    if args.model:
+        return args.model
+    bundled = _bundled_models()
+    if not bundled:
+        raise CliError(_no_model_message())
+    if args.quality is not None:
+        for path, header in bundled:
+            if (header.get("metadata") or {}).get("quality") == args.quality:
+                return path
+        qualities = sorted(
+            str((h.get("metadata") or {}).get("quality")) for _, h in bundled
+        )
+        raise CliError(f"no bundled model has quality {args.quality} (bundled: {', '.join(qualities)})")
+    if len(bundled) == 1:
+        return bundled[0][0]
+    for path, header in bundled:
+        if (header.get("metadata") or {}).get("default"):
+            return path
+    raise CliError("several models are bundled: choose one with --quality or --model")
+
+
+def _load_model(path: str, expect=None):
+    """Loads a model file; with ``expect`` (a Bitstream) checks its identity from the header first."""
+    from mracnn_jax import model_file
+
+    if not os.path.exists(path):
+        raise CliError(f"model file {path!r} does not exist")
+    if expect is not None:
+        header = model_file.read_header(path)
+        name = (header.get("model_config") or {}).get("name")
+        if not str(header["params_digest"]).startswith(expect.params_digest.hex()) or name != expect.model_name:
+            raise CliError(
+                f"{path!r} is not the model that wrote this file (the file needs "
+                f"{expect.model_name!r} with params {expect.params_digest.hex()}, the model file "
+                f"holds {name!r} with params {str(header['params_digest'])[:32]})"
+            )
+    from mracnn_jax import codec  # JAX is imported only now
+
+    return codec.LoadedModel.load(path)
+
+
+# -------------------------------------------------------------------------------------------------
+# Commands.
+
+
+def cmd_compress(args) -> int:
+    from mracnn_jax import codec
+
+    _check_output(args.output)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rgb, mode = codec.read_image(args.input)
+    for w in caught:
+        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+    model_path = _model_for_compress(args)
+    _cache(args)
+    model = _load_model(model_path)
+    image = rgb[:, :, 0] if mode == "L" else rgb
+    result = codec.compress_with_info(image, model)
+    _write_atomic(args.output, lambda f: f.write(result.data))
+    h, w = rgb.shape[:2]
+    print(
+        f"{args.output}: {len(result.data)} bytes, {8 * len(result.data) / (h * w):.4f} bpp "
+        f"({h}x{w} {mode}, model {model.name})"
+    )
+    return 0
+
+
+def cmd_decompress(args) -> int:
+    from mracnn_jax.coding import container
+
+    data = _read_bytes(args.input, "an .mrac file")
+    bs = container.unpack(data)
+    _check_output(args.output)
+    fmt = _image_format(args.output)
+    if args.model:
+        model_path = args.model
+    else:
+        bundled = _bundled_models()
+        if not bundled:
+            raise CliError(_no_model_message())
+        matches = [p for p, h in bundled if str(h["params_digest"]).startswith(bs.params_digest.hex())]
+        if not matches:
+            raise CliError(
+                f"the file was written by model {bs.model_name!r} (params "
+                f"{bs.params_digest.hex()}), which is not bundled: pass --model FILE"
+            )
+        model_path = matches[0]
+    _cache(args)
+    model = _load_model(model_path, expect=bs)
+    from PIL import Image
+
+    from mracnn_jax import codec
+
+    image = codec.decompress_with_info(bs, model).image
+    pil = Image.fromarray(image, "L" if image.ndim == 2 else "RGB")
+    _write_atomic(args.output, lambda f: pil.save(f, format=fmt))
+    print(f"{args.output}: {bs.height}x{bs.width} {bs.colour_mode}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from mracnn_jax.coding import container
+
+    data = _read_bytes(args.input, "an .mrac file")
+    bs = container.unpack(data)
+    info = {"file": args.input, **container.describe(bs, len(data))}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from mracnn_jax import codec
+    from mracnn_jax.config_files import load_config
+
+    _check_output(args.output)
+    config = load_config(args.config)
+    model = codec.LoadedModel.from_config(config, seed=args.seed)
+    digest = model.save(
+        args.output, {"source": "random initialisation", "config": args.config, "seed": args.seed}
+    )
+    print(f"{args.output}: model {model.name}, params {digest}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="MRACNN learned image codec (JAX).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("compress", help="image -> .mrac")
+    p.add_argument("input", help="PNG, JPEG, TIFF, BMP or WebP image")
+    p.add_argument("output", help="output .mrac file")
+    p.add_argument("--model", help="model file (default: the bundled model)")
+    p.add_argument("--quality", type=int, help="choose a bundled model by its quality")
+    p.add_argument("--cache-dir", help="persistent JAX compilation cache directory")
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("decompress", help=".mrac -> image")
+    p.add_argument("input", help=".mrac file")
+    p.add_argument("output", help="output image (.png, .bmp, .tif, .webp, .jpg)")
+    p.add_argument("--model", help="model file (default: the bundled model that wrote the file)")
+    p.add_argument("--cache-dir", help="persistent JAX compilation cache directory")
+    p.set_defaults(func=cmd_decompress)
+
+    p = sub.add_parser("info", help="print a .mrac file's header as JSON")
+    p.add_argument("input", help=".mrac file")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("export", help="write a randomly initialised model file")
+    p.add_argument("--config", required=True, help="configs/*.py file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("output", help="output model file")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    if isinstance(e, KeyError):
+        text = f"missing key {text}"
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every failure is reported as one line
+        if os.environ.get("MRACNN_DEBUG"):
+            raise
+        prefix = "" if isinstance(e, (CliError, ValueError, OSError)) else f"{type(e).__name__}: "
+        print(f"{PROG}: error: {prefix}{_one_line(e)}", file=sys.stderr)
+        sys.stderr.flush()
+        if any(t.name.startswith("mracnn-") and t.is_alive() for t in threading.enumerate()):
+            sys.stdout.flush()
+            os._exit(1)  # a range decoder that never finished: do not wait for it at exit
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

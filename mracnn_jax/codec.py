@@ -1,0 +1,659 @@
+"""Images to ``.mrac`` bytes and back: the JAX networks plus tensorflow-compression range coding.
+
+    data = compress(image, model)          # image: uint8 [H, W, 3] / [H, W] array or PIL image
+    image = decompress(data, model)        # uint8 [H, W, 3] (RGB) or [H, W] (grayscale)
+    model = LoadedModel.load("model.mracnn")    or    LoadedModel.from_config(config, seed=0)
+
+Encoder (decoder steps marked D, in the same order, with the same jitted functions):
+
+    x (padded to a multiple of 64, centred zeros) -> y = g_a(x), z = h_a(y)
+    s_z = round(z - m)                                 m = z_offsets(), per-channel medians
+  D z^ = s_z + m;  (means, scales) = h_s(z^)
+    for each slice i:
+  D   (mu_i, k_i, support_i) = slice_i(means, scales, y^_0 .. y^_{i-1})    k_i: scale index
+      s_i = round(y_i - mu_i);  range-code s_i with the Gaussian table k_i
+  D   y~_i = s_i + mu_i;  y^_i = refine_i(support_i, y~_i)                  (LRP)
+  D x^ = g_s(y^), cropped, rounded to uint8
+
+The scale index is ``round(scale_to_index(sigma))`` clipped to [0, 63], computed inside the jitted
+slice function, so encoder and decoder derive it from the same floats. Every network piece is one
+``jax.jit`` function per model, compiled once per padded shape and cached by JAX (see
+``LoadedModel.compilations``); ``enable_compilation_cache`` adds JAX's persistent cache across
+processes.
+
+Guard: the file stores SHA-256[:16] of the integer symbols (s_z, s_0..s_{S-1}) and of the float32
+quantised latents (z^, y~_0..y~_{S-1}). The decoder recomputes both before synthesis and raises
+``LatentMismatchError`` if either differs, so a decoder whose entropy parameters or floating
+point differ from the encoder's fails loudly instead of returning a wrong image.
+
+Colour: RGB is coded as is; grayscale (``L``, ``1``, 16-bit ``I;16`` reduced to 8 bits with a
+warning) is coded as RGB with equal channels and decoded back to ``L`` (ITU-R 601 luma of the
+reconstruction); palette images without transparency, CMYK and YCbCr are coded and decoded as RGB.
+Images with an alpha channel and 32-bit integer or float images are refused.
+
+TensorFlow is imported only when something is coded (``mracnn_jax.coding.tfc_models``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mracnn_jax import model_file
+from mracnn_jax.coding import container
+from mracnn_jax.coding.container import Bitstream, ContainerError
+from mracnn_jax.entropy.gaussian import NUM_SCALES, scale_to_index
+from mracnn_jax.models.compressor import DOWNSAMPLING
+from mracnn_jax.models.padding import padding_amounts
+from mracnn_jax.models.registry import build_model
+
+__all__ = [
+    "CodecError",
+    "CompressionResult",
+    "ContainerError",
+    "DecompressionResult",
+    "ImageError",
+    "LatentMismatchError",
+    "LoadedModel",
+    "ModelMismatchError",
+    "compress",
+    "compress_with_info",
+    "decompress",
+    "decompress_with_info",
+    "enable_compilation_cache",
+    "read_image",
+    "to_rgb_array",
+]
+
+
+class CodecError(ValueError):
+    """Compression or decompression failed (the message, one line, says why)."""
+
+
+class ImageError(CodecError):
+    """The input is not an image this codec accepts."""
+
+
+class ModelMismatchError(CodecError):
+    """The bitstream was written by another model."""
+
+
+class LatentMismatchError(CodecError):
+    """The decoded latents differ from the encoder's (the guard)."""
+
+
+def enable_compilation_cache(path: str | os.PathLike | None) -> None:
+    """Persists compiled JAX functions under ``path`` so later processes skip XLA compilation
+    (``None`` turns the persistent cache off again)."""
+    if path is not None:
+        os.makedirs(path, exist_ok=True)
+        path = os.fspath(path)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0 if path else 1.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    try:  # JAX fixes the cache at its first compilation; start over with the new directory
+        from jax._src import compilation_cache
+
+        compilation_cache.reset_cache()
+    except (ImportError, AttributeError):  # pragma: no cover - other JAX versions
+        pass
+
+
+# -------------------------------------------------------------------------------------------------
+# Images.
+
+
+def to_rgb_array(image: Any) -> tuple[np.ndarray, str]:
+    """``(uint8 [H, W, 3], colour mode)`` for a NumPy array or PIL image; mode is 'RGB' or 'L'.
+
+    Raises ``ImageError`` for anything the codec does not code (see the module docstring).
+    """
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype != np.uint8:
+            raise ImageError(f"image array must be uint8, got {arr.dtype}")
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        if arr.ndim == 2:
+            mode, arr = "L", np.repeat(arr[:, :, None], 3, axis=2)
+        elif arr.ndim == 3 and arr.shape[2] == 3:
+            mode = "RGB"
+        elif arr.ndim == 3 and arr.shape[2] in (2, 4):
+            raise ImageError(f"image has {arr.shape[2]} channels (an alpha channel); code RGB only")
+        else:
+            raise ImageError(f"image array must be [H, W, 3] or [H, W], got shape {arr.shape}")
+    else:
+        arr, mode = _pil_to_rgb(image)
+    h, w = arr.shape[:2]
+    if not (1 <= h <= container.MAX_SIDE and 1 <= w <= container.MAX_SIDE):
+        raise ImageError(f"image size {h}x{w} outside 1..{container.MAX_SIDE} pixels per side")
+    return np.ascontiguousarray(arr), mode
+
+
+def _pil_to_rgb(img) -> tuple[np.ndarray, str]:
+    from PIL import Image
+
+    if not isinstance(img, Image.Image):
+        raise ImageError(f"expected a uint8 NumPy array or a PIL image, got {type(img).__name__}")
+    mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        raise ImageError(
+            f"image has an alpha channel (mode {mode}); the codec codes opaque images only: "
+            "flatten it onto a background first"
+        )
+    if mode == "RGB":
+        return np.asarray(img, np.uint8), "RGB"
+    if mode in ("L", "1"):
+        g = np.asarray(img.convert("L"), np.uint8)
+        return np.repeat(g[:, :, None], 3, axis=2), "L"
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(img).astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ImageError(f"32-bit integer image (mode {mode}) with values outside 0..65535")
+        warnings.warn(f"16-bit image (mode {mode}) reduced to 8 bits", stacklevel=3)
+        g = ((a + 128) // 257).astype(np.uint8)
+        return np.repeat(g[:, :, None], 3, axis=2), "L"
+    if mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
+        return np.asarray(img.convert("RGB"), np.uint8), "RGB"
+    raise ImageError(f"unsupported image mode {mode!r} (RGB, grayscale and palette images are coded)")
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+    """Reads PNG, JPEG, TIFF, BMP, WebP (anything Pillow opens): ``(uint8 [H, W, 3], mode)``."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path!r}")
+    if os.path.isdir(path):
+        raise ImageError(f"{path!r} is a directory, not an image")
+    if os.path.getsize(path) == 0:
+        raise ImageError(f"{path!r} is empty (0 bytes), not an image")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return to_rgb_array(img)
+    except UnidentifiedImageError:
+        raise ImageError(f"{path!r} is not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, ImageError):
+            raise
+        raise ImageError(f"cannot read image {path!r}: {e}") from None
+
+
+def _restore_mode(rgb: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "RGB":
+        return rgb
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb, "RGB").convert("L"), np.uint8)
+
+
+# -------------------------------------------------------------------------------------------------
+# The model and its jitted pieces.
+
+
+def _model_config(config) -> ml_collections.ConfigDict:
+    if isinstance(config, dict):
+        config = ml_collections.ConfigDict(config)
+    if "model" in config and "N" not in config:  # an experiment config: use its model block
+        config = config.model
+    return config
+
+
+def _init_params(module, rng):
+    """Random parameters without running the network: the forward pass is traced once and
+    removed as dead code, and only the parameter initialisers are evaluated (op by op: jitting
+    them takes XLA minutes)."""
+    from jax._src.interpreters import partial_eval as pe
+
+    x = jnp.zeros((1, DOWNSAMPLING, DOWNSAMPLING, 3), jnp.float32)
+    closed, out_shape = jax.make_jaxpr(
+        lambda key: module.init({"params": key}, x, train=False)["params"], return_shape=True
+    )(rng)
+    jaxpr, _ = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
+    leaves = jax.core.eval_jaxpr(jaxpr, closed.consts, rng)
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), leaves)
+
+
+class NetworkPieces:
+    """The jitted network pieces of one architecture; parameters are an argument.
+
+    Shared by every ``LoadedModel`` with the same config (``pieces_for``), so loading a second
+    model of an architecture (another quality, a perturbed copy) compiles nothing new. Each piece
+    is one ``jax.jit`` function; JAX compiles it once per input shape (padded image size).
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.module = module = build_model(config)
+        self.num_slices = int(config.entropy.num_slices)
+        max_support = int(config.entropy.max_support)
+        self.num_support = [i if max_support < 0 else min(i, max_support) for i in range(self.num_slices)]
+
+        def apply(p, method, *args):
+            return module.apply({"params": p}, *args, method=method)
+
+        def offsets(p):
+            return apply(p, lambda m: m.z_offsets())
+
+        def z_likelihood(p, z):
+            return apply(p, lambda m, z: m.z_likelihood(z), z)
+
+        def analysis(p, x, off):
+            y = apply(p, lambda m, x: m.analysis(x), x)
+            z = apply(p, lambda m, y: m.hyper_analysis(y), y)
+            return y, jnp.round(z - off)
+
+        def hyper_synthesis(p, z_hat):
+            return apply(p, lambda m, z: m.hyper_synthesis(z), z_hat)
+
+        def slice_fn(i):
+            def f(p, means, scales, *support):
+                mu, sigma, mean_support = apply(
+                    p, lambda m, a, b, d: m.slice_parameters(i, a, b, d), means, scales, list(support)
+                )
+                index = jnp.clip(jnp.round(scale_to_index(sigma)), 0, NUM_SCALES - 1)
+                return mu, index, mean_support
+
+            return f
+
+        def refine_fn(i):
+            def f(p, mean_support, mu, s):
+                y_tilde = s + mu
+                y_hat = apply(p, lambda m, a, b: m.refine_slice(i, a, b), mean_support, y_tilde)
+                return y_tilde, y_hat
+
+            return f
+
+        def synthesis(p, y_hat):
+            x = apply(p, lambda m, y: m.synthesis(y), y_hat)
+            return jnp.round(jnp.clip(x, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+
+        self.offsets = jax.jit(offsets)
+        self.z_likelihood = jax.jit(z_likelihood)
+        self.analysis = jax.jit(analysis)
+        self.hyper_synthesis = jax.jit(hyper_synthesis)
+        self.slices = [jax.jit(slice_fn(i)) for i in range(self.num_slices)]
+        self.refines = [jax.jit(refine_fn(i)) for i in range(self.num_slices)]
+        self.synthesis = jax.jit(synthesis)
+
+    def functions(self) -> dict:
+        named = {
+            "offsets": self.offsets,
+            "z_likelihood": self.z_likelihood,
+            "analysis": self.analysis,
+            "hyper_synthesis": self.hyper_synthesis,
+            "synthesis": self.synthesis,
+        }
+        named.update({f"slice_{i}": f for i, f in enumerate(self.slices)})
+        named.update({f"refine_{i}": f for i, f in enumerate(self.refines)})
+        return named
+
+    def compilations(self) -> dict:
+        """Compiled executables per piece (one per distinct input shape)."""
+        return {k: f._cache_size() for k, f in self.functions().items()}
+
+
+_PIECES: dict[str, NetworkPieces] = {}
+
+
+def pieces_for(config) -> NetworkPieces:
+    """The shared ``NetworkPieces`` of an architecture (keyed by its config)."""
+    key = config.to_json(sort_keys=True) if hasattr(config, "to_json") else repr(config)
+    if key not in _PIECES:
+        _PIECES[key] = NetworkPieces(config)
+    return _PIECES[key]
+
+
+class LoadedModel:
+    """A codec model: config, parameters, identity and its jitted pieces (built lazily).
+
+    ``name`` and ``params_digest`` (hex SHA-256 of the parameters, see ``model_file``) identify
+    it; a bitstream records the name and the first 16 bytes of the digest and is only decoded by
+    the same model.
+    """
+
+    def __init__(self, config, params, metadata: dict | None = None, digest: str | None = None):
+        self.config = ml_collections.FrozenConfigDict(_model_config(config))
+        self.pieces = pieces_for(self.config)
+        self.module = self.pieces.module
+        self.name = str(self.config.name)
+        host = jax.tree_util.tree_map(np.asarray, params)
+        self.params_digest = digest or model_file.params_digest(host)
+        self.identity = bytes.fromhex(self.params_digest)[: container.DIGEST_BYTES]
+        self.params = jax.tree_util.tree_map(jnp.asarray, host)
+        self.metadata = dict(metadata or {})
+        self.num_slices = self.pieces.num_slices
+        self._offsets: np.ndarray | None = None
+        self._z_coder = None
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LoadedModel":
+        """From a model file written by ``model_file.save_model`` / ``mracnn export``."""
+        config, params, metadata = model_file.load_model(path)
+        header = model_file.read_header(path)
+        return cls(config, params, metadata, digest=header["params_digest"])
+
+    @classmethod
+    def from_config(cls, config, seed: int = 0) -> "LoadedModel":
+        """Randomly initialised (``config`` is a model or an experiment config)."""
+        cfg = _model_config(config)
+        p_rng, _ = jax.random.split(jax.random.PRNGKey(seed))  # as registry.init_params
+        params = _init_params(build_model(cfg), p_rng)
+        return cls(cfg, params, {"init_seed": seed})
+
+    def save(self, path: str | os.PathLike, metadata: dict | None = None) -> str:
+        """Writes a model file (``model_file.save_model``); returns the parameter digest."""
+        meta = {**self.metadata, **(metadata or {})}
+        return model_file.save_model(path, self.config.to_dict(), self.params, metadata=meta)
+
+    # -- jitted pieces, bound to this model's parameters ------------------------------------------
+    def compilations(self) -> int:
+        """Compiled executables over all pieces of this architecture (grows only on new shapes)."""
+        return sum(self.pieces.compilations().values())
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """z quantisation offsets ``[Z]`` (the prior's medians), float32."""
+        if self._offsets is None:
+            self._offsets = np.asarray(self.pieces.offsets(self.params), np.float32)
+        return self._offsets
+
+    def analysis(self, x, offsets):
+        """x ``[1, H, W, 3]`` -> (y, round(z - m))."""
+        return self.pieces.analysis(self.params, x, offsets)
+
+    def hyper_synthesis(self, z_hat):
+        """z^ -> (latent means, latent scales)."""
+        return self.pieces.hyper_synthesis(self.params, z_hat)
+
+    def slice_parameters(self, i: int, means, scales, decoded):
+        """(mu_i, scale index k_i (float32, integer-valued), mean support) for slice ``i``."""
+        support = tuple(decoded[: self.pieces.num_support[i]])
+        return self.pieces.slices[i](self.params, means, scales, *support)
+
+    def refine(self, i: int, mean_support, mu, symbols):
+        """(y~_i = symbols + mu_i, y^_i = LRP-refined y~_i)."""
+        return self.pieces.refines[i](self.params, mean_support, mu, symbols)
+
+    def synthesis(self, y_hat):
+        """y^ -> uint8 image ``[1, H, W, 3]`` (clipped to [0, 1], x 255, rounded)."""
+        return self.pieces.synthesis(self.params, y_hat)
+
+    # -- range coders ----------------------------------------------------------------------------
+    def z_coder(self):
+        """The tfc z coder with tables from this model's prior (built once per model)."""
+        if self._z_coder is None:
+            from mracnn_jax.coding import tfc_models
+
+            self._z_coder = tfc_models.ZCoder.from_prior(
+                functools.partial(self.pieces.z_likelihood, self.params),
+                self.params["entropy_bottleneck"],
+                self.offsets,
+            )
+        return self._z_coder
+
+    @staticmethod
+    def y_coder():
+        """The tfc y coder (shared by every model)."""
+        from mracnn_jax.coding import tfc_models
+
+        return tfc_models.y_coder()
+
+
+# -------------------------------------------------------------------------------------------------
+# Compress / decompress.
+
+
+@dataclasses.dataclass
+class CompressionResult:
+    """Everything ``compress_with_info`` knows (the tests compare it with the decoder)."""
+
+    data: bytes
+    reconstruction: np.ndarray  # what decompress will return (uint8)
+    z_symbols: np.ndarray  # int32 [1, h/4, w/4, Z] (h, w: y's size)
+    y_symbols: np.ndarray  # int32 [1, h, w, M]
+    z_hat: np.ndarray  # float32, s_z + m
+    y_tilde: np.ndarray  # float32 [1, h, w, M], s + mu (quantised y)
+    y_hat: np.ndarray  # float32, after the LRP (what g_s sees)
+    scale_indexes: np.ndarray  # int32 [1, h, w, M]
+    bits: dict  # payload and ideal-code-length ("table") bits, per stream
+    seconds: dict  # network / entropy coding / total
+
+
+@dataclasses.dataclass
+class DecompressionResult:
+    image: np.ndarray
+    bitstream: Bitstream
+    z_symbols: np.ndarray
+    y_symbols: np.ndarray
+    z_hat: np.ndarray
+    y_tilde: np.ndarray
+    y_hat: np.ndarray
+    seconds: dict
+
+
+def _digests(z_sym, y_syms, z_hat, y_tildes) -> tuple[bytes, bytes]:
+    def ints(a):
+        return np.ascontiguousarray(a, "<i4").tobytes()
+
+    def floats(a):
+        return np.ascontiguousarray(a, "<f4").tobytes()
+
+    symbols = container.digest([ints(z_sym)] + [ints(s) for s in y_syms])
+    latents = container.digest([floats(z_hat)] + [floats(t) for t in y_tildes])
+    return symbols, latents
+
+
+def _padded_input(rgb: np.ndarray) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    (t, b), (l, r) = padding_amounts(h, w)
+    x = rgb.astype(np.float32) / np.float32(255.0)
+    return np.pad(x, ((t, b), (l, r), (0, 0)))[None]
+
+
+def _crop(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    (t, _), (l, _) = padding_amounts(h, w)
+    return x[0, t : t + h, l : l + w, :]
+
+
+class _Clock:
+    """Wall-clock seconds per kind of work: coder ``setup`` (TensorFlow import, tables; once per
+    process / model), ``network`` (JAX, including compilation on a new shape), ``entropy``
+    (range coding)."""
+
+    def __init__(self):
+        self.seconds = {"setup": 0.0, "network": 0.0, "entropy": 0.0}
+
+    def setup(self, fn, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        self.seconds["setup"] += time.perf_counter() - t
+        return out
+
+    def network(self, fn, *args):
+        t = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        self.seconds["network"] += time.perf_counter() - t
+        return out
+
+    def entropy(self, fn, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        self.seconds["entropy"] += time.perf_counter() - t
+        return out
+
+
+def compress_with_info(image: Any, model: LoadedModel) -> CompressionResult:
+    """Compresses ``image`` and returns the bytes with the encoder's view of the result."""
+    t_start = time.perf_counter()
+    rgb, mode = to_rgb_array(image)
+    h, w = rgb.shape[:2]
+    clock = _Clock()
+    zc = clock.setup(model.z_coder)
+    yc = clock.setup(model.y_coder)
+    offsets = model.offsets
+
+    y, z_sym = clock.network(model.analysis, _padded_input(rgb), offsets)
+    z_sym = np.asarray(z_sym)
+    z_int = z_sym.astype(np.int32)
+    z_hat = z_int.astype(np.float32) + offsets
+    z_string = clock.entropy(zc.compress, z_int)
+    means, scales = clock.network(model.hyper_synthesis, z_hat)
+
+    y_slices = np.split(np.asarray(y), model.num_slices, axis=-1)
+    decoded, strings, syms, tildes, indexes = [], [], [], [], []
+    for i, y_i in enumerate(y_slices):
+        mu, index, support = clock.network(model.slice_parameters, i, means, scales, decoded)
+        mu = np.asarray(mu)
+        s = np.round(y_i - mu)  # float32, the model's round(y - mu)
+        s_int = s.astype(np.int32)
+        idx = np.asarray(index).astype(np.int32)
+        strings.append(clock.entropy(yc.compress, s_int, idx))
+        y_tilde, y_hat_i = clock.network(model.refine, i, support, mu, s)
+        decoded.append(y_hat_i)
+        syms.append(s_int)
+        tildes.append(np.asarray(y_tilde))
+        indexes.append(idx)
+    y_hat = jnp.concatenate(decoded, axis=-1)
+    x_hat = np.asarray(clock.network(model.synthesis, y_hat))
+    reconstruction = _restore_mode(_crop(x_hat, h, w), mode)
+
+    symbol_digest, latent_digest = _digests(z_int, syms, z_hat, tildes)
+    bs = Bitstream(
+        height=h,
+        width=w,
+        colour_mode=mode,
+        model_name=model.name,
+        params_digest=model.identity,
+        symbol_digest=symbol_digest,
+        latent_digest=latent_digest,
+        z_string=z_string,
+        y_strings=tuple(strings),
+    )
+    data = container.pack(bs)
+    y_table = [yc.table_bits(s, k) for s, k in zip(syms, indexes)]
+    bits = {
+        "payload": 8 * bs.payload_bytes(),
+        "header": 8 * bs.header_bytes(),
+        "file": 8 * len(data),
+        "z_payload": 8 * len(z_string),
+        "y_payload": [8 * len(s) for s in strings],
+        "z_table": zc.table_bits(z_int),
+        "y_table": y_table,
+        "table": zc.table_bits(z_int) + sum(y_table),
+    }
+    clock.seconds["total"] = time.perf_counter() - t_start
+    return CompressionResult(
+        data=data,
+        reconstruction=reconstruction,
+        z_symbols=z_int,
+        y_symbols=np.concatenate(syms, axis=-1),
+        z_hat=z_hat,
+        y_tilde=np.concatenate(tildes, axis=-1),
+        y_hat=np.asarray(y_hat),
+        scale_indexes=np.concatenate(indexes, axis=-1),
+        bits=bits,
+        seconds=clock.seconds,
+    )
+
+
+def compress(image: Any, model: LoadedModel) -> bytes:
+    """``image`` (uint8 [H, W, 3] / [H, W] array or PIL image) -> ``.mrac`` bytes."""
+    return compress_with_info(image, model).data
+
+
+def check_identity(bs: Bitstream, model: LoadedModel) -> None:
+    """Raises ``ModelMismatchError`` unless ``bs`` was written by ``model``."""
+    if bs.params_digest != model.identity or bs.model_name != model.name:
+        raise ModelMismatchError(
+            f"the file was written by model {bs.model_name!r} (params {bs.params_digest.hex()}), "
+            f"not by the loaded {model.name!r} (params {model.identity.hex()}); pass its model file"
+        )
+
+
+def decompress_with_info(
+    data: bytes | Bitstream, model: LoadedModel, *, check_model: bool = True
+) -> DecompressionResult:
+    """Decodes ``data``; raises ``ContainerError``, ``ModelMismatchError``,
+    ``LatentMismatchError`` or ``tfc_models.RangeCodingError`` (all one-line) on failure.
+
+    ``check_model=False`` skips the identity check (for testing the latent guard only).
+    """
+    from mracnn_jax.coding.tfc_models import RangeCodingError
+
+    t_start = time.perf_counter()
+    bs = data if isinstance(data, Bitstream) else container.unpack(data)
+    if check_model:
+        check_identity(bs, model)
+    if bs.num_slices != model.num_slices:
+        raise ModelMismatchError(
+            f"the file has {bs.num_slices} y slices, the model codes {model.num_slices}"
+        )
+    clock = _Clock()
+    zc = clock.setup(model.z_coder)
+    yc = clock.setup(model.y_coder)
+    offsets = model.offsets
+    ph = -(-bs.height // DOWNSAMPLING) * DOWNSAMPLING
+    pw = -(-bs.width // DOWNSAMPLING) * DOWNSAMPLING
+    try:
+        z_int = clock.entropy(zc.decompress, bs.z_string, (ph // DOWNSAMPLING, pw // DOWNSAMPLING))
+    except RangeCodingError as e:
+        raise LatentMismatchError(f"{e}; the decoder's entropy parameters differ") from None
+    z_hat = z_int.astype(np.float32) + offsets
+    means, scales = clock.network(model.hyper_synthesis, z_hat)
+    decoded, syms, tildes = [], [], []
+    for i, string in enumerate(bs.y_strings):
+        mu, index, support = clock.network(model.slice_parameters, i, means, scales, decoded)
+        mu = np.asarray(mu)
+        idx = np.asarray(index).astype(np.int32)
+        try:
+            s_int = clock.entropy(yc.decompress, string, idx, f"y slice {i}")
+        except RangeCodingError as e:
+            raise LatentMismatchError(f"{e}; the decoder's entropy parameters differ") from None
+        s = s_int.astype(np.float32)
+        y_tilde, y_hat_i = clock.network(model.refine, i, support, mu, s)
+        decoded.append(y_hat_i)
+        syms.append(s_int)
+        tildes.append(np.asarray(y_tilde))
+    symbol_digest, latent_digest = _digests(z_int, syms, z_hat, tildes)
+    if symbol_digest != bs.symbol_digest:
+        raise LatentMismatchError(
+            "decoded latent symbols differ from the encoder's (digest mismatch): the decoder's "
+            "entropy parameters differ from the encoder's (other model, device or library version)"
+        )
+    if latent_digest != bs.latent_digest:
+        raise LatentMismatchError(
+            "decoded latents differ from the encoder's in floating point (digest mismatch): "
+            "decode on the same platform and library versions as the encoder"
+        )
+    y_hat = jnp.concatenate(decoded, axis=-1)
+    x_hat = np.asarray(clock.network(model.synthesis, y_hat))
+    image = _restore_mode(_crop(x_hat, bs.height, bs.width), bs.colour_mode)
+    clock.seconds["total"] = time.perf_counter() - t_start
+    return DecompressionResult(
+        image=np.ascontiguousarray(image),
+        bitstream=bs,
+        z_symbols=z_int,
+        y_symbols=np.concatenate(syms, axis=-1),
+        z_hat=z_hat,
+        y_tilde=np.concatenate(tildes, axis=-1),
+        y_hat=np.asarray(y_hat),
+        seconds=clock.seconds,
+    )
+
+
+def decompress(data: bytes, model: LoadedModel) -> np.ndarray:
+    """``.mrac`` bytes -> uint8 image ``[H, W, 3]`` (RGB) or ``[H, W]`` (grayscale)."""
+    return decompress_with_info(data, model).image

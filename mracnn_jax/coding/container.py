@@ -1,0 +1,227 @@
+"""The ``.mrac`` bitstream container: header, range-coded strings, checksum (docs/format.md).
+
+Layout (all integers little-endian; S = number of y slices, N = length of the model name)::
+
+    offset     size  field
+    0          4     magic b"MRAC"
+    4          1     format version (1)
+    5          1     colour mode: 0 = RGB, 1 = L (grayscale, coded as RGB)
+    6          1     S, number of y slices (1..255)
+    7          1     N, length of the architecture name (1..255)
+    8          4     image height (1..65535)
+    12         4     image width (1..65535)
+    16         16    params digest: first 16 bytes of the model's SHA-256 parameter digest
+    32         16    symbol digest: SHA-256[:16] of the integer symbols of z^ and y^
+    48         16    latent digest: SHA-256[:16] of the float32 quantised latents z^ and y^
+    64         4     length of the z string
+    68         4 S   lengths of the y strings, slice 0 first
+    68 + 4 S   N     architecture name (ASCII)
+    ...              z string, then the y strings in slice order
+    end - 4    4     CRC-32 of every byte before it
+
+The fixed part (everything but the name, the y lengths and the strings) is 72 bytes
+(``FIXED_OVERHEAD``): 68 bytes of header plus the 4-byte CRC.
+
+Parsing is strict and linear in the input size: every length is checked against the bytes that
+are there before anything is sliced, and every failure raises ``ContainerError`` with a one-line
+message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import struct
+import zlib
+from typing import Sequence
+
+MAGIC = b"MRAC"
+VERSION = 1
+DIGEST_BYTES = 16
+MAX_SIDE = 65535
+COLOUR_MODES = ("RGB", "L")
+
+_FIXED = struct.Struct("<4sBBBBII16s16s16sI")  # magic .. z length: 68 bytes
+_CRC = struct.Struct("<I")
+HEADER_FIXED_BYTES = _FIXED.size  # 68
+FIXED_OVERHEAD = _FIXED.size + _CRC.size  # 72
+
+
+class ContainerError(ValueError):
+    """The bytes are not a valid ``.mrac`` bitstream; the message (one line) says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Bitstream:
+    """The parsed contents of a ``.mrac`` file."""
+
+    height: int
+    width: int
+    colour_mode: str  # "RGB" or "L"
+    model_name: str
+    params_digest: bytes  # 16 bytes
+    symbol_digest: bytes  # 16 bytes
+    latent_digest: bytes  # 16 bytes
+    z_string: bytes
+    y_strings: tuple[bytes, ...]
+    version: int = VERSION
+
+    @property
+    def num_slices(self) -> int:
+        return len(self.y_strings)
+
+    def header_bytes(self) -> int:
+        """Bytes that are not range-coded payload (header, lengths, name, CRC)."""
+        return FIXED_OVERHEAD + 4 * self.num_slices + len(self.model_name.encode("ascii"))
+
+    def payload_bytes(self) -> int:
+        return len(self.z_string) + sum(len(s) for s in self.y_strings)
+
+
+def digest(chunks: Sequence[bytes]) -> bytes:
+    """SHA-256 over length-prefixed chunks, truncated to 16 bytes."""
+    h = hashlib.sha256()
+    for c in chunks:
+        h.update(struct.pack("<Q", len(c)))
+        h.update(c)
+    return h.digest()[:DIGEST_BYTES]
+
+
+def _check_name(name: str) -> bytes:
+    try:
+        raw = name.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError(f"model name {name!r} is not ASCII") from None
+    if not 1 <= len(raw) <= 255 or not raw.isascii() or not all(32 < b < 127 for b in raw):
+        raise ValueError(f"model name {name!r} must be 1..255 printable ASCII characters")
+    return raw
+
+
+def pack(bs: Bitstream) -> bytes:
+    """Serialises a ``Bitstream`` (validating every field)."""
+    name = _check_name(bs.model_name)
+    if bs.colour_mode not in COLOUR_MODES:
+        raise ValueError(f"colour mode {bs.colour_mode!r} not in {COLOUR_MODES}")
+    if not (1 <= bs.height <= MAX_SIDE and 1 <= bs.width <= MAX_SIDE):
+        raise ValueError(f"image size {bs.height}x{bs.width} outside 1..{MAX_SIDE}")
+    if not 1 <= bs.num_slices <= 255:
+        raise ValueError(f"{bs.num_slices} y slices; the format holds 1..255")
+    for field in ("params_digest", "symbol_digest", "latent_digest"):
+        if len(getattr(bs, field)) != DIGEST_BYTES:
+            raise ValueError(f"{field} must be {DIGEST_BYTES} bytes")
+    strings = (bs.z_string,) + tuple(bs.y_strings)
+    if any(len(s) >= 2**32 for s in strings):
+        raise ValueError("a coded string is longer than 4 GiB")
+    out = bytearray(
+        _FIXED.pack(
+            MAGIC,
+            VERSION,
+            COLOUR_MODES.index(bs.colour_mode),
+            bs.num_slices,
+            len(name),
+            bs.height,
+            bs.width,
+            bs.params_digest,
+            bs.symbol_digest,
+            bs.latent_digest,
+            len(bs.z_string),
+        )
+    )
+    out += struct.pack(f"<{bs.num_slices}I", *(len(s) for s in bs.y_strings))
+    out += name
+    for s in strings:
+        out += s
+    out += _CRC.pack(zlib.crc32(out))
+    return bytes(out)
+
+
+def unpack(data: bytes) -> Bitstream:
+    """Parses and verifies a ``.mrac`` file; raises ``ContainerError`` (one line) on any defect."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ContainerError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    n = len(data)
+    if n == 0:
+        raise ContainerError("empty file (0 bytes): not an .mrac bitstream")
+    if n < len(MAGIC) or data[:4] != MAGIC:
+        raise ContainerError(f"not an .mrac file (starts with {data[:4]!r}, expected {MAGIC!r})")
+    if n < 5:
+        raise ContainerError(f"truncated .mrac file ({n} bytes)")
+    if data[4] != VERSION:
+        raise ContainerError(
+            f"unsupported .mrac format version {data[4]} (this mracnn-jax reads version {VERSION})"
+        )
+    if n < FIXED_OVERHEAD:
+        raise ContainerError(f"truncated .mrac file ({n} bytes, the header alone is {FIXED_OVERHEAD})")
+    (_, _, mode, num_slices, name_len, height, width, params_dg, symbol_dg, latent_dg, z_len) = (
+        _FIXED.unpack_from(data, 0)
+    )
+    lengths_end = HEADER_FIXED_BYTES + 4 * num_slices
+    header_end = lengths_end + name_len
+    expected = None
+    if n >= lengths_end:
+        y_lens = struct.unpack_from(f"<{num_slices}I", data, HEADER_FIXED_BYTES)
+        expected = header_end + z_len + sum(y_lens) + _CRC.size
+    stored_crc = _CRC.unpack_from(data, n - _CRC.size)[0]
+    if zlib.crc32(memoryview(data)[: n - _CRC.size]) != stored_crc:
+        if expected is not None and expected > n:
+            raise ContainerError(f"truncated .mrac file ({n} bytes, the header announces {expected})")
+        raise ContainerError("corrupt .mrac file: checksum mismatch (the file was damaged)")
+    # The checksum matched: the remaining checks catch files written wrongly, not damage.
+    if expected is None or expected != n:
+        raise ContainerError(
+            f"malformed .mrac file: the header announces {expected} bytes, the file has {n}"
+        )
+    if mode >= len(COLOUR_MODES):
+        raise ContainerError(f"malformed .mrac file: unknown colour mode {mode}")
+    if num_slices < 1 or name_len < 1:
+        raise ContainerError("malformed .mrac file: no y slices or no model name")
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        raise ContainerError(f"malformed .mrac file: image size {height}x{width}")
+    raw_name = data[lengths_end:header_end]
+    if not all(32 < b < 127 for b in raw_name):
+        raise ContainerError("malformed .mrac file: model name is not printable ASCII")
+    pos = header_end
+    z_string = data[pos : pos + z_len]
+    pos += z_len
+    y_strings = []
+    for length in y_lens:
+        y_strings.append(data[pos : pos + length])
+        pos += length
+    return Bitstream(
+        height=height,
+        width=width,
+        colour_mode=COLOUR_MODES[mode],
+        model_name=raw_name.decode("ascii"),
+        params_digest=params_dg,
+        symbol_digest=symbol_dg,
+        latent_digest=latent_dg,
+        z_string=z_string,
+        y_strings=tuple(y_strings),
+        version=VERSION,
+    )
+
+
+def describe(bs: Bitstream, file_bytes: int | None = None) -> dict:
+    """A JSON-friendly summary: sizes, bits per stream, bpp, model identity."""
+    pixels = bs.height * bs.width
+    total = file_bytes if file_bytes is not None else bs.header_bytes() + bs.payload_bytes()
+    return {
+        "format_version": bs.version,
+        "height": bs.height,
+        "width": bs.width,
+        "colour_mode": bs.colour_mode,
+        "model": {"name": bs.model_name, "params_digest": bs.params_digest.hex()},
+        "file_bytes": total,
+        "header_bytes": bs.header_bytes(),
+        "payload_bytes": bs.payload_bytes(),
+        "bits": {
+            "z": 8 * len(bs.z_string),
+            "y": [8 * len(s) for s in bs.y_strings],
+            "header": 8 * bs.header_bytes(),
+        },
+        "bpp": 8 * total / pixels,
+        "payload_bpp": 8 * bs.payload_bytes() / pixels,
+        "symbol_digest": bs.symbol_digest.hex(),
+        "latent_digest": bs.latent_digest.hex(),
+    }

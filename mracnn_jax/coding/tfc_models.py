@@ -1,0 +1,334 @@
+"""Range coding with tensorflow-compression: tables for z and y, and their coders.
+
+This is the one module of mracnn-jax that imports TensorFlow; it hides every GPU from TensorFlow
+before any TensorFlow op runs, so JAX keeps the accelerator. Arrays cross the boundary as NumPy.
+
+z (hyper-latent ``[1, h, w, C]``)
+    ``ZCoder``: a ``tfc.ContinuousBatchedEntropyModel`` given precomputed tables
+    (``stateless=True, cdf=..., cdf_offset=...``). The tables come from the JAX factorized prior,
+    not from a TensorFlow copy of it: for channel c with quantisation offset m_c (the model's
+    ``z_offsets()``, the median) the coded symbol is ``s = round(z - m_c)`` and
+
+        P(s) = likelihood_c(m_c + s) = CDF_c(m_c + s + 1/2) - CDF_c(m_c + s - 1/2)
+
+    evaluated by the model's own ``z_likelihood``, for s in ``[floor(lo_c - m_c), ceil(hi_c - m_c)]``
+    where lo_c, hi_c are the ``TAIL_MASS / 2`` and ``1 - TAIL_MASS / 2`` quantiles of CDF_c;
+    ``1 - sum P`` is the escape ("overflow") bin, and ``tfc.pmf_to_quantized_cdf`` quantises the
+    whole to ``PRECISION`` bits. The entropy model is handed the integer symbols (as floats, with
+    no quantisation offset of its own), so TensorFlow never rounds anything: the symbols and the
+    offsets are the JAX model's, and z^ = s + m is computed by the caller exactly as the model does.
+
+y (latent slices ``[1, h, w, M/S]``)
+    ``YCoder``: ``tfc.LocationScaleIndexedEntropyModel(tfc.NoisyNormal, num_scales=64,
+    scale_fn=exp(linspace(ln 0.11, ln 256, 64)), coding_rank=3, compression=True)``, the model
+    of ``mracnn_jax.entropy.gaussian``. The caller gives *integer* scale indexes (rounded in JAX)
+    and the integer symbols ``round(y - mu)``; the location is applied by the caller, so again no
+    rounding happens in TensorFlow. (tfc itself would *truncate* a float index with ``tf.cast``;
+    passing integers makes the choice explicit and identical on both sides.)
+
+Values outside a table's range are escaped by the range coder (Elias gamma code), never clipped.
+
+``table_bits`` gives the exact ideal code length of symbols under the integer tables
+(-log2 of each bin's quantised probability, plus the escape code's bits), which the range coder's
+output approaches to within a few bytes per string.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+try:  # before any TensorFlow op: TensorFlow must not take the GPU from JAX
+    tf.config.set_visible_devices([], "GPU")
+except (RuntimeError, ValueError):  # already initialised (devices fixed): nothing to hide then
+    pass
+
+import tensorflow_compression as tfc  # noqa: E402
+
+from mracnn_jax.entropy import gaussian  # noqa: E402
+from mracnn_jax.entropy.factorized import logits_cumulative  # noqa: E402
+
+TAIL_MASS = 2.0**-8
+PRECISION = 12
+MAX_HALF_WIDTH = 4096  # a z table spans at most this many symbols either side of the median
+MAX_SYMBOL = 2**24  # |symbol| bound: exact in float32, far beyond any sane latent
+DECODE_TIMEOUT_S = float(os.environ.get("MRACNN_DECODE_TIMEOUT_S", 120.0))
+
+
+class RangeCodingError(ValueError):
+    """Range encoding or decoding failed (the message says why)."""
+
+
+# -------------------------------------------------------------------------------------------------
+# Table helpers (NumPy).
+
+
+def split_cdf_rows(cdf: np.ndarray) -> list[np.ndarray]:
+    """Splits tfc's flat table ``[-p, 0, c_1, ..., 2^p, -p, 0, ...]`` into rows ``[0 .. 2^p]``."""
+    cdf = np.asarray(cdf, np.int64)
+    rows, i = [], 0
+    while i < len(cdf):
+        precision = abs(int(cdf[i]))
+        top = 1 << precision
+        j = i + 1
+        while cdf[j] != top:
+            j += 1
+        rows.append(cdf[i + 1 : j + 1])
+        i = j + 1
+        while i < len(cdf) and cdf[i] == top:  # padding, if any
+            i += 1
+    return rows
+
+
+class _BitTable:
+    """Code lengths of every bin of a set of quantised CDF rows, for ``table_bits``."""
+
+    def __init__(self, cdf: np.ndarray, cdf_offset: np.ndarray, precision: int):
+        rows = split_cdf_rows(cdf)
+        self.num_bins = np.array([len(r) - 1 for r in rows], np.int64)  # includes the escape bin
+        width = int(self.num_bins.max())
+        bits = np.zeros((len(rows), width), np.float64)
+        for k, r in enumerate(rows):
+            freq = np.diff(r).astype(np.float64)
+            bits[k, : len(freq)] = precision - np.log2(np.maximum(freq, 1e-300))
+        self.bits = bits
+        self.cdf_offset = np.asarray(cdf_offset, np.int64)
+        self.rows = rows
+        self.precision = precision
+
+    def pmf(self, row: int) -> np.ndarray:
+        """Quantised probabilities of row ``row``: symbols ``cdf_offset + 0, 1, ...``, escape last."""
+        return np.diff(self.rows[row]).astype(np.float64) / 2.0**self.precision
+
+    def code_length(self, symbols: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Bits to code each symbol with the table row given per element (same shapes)."""
+        symbols = np.asarray(symbols, np.int64)
+        rows = np.asarray(rows, np.int64)
+        v = symbols - self.cdf_offset[rows]
+        escape = self.num_bins[rows] - 1  # tfc's max_value: the escape bin's position
+        inside = (v >= 0) & (v < escape)
+        direct = self.bits[rows, np.clip(v, 0, escape)]
+        gamma = np.where(v < 0, -v, v - escape + 1)
+        gamma_bits = 2.0 * np.frexp(np.maximum(gamma, 1).astype(np.float64))[1]  # Elias + sign
+        return np.where(inside, direct, self.bits[rows, escape] + gamma_bits)
+
+
+def _check_symbols(symbols: np.ndarray, what: str) -> np.ndarray:
+    symbols = np.asarray(symbols)
+    if symbols.size and np.abs(symbols).max() >= MAX_SYMBOL:
+        raise RangeCodingError(f"{what} symbol {np.abs(symbols).max()} is out of range (|s| < 2^24)")
+    return symbols.astype(np.float32)
+
+
+def _run_bounded(fn, what: str, timeout_s: float | None = None):
+    """Runs ``fn()`` in a worker thread and gives up after ``timeout_s`` seconds.
+
+    tfc's decoder of escaped values loops until it reads a 1 bit; a string that was not written
+    with the same tables (a crafted file, or a decoder whose scales differ) could keep it looping.
+    The worker cannot be stopped, but the caller gets an error instead of a hang.
+    """
+    timeout_s = DECODE_TIMEOUT_S if timeout_s is None else timeout_s
+    result: dict = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = e
+
+    worker = threading.Thread(target=target, name=f"mracnn-{what}", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise RangeCodingError(
+            f"range decoding of {what} did not finish within {timeout_s:.0f} s "
+            "(the bitstream does not match this model's tables)"
+        )
+    if "error" in result:
+        e = result["error"]
+        if isinstance(e, tf.errors.OpError):
+            raise RangeCodingError(f"range decoding of {what} failed: {e.message.splitlines()[0]}")
+        raise e
+    return result["value"]
+
+
+# -------------------------------------------------------------------------------------------------
+# z: tables from the JAX factorized prior.
+
+
+@functools.partial(jax.jit, static_argnames=("num_layers", "iterations", "bound"))
+def _quantiles(prior_params, targets, num_layers: int, iterations: int = 64, bound: float = 1e4):
+    """Per-channel x with ``logits_cumulative(x) = target`` for each target: ``[T, C]``."""
+    c = prior_params["matrix_0"].shape[0]
+    t = targets.shape[0]
+    lo = jnp.full((c, 1, t), -bound, jnp.float32)
+    hi = jnp.full((c, 1, t), bound, jnp.float32)
+    tgt = targets.reshape(1, 1, t)
+
+    def step(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        above = logits_cumulative(prior_params, mid, num_layers) > tgt
+        return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
+
+    lo, hi = jax.lax.fori_loop(0, iterations, step, (lo, hi))
+    return (0.5 * (lo + hi)).reshape(c, t).T
+
+
+def z_support(prior_params: dict, offsets: np.ndarray, tail_mass: float = TAIL_MASS):
+    """First symbol and number of symbols of each channel's table: ``([C] int32, [C] int32)``."""
+    num_layers = sum(1 for k in prior_params if k.startswith("matrix_"))
+    p = tail_mass / 2
+    targets = jnp.asarray([np.log(p / (1 - p)), np.log((1 - p) / p)], jnp.float32)
+    tails = np.asarray(_quantiles(prior_params, targets, num_layers), np.float64)
+    offsets = np.asarray(offsets, np.float64)
+    minima = np.floor(tails[0] - offsets)
+    maxima = np.ceil(tails[1] - offsets)
+    minima = np.clip(minima, -MAX_HALF_WIDTH, 0).astype(np.int32)
+    maxima = np.clip(maxima, 0, MAX_HALF_WIDTH).astype(np.int32)
+    return minima, maxima - minima + 1
+
+
+def z_tables(likelihood_fn, prior_params: dict, offsets: np.ndarray, precision: int = PRECISION):
+    """Range-coding tables for z from the JAX prior.
+
+    Args:
+      likelihood_fn: ``z_hat [L, C] -> P(unit bin around z_hat) [L, C]`` (the model's
+        ``z_likelihood``), evaluated at ``m_c + s``.
+      prior_params: the factorized prior's parameters (``matrix_k``, ``bias_k``, ``factor_k``).
+      offsets: per-channel quantisation offsets ``[C]`` (the model's ``z_offsets()``).
+
+    Returns:
+      ``(cdf, cdf_offset)`` in tfc's layout: the flat concatenation of per-channel rows
+      ``[-precision, 0, ..., 2^precision]`` (negative precision: escapes enabled) and the first
+      symbol of each row.
+    """
+    offsets = np.asarray(offsets, np.float32)
+    minima, lengths = z_support(prior_params, offsets)
+    width = int(lengths.max())
+    grid = np.arange(width, dtype=np.float32)[:, None] + minima[None, :].astype(np.float32)
+    pmf = np.asarray(likelihood_fn(jnp.asarray(grid + offsets[None, :])), np.float64)
+    rows = []
+    for c in range(len(offsets)):
+        p = pmf[: lengths[c], c]
+        overflow = max(1.0 - p.sum(), 0.0)
+        q = tf.constant(np.concatenate([p, [overflow]]), tf.float32)
+        row = tfc.pmf_to_quantized_cdf(q, precision=precision).numpy()
+        rows.append(np.concatenate([[-precision], row]).astype(np.int32))
+    return np.concatenate(rows).astype(np.int32), minima.astype(np.int32)
+
+
+class ZCoder:
+    """Codes the integer symbols ``round(z - m)`` of the hyper-latent ``[1, h, w, C]``."""
+
+    def __init__(self, cdf: np.ndarray, cdf_offset: np.ndarray, precision: int = PRECISION):
+        self.channels = len(cdf_offset)
+        self.table = _BitTable(cdf, cdf_offset, precision)
+        self.model = tfc.ContinuousBatchedEntropyModel(
+            prior_shape=(self.channels,),
+            coding_rank=3,
+            compression=True,
+            stateless=True,
+            cdf=tf.constant(cdf, tf.int32),
+            cdf_offset=tf.constant(cdf_offset, tf.int32),
+            offset_heuristic=False,  # no offset in TF: it is handed integer symbols
+            tail_mass=TAIL_MASS,
+        )
+
+    @classmethod
+    def from_prior(cls, likelihood_fn, prior_params, offsets) -> "ZCoder":
+        return cls(*z_tables(likelihood_fn, prior_params, offsets))
+
+    def compress(self, symbols: np.ndarray) -> bytes:
+        """``symbols [1, h, w, C]`` (integers) -> one range-coded string."""
+        if symbols.ndim != 4 or symbols.shape[0] != 1 or symbols.shape[-1] != self.channels:
+            raise ValueError(f"z symbols must be [1, h, w, {self.channels}], got {symbols.shape}")
+        strings = self.model.compress(tf.constant(_check_symbols(symbols, "z")))
+        return bytes(strings.numpy()[0])
+
+    def decompress(self, string: bytes, spatial_shape: tuple[int, int]) -> np.ndarray:
+        """One string -> symbols ``[1, h, w, C]`` (int32)."""
+
+        def run():
+            out = self.model.decompress(tf.constant([string]), tf.constant(spatial_shape, tf.int32))
+            return out.numpy()
+
+        values = _run_bounded(run, "z")
+        return np.rint(values).astype(np.int32)
+
+    def table_bits(self, symbols: np.ndarray) -> float:
+        """Ideal code length (bits) of ``symbols [..., C]`` under the integer tables."""
+        symbols = np.asarray(symbols)
+        rows = np.broadcast_to(np.arange(self.channels), symbols.shape)
+        return float(self.table.code_length(symbols, rows).sum())
+
+
+# -------------------------------------------------------------------------------------------------
+# y: the indexed Gaussian model.
+
+
+def scale_fn(indexes):
+    """Scale of table entry i: exp(ln 0.11 + i (ln 256 - ln 0.11) / 63)."""
+    lo, hi = np.log(gaussian.SCALE_BOUND), np.log(gaussian.SCALE_MAX)
+    step = (hi - lo) / (gaussian.NUM_SCALES - 1)
+    return tf.math.exp(lo + step * tf.cast(indexes, tf.float32))
+
+
+class YCoder:
+    """Codes integer symbols ``round(y - mu)`` of a slice ``[1, h, w, c]`` given scale indexes."""
+
+    def __init__(self, precision: int = PRECISION):
+        self.num_scales = gaussian.NUM_SCALES
+        self.model = tfc.LocationScaleIndexedEntropyModel(
+            tfc.NoisyNormal,
+            num_scales=self.num_scales,
+            scale_fn=scale_fn,
+            coding_rank=3,
+            compression=True,
+            stateless=True,
+            tail_mass=TAIL_MASS,
+            range_coder_precision=precision,
+        )
+        self.table = _BitTable(self.model.cdf.numpy(), self.model.cdf_offset.numpy(), precision)
+
+    def _indexes(self, indexes: np.ndarray) -> np.ndarray:
+        indexes = np.asarray(indexes)
+        if indexes.size and (
+            indexes.min() < 0 or indexes.max() >= self.num_scales or np.any(indexes != np.rint(indexes))
+        ):
+            raise ValueError(f"scale indexes must be integers in [0, {self.num_scales})")
+        return indexes.astype(np.int32)
+
+    def compress(self, symbols: np.ndarray, indexes: np.ndarray) -> bytes:
+        if symbols.ndim != 4 or symbols.shape[0] != 1 or symbols.shape != indexes.shape:
+            raise ValueError(f"y symbols {symbols.shape} / indexes {indexes.shape}: need [1, h, w, c]")
+        strings = self.model.compress(
+            tf.constant(_check_symbols(symbols, "y")), tf.constant(self._indexes(indexes))
+        )
+        return bytes(strings.numpy()[0])
+
+    def decompress(self, string: bytes, indexes: np.ndarray, what: str = "y") -> np.ndarray:
+        """One string + indexes ``[1, h, w, c]`` -> symbols ``[1, h, w, c]`` (int32)."""
+        idx = tf.constant(self._indexes(indexes))
+
+        def run():
+            return self.model.decompress(tf.constant([string]), idx).numpy()
+
+        return np.rint(_run_bounded(run, what)).astype(np.int32)
+
+    def table_bits(self, symbols: np.ndarray, indexes: np.ndarray) -> float:
+        return float(self.table.code_length(symbols, self._indexes(indexes)).sum())
+
+
+@functools.lru_cache(maxsize=1)
+def y_coder() -> YCoder:
+    """The y coder (its tables depend on no model parameter): built once per process."""
+    return YCoder()

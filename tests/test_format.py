@@ -1,0 +1,148 @@
+"""The .mrac container (mracnn_jax/coding/container.py): layout, strict parsing. No model, no TF."""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+
+from mracnn_jax.coding import container
+from mracnn_jax.coding.container import Bitstream, ContainerError
+
+
+def _bitstream(num_slices=5, name="mracnn", h=17, w=300, mode="RGB"):
+    rng = np.random.default_rng(num_slices)
+    return Bitstream(
+        height=h,
+        width=w,
+        colour_mode=mode,
+        model_name=name,
+        params_digest=bytes(range(16)),
+        symbol_digest=bytes(range(16, 32)),
+        latent_digest=bytes(range(32, 48)),
+        z_string=rng.bytes(37),
+        y_strings=tuple(rng.bytes(int(n)) for n in rng.integers(0, 300, num_slices)),
+    )
+
+
+def test_round_trip_and_layout():
+    bs = _bitstream()
+    data = container.pack(bs)
+    assert container.unpack(data) == bs
+    # Byte layout of docs/format.md.
+    assert data[:4] == b"MRAC" and data[4] == 1 and data[5] == 0 and data[6] == 5 and data[7] == 6
+    assert struct.unpack_from("<II", data, 8) == (17, 300)
+    assert data[16:32] == bs.params_digest and data[32:48] == bs.symbol_digest
+    assert data[48:64] == bs.latent_digest
+    assert struct.unpack_from("<I", data, 64)[0] == 37
+    assert list(struct.unpack_from("<5I", data, 68)) == [len(s) for s in bs.y_strings]
+    assert data[88:94] == b"mracnn"
+    assert data[94 : 94 + 37] == bs.z_string
+    assert struct.unpack("<I", data[-4:])[0] == zlib.crc32(data[:-4])
+    # Header size: 72 fixed bytes + 4 per slice + the name.
+    assert container.FIXED_OVERHEAD == 72
+    assert bs.header_bytes() == 72 + 4 * 5 + 6 == len(data) - bs.payload_bytes()
+
+
+@pytest.mark.parametrize("mode, slices, name", [("L", 1, "x"), ("RGB", 10, "wacnn+mracb-small")])
+def test_variants(mode, slices, name):
+    bs = _bitstream(slices, name, h=1, w=65535, mode=mode)
+    assert container.unpack(container.pack(bs)) == bs
+
+
+def test_describe():
+    bs = _bitstream()
+    info = container.describe(bs, len(container.pack(bs)))
+    assert info["model"] == {"name": "mracnn", "params_digest": bytes(range(16)).hex()}
+    assert info["bits"]["y"] == [8 * len(s) for s in bs.y_strings]
+    assert info["file_bytes"] == info["header_bytes"] + info["payload_bytes"]
+    assert info["bpp"] == pytest.approx(8 * info["file_bytes"] / (17 * 300))
+
+
+def test_pack_validates():
+    with pytest.raises(ValueError):
+        container.pack(_bitstream(h=0))
+    with pytest.raises(ValueError):
+        container.pack(_bitstream(name="bad name"))
+    with pytest.raises(ValueError):
+        container.pack(_bitstream(mode="RGBA"))
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty"),
+        (b"GIF89a....", "not an .mrac file"),
+        (b"MRA", "not an .mrac file"),
+        (b"MRAC", "truncated"),
+        (b"MRAC\x01" + bytes(20), "truncated"),
+    ],
+)
+def test_garbage(data, message):
+    with pytest.raises(ContainerError, match=message):
+        container.unpack(data)
+
+
+def test_wrong_version():
+    data = bytearray(container.pack(_bitstream()))
+    data[4] = 2
+    with pytest.raises(ContainerError, match="version 2"):
+        container.unpack(bytes(data))
+
+
+def test_every_truncation_and_extension():
+    data = container.pack(_bitstream())
+    for n in range(len(data)):
+        with pytest.raises(ContainerError):
+            container.unpack(data[:n])
+    with pytest.raises(ContainerError):
+        container.unpack(data + b"\0")
+
+
+def test_every_bit_flip_is_detected():
+    data = container.pack(_bitstream(2))
+    for i in range(len(data)):
+        for bit in range(8):
+            bad = bytearray(data)
+            bad[i] ^= 1 << bit
+            with pytest.raises(ContainerError) as e:
+                container.unpack(bytes(bad))
+            assert "\n" not in str(e.value)
+
+
+def test_consistent_but_malformed():
+    """A file whose checksum matches but whose fields are inconsistent (written wrongly)."""
+    data = bytearray(container.pack(_bitstream()))
+    struct.pack_into("<I", data, 64, 10**9)  # z length far beyond the file
+    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
+    with pytest.raises(ContainerError, match="announces"):
+        container.unpack(bytes(data))
+    data = bytearray(container.pack(_bitstream()))
+    data[5] = 7  # colour mode
+    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
+    with pytest.raises(ContainerError, match="colour mode"):
+        container.unpack(bytes(data))
+
+
+def test_random_mutations_fast():
+    """Random flips, truncations, insertions: always ContainerError, never slow."""
+    rng = np.random.default_rng(0)
+    data = container.pack(_bitstream())
+    for _ in range(500):
+        bad = bytearray(data)
+        kind = rng.integers(3)
+        if kind == 0:
+            for _ in range(rng.integers(1, 5)):
+                bad[rng.integers(len(bad))] ^= 1 << int(rng.integers(8))
+        elif kind == 1:
+            del bad[rng.integers(len(bad)) :]
+        else:
+            pos = rng.integers(len(bad) + 1)
+            bad[pos:pos] = rng.bytes(int(rng.integers(1, 9)))
+        t = time.perf_counter()
+        with pytest.raises(ContainerError):
+            container.unpack(bytes(bad))
+        assert time.perf_counter() - t < 0.1
