@@ -6,9 +6,9 @@ PYTHON ?= python3.11
 VENV := .venv
 VENV_NEW := .venv-new
 PYTEST_ARGS ?=
-NEW_ENV_TESTS ?= tests/test_layers.py tests/test_model.py tests/test_training.py tests/test_checkpoint.py
+NEW_ENV_TESTS ?= tests/test_elsa.py tests/test_model.py tests/test_training.py tests/test_checkpoint.py
 
-.PHONY: install install-new test test-new demo clean
+.PHONY: install install-new test test-torch demo clean
 
 $(VENV)/.installed: requirements/py311-tf.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,19 @@ install-new: $(VENV_NEW)/.installed
 test: $(VENV)/.installed $(VENV_NEW)/.installed
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 	$(VENV_NEW)/bin/python -m pytest -q $(PYTEST_ARGS) $(NEW_ENV_TESTS)
+
+# The PyTorch reference of WACNN (optional; needs the torch CPU wheel, see requirements/torch-cpu.txt).
+.venv-torch/.installed: requirements/torch-cpu.txt
+	$(PYTHON) -m venv .venv-torch
+	.venv-torch/bin/pip install -q -r requirements/torch-cpu.txt
+	touch $@
+
+test-torch: .venv-torch/.installed
+	.venv-torch/bin/python -m pytest -q tests/test_torch_reference.py
+
+# The main job: the model summary of configs/mracnn.py.
+demo: $(VENV)/.installed
+	$(VENV)/bin/python -m mracnn_jax.summary --config configs/mracnn.py
 
 clean:
 	rm -rf $(VENV) $(VENV_NEW)
