@@ -9,10 +9,12 @@ Inputs are checked before anything heavy is imported, every error is one line on
 exit status 1 (2 for usage errors), and outputs are written to a temporary file that is renamed
 into place only on success, so a failed command leaves nothing behind.
 
-Without ``--model``, ``compress`` uses the model bundled in ``mracnn_jax/assets/models/`` (the one
-whose metadata ``quality`` equals ``--quality`` if given) and ``decompress`` the bundled model whose
-parameter digest the file names. ``--cache-dir`` (or ``$MRACNN_JAX_CACHE_DIR``) keeps compiled JAX
-functions on disk between runs. Set ``MRACNN_DEBUG=1`` for tracebacks.
+Without ``--model``, ``compress`` uses a model bundled in ``mracnn_jax/assets/models/*.mracnn``:
+the one whose quality (metadata ``quality``, else ``q<N>`` in the file name) equals ``--quality``;
+without ``--quality`` the only one, the one with metadata ``default: true``, or the middle quality.
+``decompress`` picks the bundled model whose parameter digest the file names. ``--cache-dir``
+(or ``$MRACNN_JAX_CACHE_DIR``) keeps compiled JAX functions on disk between runs. Set
+``MRACNN_DEBUG=1`` for tracebacks.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import sys
 import tempfile
 import threading
@@ -119,26 +122,37 @@ def _no_model_message() -> str:
     )
 
 
+def _quality(path: str, header: dict):
+    """A bundled model's quality: metadata ``quality``, else ``q<N>`` / ``quality<N>`` in its name."""
+    quality = (header.get("metadata") or {}).get("quality")
+    if quality is None:
+        match = re.search(r"(?:^|[^a-z])q(?:uality)?[-_]?(\d+)", pathlib.Path(path).stem.lower())
+        quality = int(match.group(1)) if match else None
+    return quality
+
+
 def _model_for_compress(args) -> str:
     if args.model:
         return args.model
     bundled = _bundled_models()
     if not bundled:
         raise CliError(_no_model_message())
+    qualities = {path: _quality(path, header) for path, header in bundled}
     if args.quality is not None:
-        for path, header in bundled:
-            if (header.get("metadata") or {}).get("quality") == args.quality:
+        for path, quality in qualities.items():
+            if quality == args.quality:
                 return path
-        qualities = sorted(
-            str((h.get("metadata") or {}).get("quality")) for _, h in bundled
-        )
-        raise CliError(f"no bundled model has quality {args.quality} (bundled: {', '.join(qualities)})")
+        known = ", ".join(str(q) for q in sorted(q for q in qualities.values() if q is not None))
+        raise CliError(f"no bundled model has quality {args.quality} (bundled: {known or 'none'})")
     if len(bundled) == 1:
         return bundled[0][0]
     for path, header in bundled:
         if (header.get("metadata") or {}).get("default"):
             return path
-    raise CliError("several models are bundled: choose one with --quality or --model")
+    ranked = sorted((q, p) for p, q in qualities.items() if q is not None)
+    if ranked:  # the middle quality
+        return ranked[(len(ranked) - 1) // 2][1]
+    raise CliError("several models are bundled: choose one with --model")
 
 
 def _load_model(path: str, expect=None):
@@ -150,7 +164,10 @@ def _load_model(path: str, expect=None):
     if expect is not None:
         header = model_file.read_header(path)
         name = (header.get("model_config") or {}).get("name")
-        if not str(header["params_digest"]).startswith(expect.params_digest.hex()) or name != expect.model_name:
+        if (
+            not str(header["params_digest"]).startswith(expect.params_digest.hex())
+            or name != expect.model_name
+        ):
             raise CliError(
                 f"{path!r} is not the model that wrote this file (the file needs "
                 f"{expect.model_name!r} with params {expect.params_digest.hex()}, the model file "
@@ -201,7 +218,9 @@ def cmd_decompress(args) -> int:
         bundled = _bundled_models()
         if not bundled:
             raise CliError(_no_model_message())
-        matches = [p for p, h in bundled if str(h["params_digest"]).startswith(bs.params_digest.hex())]
+        matches = [
+            p for p, h in bundled if str(h["params_digest"]).startswith(bs.params_digest.hex())
+        ]
         if not matches:
             raise CliError(
                 f"the file was written by model {bs.model_name!r} (params "
@@ -291,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - every failure is reported as one line
+    except Exception as e:
         if os.environ.get("MRACNN_DEBUG"):
             raise
         prefix = "" if isinstance(e, (CliError, ValueError, OSError)) else f"{type(e).__name__}: "

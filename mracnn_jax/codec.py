@@ -17,7 +17,8 @@ Encoder (decoder steps marked D, in the same order, with the same jitted functio
 
 The scale index is ``round(scale_to_index(sigma))`` clipped to [0, 63], computed inside the jitted
 slice function, so encoder and decoder derive it from the same floats. Every network piece is one
-``jax.jit`` function per model, compiled once per padded shape and cached by JAX (see
+``jax.jit`` function per architecture (``NetworkPieces``, shared by all models of one config, the
+parameters are an argument), compiled once per padded shape and cached by JAX (see
 ``LoadedModel.compilations``); ``enable_compilation_cache`` adds JAX's persistent cache across
 processes.
 
@@ -54,7 +55,7 @@ from mracnn_jax.coding.container import Bitstream, ContainerError
 from mracnn_jax.entropy.gaussian import NUM_SCALES, scale_to_index
 from mracnn_jax.models.compressor import DOWNSAMPLING
 from mracnn_jax.models.padding import padding_amounts
-from mracnn_jax.models.registry import build_model
+from mracnn_jax.models.registry import build_model, init_params
 
 __all__ = [
     "CodecError",
@@ -65,11 +66,13 @@ __all__ = [
     "LatentMismatchError",
     "LoadedModel",
     "ModelMismatchError",
+    "NetworkPieces",
     "compress",
     "compress_with_info",
     "decompress",
     "decompress_with_info",
     "enable_compilation_cache",
+    "pieces_for",
     "read_image",
     "to_rgb_array",
 ]
@@ -164,7 +167,9 @@ def _pil_to_rgb(img) -> tuple[np.ndarray, str]:
         return np.repeat(g[:, :, None], 3, axis=2), "L"
     if mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
         return np.asarray(img.convert("RGB"), np.uint8), "RGB"
-    raise ImageError(f"unsupported image mode {mode!r} (RGB, grayscale and palette images are coded)")
+    raise ImageError(
+        f"unsupported image mode {mode!r} (RGB, grayscale and palette images are coded)"
+    )
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
@@ -210,21 +215,6 @@ def _model_config(config) -> ml_collections.ConfigDict:
     return config
 
 
-def _init_params(module, rng):
-    """Random parameters without running the network: the forward pass is traced once and
-    removed as dead code, and only the parameter initialisers are evaluated (op by op: jitting
-    them takes XLA minutes)."""
-    from jax._src.interpreters import partial_eval as pe
-
-    x = jnp.zeros((1, DOWNSAMPLING, DOWNSAMPLING, 3), jnp.float32)
-    closed, out_shape = jax.make_jaxpr(
-        lambda key: module.init({"params": key}, x, train=False)["params"], return_shape=True
-    )(rng)
-    jaxpr, _ = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
-    leaves = jax.core.eval_jaxpr(jaxpr, closed.consts, rng)
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), leaves)
-
-
 class NetworkPieces:
     """The jitted network pieces of one architecture; parameters are an argument.
 
@@ -238,7 +228,9 @@ class NetworkPieces:
         self.module = module = build_model(config)
         self.num_slices = int(config.entropy.num_slices)
         max_support = int(config.entropy.max_support)
-        self.num_support = [i if max_support < 0 else min(i, max_support) for i in range(self.num_slices)]
+        self.num_support = [
+            i if max_support < 0 else min(i, max_support) for i in range(self.num_slices)
+        ]
 
         def apply(p, method, *args):
             return module.apply({"params": p}, *args, method=method)
@@ -260,7 +252,11 @@ class NetworkPieces:
         def slice_fn(i):
             def f(p, means, scales, *support):
                 mu, sigma, mean_support = apply(
-                    p, lambda m, a, b, d: m.slice_parameters(i, a, b, d), means, scales, list(support)
+                    p,
+                    lambda m, a, b, d: m.slice_parameters(i, a, b, d),
+                    means,
+                    scales,
+                    list(support),
                 )
                 index = jnp.clip(jnp.round(scale_to_index(sigma)), 0, NUM_SCALES - 1)
                 return mu, index, mean_support
@@ -339,18 +335,17 @@ class LoadedModel:
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "LoadedModel":
+    def load(cls, path: str | os.PathLike) -> LoadedModel:
         """From a model file written by ``model_file.save_model`` / ``mracnn export``."""
         config, params, metadata = model_file.load_model(path)
         header = model_file.read_header(path)
         return cls(config, params, metadata, digest=header["params_digest"])
 
     @classmethod
-    def from_config(cls, config, seed: int = 0) -> "LoadedModel":
+    def from_config(cls, config, seed: int = 0) -> LoadedModel:
         """Randomly initialised (``config`` is a model or an experiment config)."""
         cfg = _model_config(config)
-        p_rng, _ = jax.random.split(jax.random.PRNGKey(seed))  # as registry.init_params
-        params = _init_params(build_model(cfg), p_rng)
+        params = init_params(build_model(cfg), jax.random.PRNGKey(seed))  # as training starts
         return cls(cfg, params, {"init_seed": seed})
 
     def save(self, path: str | os.PathLike, metadata: dict | None = None) -> str:
@@ -495,8 +490,14 @@ class _Clock:
         return out
 
 
-def compress_with_info(image: Any, model: LoadedModel) -> CompressionResult:
-    """Compresses ``image`` and returns the bytes with the encoder's view of the result."""
+def compress_with_info(
+    image: Any, model: LoadedModel, *, estimate_bits: bool = True
+) -> CompressionResult:
+    """Compresses ``image`` and returns the bytes with the encoder's view of the result.
+
+    ``bits`` holds the payload and header sizes and, with ``estimate_bits``, the ideal code
+    length of the symbols under the coding tables (``"table"``, ``"z_table"``, ``"y_table"``).
+    """
     t_start = time.perf_counter()
     rgb, mode = to_rgb_array(image)
     h, w = rgb.shape[:2]
@@ -543,17 +544,17 @@ def compress_with_info(image: Any, model: LoadedModel) -> CompressionResult:
         y_strings=tuple(strings),
     )
     data = container.pack(bs)
-    y_table = [yc.table_bits(s, k) for s, k in zip(syms, indexes)]
     bits = {
         "payload": 8 * bs.payload_bytes(),
         "header": 8 * bs.header_bytes(),
         "file": 8 * len(data),
         "z_payload": 8 * len(z_string),
         "y_payload": [8 * len(s) for s in strings],
-        "z_table": zc.table_bits(z_int),
-        "y_table": y_table,
-        "table": zc.table_bits(z_int) + sum(y_table),
     }
+    if estimate_bits:
+        y_table = [yc.table_bits(s, k) for s, k in zip(syms, indexes)]
+        z_table = zc.table_bits(z_int)
+        bits.update(z_table=z_table, y_table=y_table, table=z_table + sum(y_table))
     clock.seconds["total"] = time.perf_counter() - t_start
     return CompressionResult(
         data=data,
@@ -571,7 +572,7 @@ def compress_with_info(image: Any, model: LoadedModel) -> CompressionResult:
 
 def compress(image: Any, model: LoadedModel) -> bytes:
     """``image`` (uint8 [H, W, 3] / [H, W] array or PIL image) -> ``.mrac`` bytes."""
-    return compress_with_info(image, model).data
+    return compress_with_info(image, model, estimate_bits=False).data
 
 
 def check_identity(bs: Bitstream, model: LoadedModel) -> None:

@@ -35,13 +35,13 @@ pytestmark = [
     ),
 ]
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from PIL import Image  # noqa: E402
+import jax
+import jax.numpy as jnp
+from PIL import Image
 
-from mracnn_jax import cli, codec, model_file  # noqa: E402
-from mracnn_jax.coding import container  # noqa: E402
-from mracnn_jax.models import presets  # noqa: E402
+from mracnn_jax import cli, codec, model_file
+from mracnn_jax.coding import container
+from mracnn_jax.models import presets
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZES = {"tiny": (1, 1), "wide": (17, 300), "tall": (100, 37), "kodak": (256, 256)}
@@ -53,7 +53,7 @@ def _tweak(params):
     params["g_a"]["conv_4"]["kernel"] *= 30.0
     for name, sub in params["entropy"].items():
         if name.startswith("cc_scale_"):
-            last = sorted(sub, key=lambda k: int(k.split("_")[1]))[-1]
+            last = max(sub, key=lambda k: int(k.split("_")[1]))
             sub[last]["bias"] += 3.0
     return params
 
@@ -61,7 +61,14 @@ def _tweak(params):
 def _run(args, timeout=300, **kw):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env, **kw
+        [sys.executable, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env,
+        **kw,
     )
 
 
@@ -93,7 +100,12 @@ def cache_dir(tmp_path_factory):
 def exported(cache_dir, tmp_path_factory):
     """``mracnn export --config configs/small.py --seed 0`` (in process): the random model."""
     out = tmp_path_factory.mktemp("export") / "small.mracnn"
-    assert cli.main(["export", "--config", str(REPO / "configs" / "small.py"), "--seed", "0", str(out)]) == 0
+    assert (
+        cli.main(
+            ["export", "--config", str(REPO / "configs" / "small.py"), "--seed", "0", str(out)]
+        )
+        == 0
+    )
     return out
 
 
@@ -123,7 +135,9 @@ def images(request):
     except pytest.skip.Exception:  # no Kodak here: a synthetic photograph-like image
         yy, xx = np.mgrid[0:512, 0:768]
         rng = np.random.default_rng(1)
-        img = np.stack([(xx * 0.3 + yy * 0.1) % 256, (yy * 0.4) % 256, rng.integers(0, 256, xx.shape)], -1)
+        img = np.stack(
+            [(xx * 0.3 + yy * 0.1) % 256, (yy * 0.4) % 256, rng.integers(0, 256, xx.shape)], -1
+        )
         img = img.astype(np.uint8)
     rng = np.random.default_rng(0)
     tall = img[200:300, 400:437]
@@ -235,7 +249,9 @@ def test_round_trip_in_fresh_process(encoded, images, model_files, cache_dir, tm
         (tmp_path / f"{key}.mrac").write_bytes(result.data)
         jobs.append(f"{tmp_path / key}.mrac={tmp_path / key}.npz")
     png_job = f"{tmp_path / 'wide'}.mrac={tmp_path / 'wide'}.png"
-    proc = _run(["-c", _DECODE, str(cache_dir), str(model_files["rich"]), png_job, *jobs], timeout=600)
+    proc = _run(
+        ["-c", _DECODE, str(cache_dir), str(model_files["rich"]), png_job, *jobs], timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for key, result in encoded.items():
         h, w = SIZES[key]
@@ -417,7 +433,9 @@ def test_cli_bad_images(model_files, tmp_path):
         "missing.png": "no such file",
     }
     for name, message in cases.items():
-        line = _one_line_error(_cli("compress", tmp_path / name, out, "--model", model_files["rich"]))
+        line = _one_line_error(
+            _cli("compress", tmp_path / name, out, "--model", model_files["rich"])
+        )
         assert message in line, (name, line)
         assert not out.exists()
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
@@ -432,7 +450,9 @@ def test_image_modes_in_process(model, tmp_path):
     with pytest.warns(UserWarning, match="16-bit"):
         rgb, mode = codec.read_image(tmp_path / "g16.png")
     assert mode == "L" and rgb.shape == (40, 50, 3)
-    np.testing.assert_array_equal(rgb[:, :, 0], ((gray16.astype(np.int64) + 128) // 257).astype(np.uint8))
+    np.testing.assert_array_equal(
+        rgb[:, :, 0], ((gray16.astype(np.int64) + 128) // 257).astype(np.uint8)
+    )
     result = codec.compress_with_info(Image.fromarray(rgb[:, :, 0], "L"), model)
     image = codec.decompress(result.data, model)
     assert image.shape == (40, 50) and image.dtype == np.uint8
@@ -452,4 +472,26 @@ def test_export(exported, base_model):
     assert header["model_config"]["name"] == "mracnn-small"
     assert header["metadata"]["seed"] == 0
     small = presets.small()
-    assert (base_model.config.N, base_model.config.M, base_model.config.Z) == (small.N, small.M, small.Z)
+    assert (base_model.config.N, base_model.config.M, base_model.config.Z) == (
+        small.N,
+        small.M,
+        small.Z,
+    )
+
+
+def test_cli_bundled_models(model, base_model, tmp_path, monkeypatch, capsys):
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    base_model.save(bundled / "mracnn-small-q1.mracnn")
+    model.save(bundled / "mracnn-small-q2.mracnn", {"quality": 2})
+    monkeypatch.setattr(cli, "BUNDLED_DIR", bundled)
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 256, (20, 30, 3)).astype(np.uint8)).save(tmp_path / "in.png")
+    out, png = tmp_path / "out.mrac", tmp_path / "out.png"
+    assert cli.main(["compress", str(tmp_path / "in.png"), str(out), "--quality", "2"]) == 0
+    assert cli.main(["decompress", str(out), str(png)]) == 0  # finds the writer by its digest
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(png)), codec.decompress(out.read_bytes(), model)
+    )
+    assert cli.main(["compress", str(tmp_path / "in.png"), str(out), "--quality", "7"]) == 1
+    assert "no bundled model has quality 7 (bundled: 1, 2)" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import importlib
 
 from mracnn_jax.coding.container import Bitstream, ContainerError, pack, unpack
 
-__all__ = ["Bitstream", "ContainerError", "pack", "unpack", "tfc_models"]
+__all__ = ["Bitstream", "ContainerError", "pack", "tfc_models", "unpack"]
 
 
 def __getattr__(name):

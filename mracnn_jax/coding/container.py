@@ -33,7 +33,7 @@ import dataclasses
 import hashlib
 import struct
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 MAGIC = b"MRAC"
 VERSION = 1
@@ -152,7 +152,9 @@ def unpack(data: bytes) -> Bitstream:
             f"unsupported .mrac format version {data[4]} (this mracnn-jax reads version {VERSION})"
         )
     if n < FIXED_OVERHEAD:
-        raise ContainerError(f"truncated .mrac file ({n} bytes, the header alone is {FIXED_OVERHEAD})")
+        raise ContainerError(
+            f"truncated .mrac file ({n} bytes, the header alone is {FIXED_OVERHEAD})"
+        )
     (_, _, mode, num_slices, name_len, height, width, params_dg, symbol_dg, latent_dg, z_len) = (
         _FIXED.unpack_from(data, 0)
     )
@@ -165,7 +167,9 @@ def unpack(data: bytes) -> Bitstream:
     stored_crc = _CRC.unpack_from(data, n - _CRC.size)[0]
     if zlib.crc32(memoryview(data)[: n - _CRC.size]) != stored_crc:
         if expected is not None and expected > n:
-            raise ContainerError(f"truncated .mrac file ({n} bytes, the header announces {expected})")
+            raise ContainerError(
+                f"truncated .mrac file ({n} bytes, the header announces {expected})"
+            )
         raise ContainerError("corrupt .mrac file: checksum mismatch (the file was damaged)")
     # The checksum matched: the remaining checks catch files written wrongly, not damage.
     if expected is None or expected != n:

@@ -41,26 +41,26 @@ import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
 
 try:  # before any TensorFlow op: TensorFlow must not take the GPU from JAX
     tf.config.set_visible_devices([], "GPU")
 except (RuntimeError, ValueError):  # already initialised (devices fixed): nothing to hide then
     pass
 
-import tensorflow_compression as tfc  # noqa: E402
+import tensorflow_compression as tfc
 
-from mracnn_jax.entropy import gaussian  # noqa: E402
-from mracnn_jax.entropy.factorized import logits_cumulative  # noqa: E402
+from mracnn_jax.entropy import gaussian
+from mracnn_jax.entropy.factorized import logits_cumulative
 
 TAIL_MASS = 2.0**-8
 PRECISION = 12
 MAX_HALF_WIDTH = 4096  # a z table spans at most this many symbols either side of the median
 MAX_SYMBOL = 2**24  # |symbol| bound: exact in float32, far beyond any sane latent
-DECODE_TIMEOUT_S = float(os.environ.get("MRACNN_DECODE_TIMEOUT_S", 120.0))
+DECODE_TIMEOUT_S = float(os.environ.get("MRACNN_DECODE_TIMEOUT_S", "120"))
 
 
 class RangeCodingError(ValueError):
@@ -124,7 +124,9 @@ class _BitTable:
 def _check_symbols(symbols: np.ndarray, what: str) -> np.ndarray:
     symbols = np.asarray(symbols)
     if symbols.size and np.abs(symbols).max() >= MAX_SYMBOL:
-        raise RangeCodingError(f"{what} symbol {np.abs(symbols).max()} is out of range (|s| < 2^24)")
+        raise RangeCodingError(
+            f"{what} symbol {np.abs(symbols).max()} is out of range (|s| < 2^24)"
+        )
     return symbols.astype(np.float32)
 
 
@@ -244,7 +246,7 @@ class ZCoder:
         )
 
     @classmethod
-    def from_prior(cls, likelihood_fn, prior_params, offsets) -> "ZCoder":
+    def from_prior(cls, likelihood_fn, prior_params, offsets) -> ZCoder:
         return cls(*z_tables(likelihood_fn, prior_params, offsets))
 
     def compress(self, symbols: np.ndarray) -> bytes:
@@ -302,14 +304,18 @@ class YCoder:
     def _indexes(self, indexes: np.ndarray) -> np.ndarray:
         indexes = np.asarray(indexes)
         if indexes.size and (
-            indexes.min() < 0 or indexes.max() >= self.num_scales or np.any(indexes != np.rint(indexes))
+            indexes.min() < 0
+            or indexes.max() >= self.num_scales
+            or np.any(indexes != np.rint(indexes))
         ):
             raise ValueError(f"scale indexes must be integers in [0, {self.num_scales})")
         return indexes.astype(np.int32)
 
     def compress(self, symbols: np.ndarray, indexes: np.ndarray) -> bytes:
         if symbols.ndim != 4 or symbols.shape[0] != 1 or symbols.shape != indexes.shape:
-            raise ValueError(f"y symbols {symbols.shape} / indexes {indexes.shape}: need [1, h, w, c]")
+            raise ValueError(
+                f"y symbols {symbols.shape} / indexes {indexes.shape}: need [1, h, w, c]"
+            )
         strings = self.model.compress(
             tf.constant(_check_symbols(symbols, "y")), tf.constant(self._indexes(indexes))
         )
