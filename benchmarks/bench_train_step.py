@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Training-step throughput of a config on whatever device JAX sees (CPU, GPU, TPU).
+
+Times ``--steps`` steps of the same jitted step that ``train.py`` runs (the library's
+``make_train_step``: rate-distortion loss, gradient clipping, Adam), on random images of
+``--batch`` x ``--crop``², sharded over every local device, and prints steps/s, images/s,
+achieved FLOP/s (XLA's cost analysis of the compiled step), model FLOPs utilisation against
+``--peak-tflops`` when given, the device's peak memory where the backend reports it, and the
+compile time apart. The input pipeline is left out on purpose (it is measured by
+``python -m mracnn_jax.training.input_pipeline``).
+
+    python benchmarks/bench_train_step.py --config configs/mracnn.py --batch 16 --steps 200 \
+        --peak-tflops 989   # H100 SXM dense bf16; use the float32 figure for a float32 run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(REPO / "configs" / "mracnn.py"))
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for the MFU figure")
+    a = p.parse_args()
+
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from mracnn_jax.config_files import load_config
+    from mracnn_jax.models import build_model
+    from mracnn_jax.training import train_lib
+    from mracnn_jax.training.train_state import make_optimizer
+
+    config = load_config(a.config)
+    model = build_model(config.model)
+    mesh = train_lib.make_mesh()
+    tx = make_optimizer(config.train)
+    init_key, noise_key = train_lib.root_keys(0)
+    state = train_lib.init_train_state(model, tx, init_key, a.crop, mesh)
+    step_fn = train_lib.jit_train_step(train_lib.make_train_step(model, tx, config.train), mesh)
+    batch = jax.device_put(
+        (jax.random.uniform(jax.random.PRNGKey(1), (a.batch, a.crop, a.crop, 3)) * 255).astype(jnp.uint8),
+        NamedSharding(mesh, P("data")),
+    )
+    t0 = time.perf_counter()
+    compiled = step_fn.lower(state, batch, noise_key).compile()
+    compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    state, metrics = compiled(state, batch, noise_key)  # warm-up
+    jax.block_until_ready(metrics)
+    t0 = time.perf_counter()
+    for i in range(a.steps):
+        state, metrics = compiled(state, batch, jax.random.fold_in(noise_key, i))
+    jax.block_until_ready(metrics)
+    seconds = (time.perf_counter() - t0) / a.steps
+    flops = float(cost["flops"])
+    result = {
+        "config": a.config,
+        "devices": [str(d) for d in jax.devices()],
+        "batch": a.batch,
+        "crop": a.crop,
+        "compile_s": compile_s,
+        "seconds_per_step": seconds,
+        "steps_per_s": 1 / seconds,
+        "images_per_s": a.batch / seconds,
+        "tflops_per_s": flops / seconds / 1e12,
+        "mfu": (flops / seconds / 1e12 / a.peak_tflops) if a.peak_tflops else None,
+        "loss": float(metrics["loss"]) if "loss" in metrics else None,
+    }
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        result["peak_device_memory_gib"] = stats["peak_bytes_in_use"] / 2**30
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
