@@ -71,7 +71,7 @@ def test_bpp_is_file_bytes_exactly(tmp_path):
 
 
 @needs_tf
-def test_metrics_match_tf_random_float():
+def test_ssim_and_psnr_match_tf_random_float():
     """Random [0, 1] pairs, a batch of 2, odd width, 161 rows (the 5-scale minimum)."""
     rng = np.random.default_rng(0)
     x = rng.random((2, 161, 175, 3), dtype=np.float32)
@@ -90,7 +90,7 @@ def test_metrics_match_tf_random_float():
 
 
 @needs_tf
-def test_metrics_match_tf_kodak_uint8():
+def test_ssim_and_psnr_match_tf_kodak_uint8():
     """Real 8-bit pairs: Kodak crops (257x341, odd) through JPEG, max_val 255."""
     xs = np.stack([_kodak(i)[:257, :341] for i in (1, 7)])
     ys = np.stack([anchors.encode_decode(x, "jpeg", q).decoded for x, q in zip(xs, (10, 40))])

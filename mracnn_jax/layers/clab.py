@@ -14,11 +14,10 @@ Parameters: 257 * C_in + 475,104 at D = 128 with ELSA(128, heads 8, k 7).
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 
 from mracnn_jax.layers.conv import Conv2d
 from mracnn_jax.layers.elam import attend
-from mracnn_jax.layers.residual import ResidualUnit
+from mracnn_jax.layers.residual import gated_residual
 
 
 class CLAB(nn.Module):
@@ -30,13 +29,6 @@ class CLAB(nn.Module):
 
     @nn.compact
     def __call__(self, s):
-        c_in = s.shape[-1]
         u = Conv2d(self.dim, 1, name="squeeze")(s)
-        t = u
-        for i in range(3):
-            t = ResidualUnit(self.activation, name=f"trunk_{i}")(t)
-        m = attend(self.elsa, u, "elsa")
-        for i in range(3):
-            m = ResidualUnit(self.activation, name=f"mask_{i}")(m)
-        m = Conv2d(self.dim, 1, name="mask_out")(m)
-        return Conv2d(c_in, 1, name="unsqueeze")(u + t * jax.nn.sigmoid(m))
+        gated = gated_residual(u, attend(self.elsa, u, "elsa"), self.activation)
+        return Conv2d(s.shape[-1], 1, name="unsqueeze")(gated)

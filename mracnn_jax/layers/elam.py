@@ -14,11 +14,9 @@ uses kernel 7 and 8 heads.
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 
-from mracnn_jax.layers.conv import Conv2d
 from mracnn_jax.layers.elsa import ELSA, ELSABlock
-from mracnn_jax.layers.residual import ResidualUnit
+from mracnn_jax.layers.residual import gated_residual
 
 
 def local_attention(cfg, dim: int, name: str) -> nn.Module:
@@ -53,12 +51,4 @@ class ELAM(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        c = x.shape[-1]
-        t = x
-        for i in range(3):
-            t = ResidualUnit(name=f"trunk_{i}")(t)
-        m = attend(self.elsa, x, "elsa")
-        for i in range(3):
-            m = ResidualUnit(name=f"mask_{i}")(m)
-        m = Conv2d(c, 1, name="mask_out")(m)
-        return x + t * jax.nn.sigmoid(m)
+        return gated_residual(x, attend(self.elsa, x, "elsa"))

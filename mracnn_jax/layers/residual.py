@@ -6,11 +6,18 @@
 
 with ``act`` = GELU (exact, erf form, as ``torch.nn.GELU``). CompressAI's ``AttentionBlock`` (used
 by TCM's SWAtten and so by our CLAB) has the same unit with ReLU: pass ``activation="relu"``.
+
+``gated_residual`` is the gate that WAM, ELAM and CLAB share:
+
+    x + RU^3(x) * sigmoid(conv1x1(RU^3(attended)))
+
+where ``attended`` is the attention branch's output (window attention, X + ELSA(X), ...).
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 
 from mracnn_jax.layers.conv import Conv2d
 
@@ -37,3 +44,19 @@ class ResidualUnit(nn.Module):
         h = act(Conv2d(c // 2, 3, name="conv2")(h))
         h = Conv2d(c, 1, name="conv3")(h)
         return act(x + h)
+
+
+def gated_residual(x, attended, activation: str = "gelu"):
+    """``x + RU^3(x) * sigmoid(conv1x1(RU^3(attended)))``; call inside a compact ``__call__``.
+
+    Creates the submodules ``trunk_0..2``, ``mask_0..2`` and ``mask_out`` in the calling module.
+    """
+    c = x.shape[-1]
+    t = x
+    for i in range(3):
+        t = ResidualUnit(activation, name=f"trunk_{i}")(t)
+    m = attended
+    for i in range(3):
+        m = ResidualUnit(activation, name=f"mask_{i}")(m)
+    m = Conv2d(c, 1, name="mask_out")(m)
+    return x + t * jax.nn.sigmoid(m)

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mracnn_jax.layers import init
-from mracnn_jax.layers.conv import Conv2d, _bias_init, torch_conv_kernel_init
-from mracnn_jax.layers.residual import ResidualUnit
+from mracnn_jax.layers.conv import _bias_init, torch_conv_kernel_init
+from mracnn_jax.layers.residual import gated_residual
 
 
 def relative_position_index(window: int) -> np.ndarray:
@@ -132,12 +132,5 @@ class WAM(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        c = x.shape[-1]
-        t = x
-        for i in range(3):
-            t = ResidualUnit(name=f"trunk_{i}")(t)
-        m = WindowAttention(self.num_heads, self.window, self.shift, name="attention")(x)
-        for i in range(3):
-            m = ResidualUnit(name=f"mask_{i}")(m)
-        m = Conv2d(c, 1, name="mask_out")(m)
-        return x + t * jax.nn.sigmoid(m)
+        attended = WindowAttention(self.num_heads, self.window, self.shift, name="attention")(x)
+        return gated_residual(x, attended)
