@@ -89,15 +89,6 @@ def _timm_trunc_normal(std: float = 0.02) -> Callable[..., Array]:
     return initializers.truncated_normal(std, bound=2.0)
 
 
-# PyTorch Conv2d default weight init: kaiming_uniform(a=sqrt(5)) == U(±1/sqrt(fan_in)).
-_torch_conv_kernel_init = torch_conv_kernel_init
-
-
-def _torch_conv_bias_init(fan_in: int) -> Callable[..., Array]:
-    """PyTorch Conv2d default bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    return initializers.torch_uniform(fan_in)
-
-
 class GroupedConv2d(nn.Module):
     """k x k grouped convolution, 'same' padding, with the fast kernel gradient of
     ``mracnn_jax.layers.conv.grouped_conv_same``. Parameters ``kernel`` ``[k, k, group_width,
@@ -414,7 +405,7 @@ class ELSA(nn.Module):
             2 * d_qk + d_v,
             (1, 1),
             use_bias=False,
-            kernel_init=_torch_conv_kernel_init,
+            kernel_init=torch_conv_kernel_init,
             name="pre_proj",
             **common,
         )(x)
@@ -426,7 +417,7 @@ class ELSA(nn.Module):
             d_qk,
             k,
             self.group_width,
-            bias_init=_torch_conv_bias_init(fan_in),
+            bias_init=initializers.torch_uniform(fan_in),
             name="attn_conv",
             param_dtype=self.param_dtype,
         )(s)
@@ -434,8 +425,8 @@ class ELSA(nn.Module):
         logits = nn.Conv(
             heads * kk,
             (1, 1),
-            kernel_init=_torch_conv_kernel_init,
-            bias_init=_torch_conv_bias_init(d_qk),
+            kernel_init=torch_conv_kernel_init,
+            bias_init=initializers.torch_uniform(d_qk),
             name="attn_proj",
             **common,
         )(s)
