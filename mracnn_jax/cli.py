@@ -1,9 +1,10 @@
 """The ``mracnn`` command line.
 
-    mracnn compress IN OUT.mrac [--model M | --quality Q]
+    mracnn compress IN OUT.mrac [--model M | --quality Q] [--tile N | --no-tile]
     mracnn decompress IN.mrac OUT.png [--model M]
     mracnn info IN.mrac
     mracnn export --config configs/mracnn.py --seed 0 OUT.mracnn
+    mracnn convert IN.pth OUT.mracnn [--arch wacnn | --arch mracnn] [--config C]
 
 Inputs are checked before anything heavy is imported, every error is one line on stderr with
 exit status 1 (2 for usage errors), and outputs are written to a temporary file that is renamed
@@ -191,18 +192,48 @@ def cmd_compress(args) -> int:
         rgb, mode = codec.read_image(args.input)
     for w in caught:
         print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+    h, w = rgb.shape[:2]
+    tile = _choose_tile(args, h, w)
     model_path = _model_for_compress(args)
     _cache(args)
     model = _load_model(model_path)
     image = rgb[:, :, 0] if mode == "L" else rgb
-    result = codec.compress_with_info(image, model)
+    if tile is None:
+        result = codec.compress_with_info(image, model)
+    else:
+        result = codec.compress_with_info(
+            image, model, tile=tile, estimate_bits=False, reconstruct=False,
+            keep_latents=False, progress=sys.stderr.isatty(),
+        )  # fmt: skip
     _write_atomic(args.output, lambda f: f.write(result.data))
-    h, w = rgb.shape[:2]
+    tiles = ""
+    if result.tiling is not None:
+        tiles = f", {result.tiling['rows']}x{result.tiling['cols']} tiles of {tile}"
     print(
         f"{args.output}: {len(result.data)} bytes, {8 * len(result.data) / (h * w):.4f} bpp "
-        f"({h}x{w} {mode}, model {model.name})"
+        f"({h}x{w} {mode}, model {model.name}{tiles})"
     )
     return 0
+
+
+def _choose_tile(args, height: int, width: int):
+    """The tile size for ``compress``: ``--tile``, none with ``--no-tile``, else automatic (and
+    said on stderr)."""
+    from mracnn_jax import codec
+
+    if args.tile is not None:
+        codec.resolve_tiling(args.tile)  # a clear error for a size the format does not hold
+        return args.tile
+    if args.no_tile:
+        return None
+    tile = codec.auto_tile(height, width)
+    if tile is not None:
+        print(
+            f"{PROG}: {height}x{width} image is above {codec.AUTO_TILE_PIXELS} pixels: coding "
+            f"{tile}x{tile} tiles one after another (--tile N to choose, --no-tile to refuse)",
+            file=sys.stderr,
+        )
+    return tile
 
 
 def cmd_decompress(args) -> int:
@@ -233,10 +264,13 @@ def cmd_decompress(args) -> int:
 
     from mracnn_jax import codec
 
-    image = codec.decompress_with_info(bs, model).image
+    image = codec.decompress_with_info(
+        bs, model, keep_latents=False, progress=sys.stderr.isatty()
+    ).image
     pil = Image.fromarray(image, "L" if image.ndim == 2 else "RGB")
     _write_atomic(args.output, lambda f: pil.save(f, format=fmt))
-    print(f"{args.output}: {bs.height}x{bs.width} {bs.colour_mode}")
+    tiles = "" if bs.tiling is None else f", {len(bs.tiles)} tiles of {bs.tiling.tile}"
+    print(f"{args.output}: {bs.height}x{bs.width} {bs.colour_mode}{tiles}")
     return 0
 
 
@@ -264,6 +298,26 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    """PyTorch checkpoint (STF/CompressAI key names, see ``mracnn_jax.convert``) -> model file."""
+    from mracnn_jax import convert
+
+    if not os.path.exists(args.input):
+        raise CliError(f"no such checkpoint: {args.input!r}")
+    _check_output(args.output)
+    model_config = None
+    if args.config:
+        from mracnn_jax.config_files import load_config
+
+        model_config = load_config(args.config).model
+    digest, report = convert.convert_checkpoint(
+        args.input, args.output, args.arch, model_config, dtype=args.dtype
+    )
+    print(f"{args.output}: model {args.arch} from {args.input}, params {digest}")
+    print(f"  {report.summary()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="MRACNN learned image codec (JAX).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -274,6 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file (default: the bundled model)")
     p.add_argument("--quality", type=int, help="choose a bundled model by its quality")
     p.add_argument("--cache-dir", help="persistent JAX compilation cache directory")
+    from mracnn_jax.coding import tiling as tiles  # pure Python: no JAX imported here
+
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--tile",
+        type=int,
+        metavar="N",
+        help=f"code N x N tiles one after another (N a multiple of 64; default: tiles of "
+        f"{tiles.DEFAULT_TILE} for images of more than {tiles.AUTO_TILE_PIXELS} pixels)",
+    )
+    group.add_argument(
+        "--no-tile", action="store_true", help="never tile (memory grows with the image size)"
+    )
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("decompress", help=".mrac -> image")
@@ -292,6 +359,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("output", help="output model file")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("convert", help="PyTorch checkpoint (.pth / .pth.tar) -> model file")
+    p.add_argument("input", help="PyTorch state dict, bare or under 'state_dict'")
+    p.add_argument("output", help="output model file")
+    p.add_argument(
+        "--arch",
+        choices=("wacnn", "mracnn"),
+        default="wacnn",
+        help="key names: 'wacnn' (public STF; widths read off the shapes) or 'mracnn'",
+    )
+    p.add_argument("--config", help="configs/*.py file whose model block to build")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    p.set_defaults(func=cmd_convert)
     return parser
 
 

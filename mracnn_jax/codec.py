@@ -32,6 +32,13 @@ warning) is coded as RGB with equal channels and decoded back to ``L`` (ITU-R 60
 reconstruction); palette images without transparency, CMYK and YCbCr are coded and decoded as RGB.
 Images with an alpha channel and 32-bit integer or float images are refused.
 
+Tiled coding (``tile=T``, version-2 files, ``mracnn_jax.coding.tiling``): the image is cut into
+``T x T`` tiles coded one after another, each with its own z, hyperprior and strings; optionally g_a
+sees a halo of neighbouring pixels and g_s a halo of neighbouring latents (no pixel is coded twice
+either way; the default is no halo, see docs/benchmarks.md). The decoder range-decodes every tile,
+checks the digests (over all tiles in order), then synthesises tile after tile: memory follows the
+tile size.
+
 TensorFlow is imported only when something is coded (``mracnn_jax.coding.tfc_models``).
 """
 
@@ -50,7 +57,7 @@ import ml_collections
 import numpy as np
 
 from mracnn_jax import model_file
-from mracnn_jax.coding import container
+from mracnn_jax.coding import container, tiling
 from mracnn_jax.coding.container import Bitstream, ContainerError
 from mracnn_jax.entropy.gaussian import NUM_SCALES, scale_to_index
 from mracnn_jax.models.compressor import DOWNSAMPLING
@@ -64,9 +71,13 @@ __all__ = [
     "DecompressionResult",
     "ImageError",
     "LatentMismatchError",
+    "AUTO_TILE_PIXELS",
+    "DEFAULT_HALO",
+    "DEFAULT_TILE",
     "LoadedModel",
     "ModelMismatchError",
     "NetworkPieces",
+    "auto_tile",
     "compress",
     "compress_with_info",
     "decompress",
@@ -74,8 +85,16 @@ __all__ = [
     "enable_compilation_cache",
     "pieces_for",
     "read_image",
+    "resolve_tiling",
     "to_rgb_array",
 ]
+
+
+# Tiled coding: defaults in coding/tiling.py (chosen in docs/benchmarks.md, issue 8).
+DEFAULT_TILE = tiling.DEFAULT_TILE
+DEFAULT_HALO = tiling.DEFAULT_HALO
+AUTO_TILE_PIXELS = tiling.AUTO_TILE_PIXELS
+PROGRESS_DELAY_S = 3.0  # the progress bar appears once the work has taken this long
 
 
 class CodecError(ValueError):
@@ -246,6 +265,13 @@ class NetworkPieces:
             z = apply(p, lambda m, y: m.hyper_analysis(y), y)
             return y, jnp.round(z - off)
 
+        def analysis_cropped(p, x, off, margin):
+            # g_a on a tile with its halo; h_a on the tile's own latent block only
+            y = apply(p, lambda m, x: m.analysis(x), x)
+            y = y[:, margin : y.shape[1] - margin, margin : y.shape[2] - margin, :]
+            z = apply(p, lambda m, y: m.hyper_analysis(y), y)
+            return y, jnp.round(z - off)
+
         def hyper_synthesis(p, z_hat):
             return apply(p, lambda m, z: m.hyper_synthesis(z), z_hat)
 
@@ -278,6 +304,7 @@ class NetworkPieces:
         self.offsets = jax.jit(offsets)
         self.z_likelihood = jax.jit(z_likelihood)
         self.analysis = jax.jit(analysis)
+        self.analysis_cropped = jax.jit(analysis_cropped, static_argnums=3)
         self.hyper_synthesis = jax.jit(hyper_synthesis)
         self.slices = [jax.jit(slice_fn(i)) for i in range(self.num_slices)]
         self.refines = [jax.jit(refine_fn(i)) for i in range(self.num_slices)]
@@ -288,6 +315,7 @@ class NetworkPieces:
             "offsets": self.offsets,
             "z_likelihood": self.z_likelihood,
             "analysis": self.analysis,
+            "analysis_cropped": self.analysis_cropped,
             "hyper_synthesis": self.hyper_synthesis,
             "synthesis": self.synthesis,
         }
@@ -369,6 +397,13 @@ class LoadedModel:
         """x ``[1, H, W, 3]`` -> (y, round(z - m))."""
         return self.pieces.analysis(self.params, x, offsets)
 
+    def analysis_cropped(self, x, offsets, margin: int):
+        """x ``[1, H, W, 3]`` -> (y without ``margin`` latent pixels on each side, round(z - m))
+        with z = h_a of that cropped y (tiled coding: g_a sees the halo, h_a does not)."""
+        if margin == 0:
+            return self.analysis(x, offsets)
+        return self.pieces.analysis_cropped(self.params, x, offsets, margin)
+
     def hyper_synthesis(self, z_hat):
         """z^ -> (latent means, latent scales)."""
         return self.pieces.hyper_synthesis(self.params, z_hat)
@@ -413,42 +448,53 @@ class LoadedModel:
 
 @dataclasses.dataclass
 class CompressionResult:
-    """Everything ``compress_with_info`` knows (the tests compare it with the decoder)."""
+    """Everything ``compress_with_info`` knows (the tests compare it with the decoder).
+
+    Tiled: the latent arrays are those of the whole latent canvas (tiles in place); all but
+    ``y_hat`` are ``None`` with ``keep_latents=False``, and ``reconstruction`` is ``None`` with
+    ``reconstruct=False``.
+    """
 
     data: bytes
-    reconstruction: np.ndarray  # what decompress will return (uint8)
-    z_symbols: np.ndarray  # int32 [1, h/4, w/4, Z] (h, w: y's size)
-    y_symbols: np.ndarray  # int32 [1, h, w, M]
-    z_hat: np.ndarray  # float32, s_z + m
-    y_tilde: np.ndarray  # float32 [1, h, w, M], s + mu (quantised y)
-    y_hat: np.ndarray  # float32, after the LRP (what g_s sees)
-    scale_indexes: np.ndarray  # int32 [1, h, w, M]
+    reconstruction: np.ndarray | None  # what decompress will return (uint8)
+    z_symbols: np.ndarray | None  # int32 [1, h/4, w/4, Z] (h, w: y's size)
+    y_symbols: np.ndarray | None  # int32 [1, h, w, M]
+    z_hat: np.ndarray | None  # float32, s_z + m
+    y_tilde: np.ndarray | None  # float32 [1, h, w, M], s + mu (quantised y)
+    y_hat: np.ndarray | None  # float32, after the LRP (what g_s sees)
+    scale_indexes: np.ndarray | None  # int32 [1, h, w, M]
     bits: dict  # payload and ideal-code-length ("table") bits, per stream
     seconds: dict  # network / entropy coding / total
+    tiling: dict | None = None  # the tile grid (``TileGrid.describe``), None when untiled
 
 
 @dataclasses.dataclass
 class DecompressionResult:
     image: np.ndarray
     bitstream: Bitstream
-    z_symbols: np.ndarray
-    y_symbols: np.ndarray
-    z_hat: np.ndarray
-    y_tilde: np.ndarray
-    y_hat: np.ndarray
+    z_symbols: np.ndarray | None
+    y_symbols: np.ndarray | None
+    z_hat: np.ndarray | None
+    y_tilde: np.ndarray | None
+    y_hat: np.ndarray | None
     seconds: dict
 
 
-def _digests(z_sym, y_syms, z_hat, y_tildes) -> tuple[bytes, bytes]:
+def _digest_chunks(z_sym, y_syms, z_hat, y_tildes) -> tuple[list[bytes], list[bytes]]:
     def ints(a):
         return np.ascontiguousarray(a, "<i4").tobytes()
 
     def floats(a):
         return np.ascontiguousarray(a, "<f4").tobytes()
 
-    symbols = container.digest([ints(z_sym)] + [ints(s) for s in y_syms])
-    latents = container.digest([floats(z_hat)] + [floats(t) for t in y_tildes])
-    return symbols, latents
+    return [ints(z_sym)] + [ints(s) for s in y_syms], [floats(z_hat)] + [
+        floats(t) for t in y_tildes
+    ]
+
+
+def _digests(z_sym, y_syms, z_hat, y_tildes) -> tuple[bytes, bytes]:
+    symbols, latents = _digest_chunks(z_sym, y_syms, z_hat, y_tildes)
+    return container.digest(symbols), container.digest(latents)
 
 
 def _padded_input(rgb: np.ndarray) -> np.ndarray:
@@ -490,25 +536,32 @@ class _Clock:
         return out
 
 
-def compress_with_info(
-    image: Any, model: LoadedModel, *, estimate_bits: bool = True
-) -> CompressionResult:
-    """Compresses ``image`` and returns the bytes with the encoder's view of the result.
+@dataclasses.dataclass
+class _Latents:
+    """One coded latent (the whole image, or one tile): strings and the quantities both sides
+    derive."""
 
-    ``bits`` holds the payload and header sizes and, with ``estimate_bits``, the ideal code
-    length of the symbols under the coding tables (``"table"``, ``"z_table"``, ``"y_table"``).
-    """
-    t_start = time.perf_counter()
-    rgb, mode = to_rgb_array(image)
-    h, w = rgb.shape[:2]
-    clock = _Clock()
-    zc = clock.setup(model.z_coder)
-    yc = clock.setup(model.y_coder)
+    z_string: bytes
+    y_strings: list
+    z_int: np.ndarray  # int32 [1, h/4, w/4, Z]
+    z_hat: np.ndarray
+    syms: list  # int32 per slice
+    tildes: list  # float32 per slice
+    indexes: list  # int32 per slice (encoder only)
+    y_hat: Any  # [1, h, w, M] (JAX array)
+
+    def digest_into(self, symbols: container.Digest, latents: container.Digest) -> None:
+        sym_chunks, lat_chunks = _digest_chunks(self.z_int, self.syms, self.z_hat, self.tildes)
+        for c in sym_chunks:
+            symbols.update(c)
+        for c in lat_chunks:
+            latents.update(c)
+
+
+def _encode_latents(model: LoadedModel, y, z_sym, zc, yc, clock: _Clock) -> _Latents:
+    """Range-codes (y, round(z - m)) as the encoder half of the module docstring's steps."""
     offsets = model.offsets
-
-    y, z_sym = clock.network(model.analysis, _padded_input(rgb), offsets)
-    z_sym = np.asarray(z_sym)
-    z_int = z_sym.astype(np.int32)
+    z_int = np.asarray(z_sym).astype(np.int32)
     z_hat = z_int.astype(np.float32) + offsets
     z_string = clock.entropy(zc.compress, z_int)
     means, scales = clock.network(model.hyper_synthesis, z_hat)
@@ -528,10 +581,140 @@ def compress_with_info(
         tildes.append(np.asarray(y_tilde))
         indexes.append(idx)
     y_hat = jnp.concatenate(decoded, axis=-1)
-    x_hat = np.asarray(clock.network(model.synthesis, y_hat))
+    return _Latents(z_string, strings, z_int, z_hat, syms, tildes, indexes, y_hat)
+
+
+def _decode_latents(
+    model: LoadedModel, z_string, y_strings, z_shape, zc, yc, clock: _Clock, where: str = ""
+) -> _Latents:
+    """The decoder half: strings -> symbols and latents (``z_shape``: z's spatial size)."""
+    from mracnn_jax.coding.tfc_models import RangeCodingError
+
+    try:
+        z_int = clock.entropy(zc.decompress, z_string, z_shape)
+    except RangeCodingError as e:
+        raise LatentMismatchError(f"{e}{where}; the decoder's entropy parameters differ") from None
+    z_hat = z_int.astype(np.float32) + model.offsets
+    means, scales = clock.network(model.hyper_synthesis, z_hat)
+    decoded, syms, tildes = [], [], []
+    for i, string in enumerate(y_strings):
+        mu, index, support = clock.network(model.slice_parameters, i, means, scales, decoded)
+        mu = np.asarray(mu)
+        idx = np.asarray(index).astype(np.int32)
+        try:
+            s_int = clock.entropy(yc.decompress, string, idx, f"y slice {i}{where}")
+        except RangeCodingError as e:
+            raise LatentMismatchError(f"{e}; the decoder's entropy parameters differ") from None
+        s = s_int.astype(np.float32)
+        y_tilde, y_hat_i = clock.network(model.refine, i, support, mu, s)
+        decoded.append(y_hat_i)
+        syms.append(s_int)
+        tildes.append(np.asarray(y_tilde))
+    y_hat = jnp.concatenate(decoded, axis=-1)
+    return _Latents(z_string, list(y_strings), z_int, z_hat, syms, tildes, [], y_hat)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    """A tqdm bar on stderr that appears only for work taking more than a few seconds."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, desc=desc, unit="tile", delay=PROGRESS_DELAY_S, disable=not enabled,
+        leave=False, dynamic_ncols=True,
+    )
+
+
+class _Canvas:
+    """Whole-image latent arrays assembled from tiles (``[1, h, w, C]`` at one stride)."""
+
+    def __init__(self, grid: tiling.TileGrid, stride: int):
+        self.grid, self.stride = grid, stride
+        ch, cw = grid.canvas
+        self.shape = (ch // stride, cw // stride)
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def put(self, name: str, r: int, c: int, value) -> None:
+        value = np.asarray(value)
+        if name not in self.arrays:
+            self.arrays[name] = np.zeros((1, *self.shape, value.shape[-1]), value.dtype)
+        rows, cols = self.grid.block(r, c, self.stride)
+        self.arrays[name][0, rows, cols] = value[0]
+
+    def get(self, name: str):
+        return self.arrays.get(name)
+
+
+def _synthesise_tiles(model, grid, y_hat, clock, bar) -> np.ndarray:
+    """g_s tile after tile on the latent canvas ``y_hat``, halo dropped: uint8 ``[H, W, 3]``."""
+    out = np.zeros((grid.height, grid.width, 3), np.uint8)
+    for r, c in grid.tiles():
+        x = np.asarray(clock.network(model.synthesis, grid.synthesis_input(y_hat, r, c)))
+        grid.paste(out, x[0], r, c)
+        bar.update(1)
+    return out
+
+
+def resolve_tiling(tile: int | None, halo: tuple[int, int] | None = None):
+    """``container.Tiling`` for a tile size (``None``: untiled); ``halo`` = (analysis, synthesis)
+    pixels, ``DEFAULT_HALO`` when ``None``. Raises ``CodecError`` for sizes the format lacks."""
+    if tile is None:
+        return None
+    halo_a, halo_s = DEFAULT_HALO if halo is None else halo
+    try:
+        tiling.check_tiling(tile, halo_a, halo_s)
+    except ValueError as e:
+        raise CodecError(str(e)) from None
+    return container.Tiling(int(tile), int(halo_a), int(halo_s))
+
+
+def auto_tile(height: int, width: int) -> int | None:
+    """The tile size ``mracnn compress`` picks: ``DEFAULT_TILE`` above ``AUTO_TILE_PIXELS``
+    pixels, else ``None`` (untiled)."""
+    return DEFAULT_TILE if height * width > AUTO_TILE_PIXELS else None
+
+
+def compress_with_info(
+    image: Any,
+    model: LoadedModel,
+    *,
+    estimate_bits: bool = True,
+    tile: int | None = None,
+    halo: tuple[int, int] | None = None,
+    reconstruct: bool = True,
+    keep_latents: bool = True,
+    progress: bool = False,
+) -> CompressionResult:
+    """Compresses ``image`` and returns the bytes with the encoder's view of the result.
+
+    ``bits`` holds the payload and header sizes and, with ``estimate_bits``, the ideal code
+    length of the symbols under the coding tables (``"table"``, ``"z_table"``, ``"y_table"``).
+
+    ``tile=None`` writes an untiled (version 1) file. ``tile=T`` (a multiple of 64) codes
+    ``T x T`` tiles one after another into a version-2 file (``mracnn_jax.coding.tiling``), with
+    ``halo = (analysis, synthesis)`` pixels of context (default ``DEFAULT_HALO``); memory then
+    depends on ``T``, not on the image size. Tiled only: ``reconstruct=False`` skips the
+    encoder's prediction of the decoded image (half the network time), ``keep_latents=False``
+    drops the whole-image latent arrays but ``y_hat``, ``progress`` shows a bar over the tiles.
+    """
+    t_start = time.perf_counter()
+    rgb, mode = to_rgb_array(image)
+    tiles = resolve_tiling(tile, halo)
+    clock = _Clock()
+    zc = clock.setup(model.z_coder)
+    yc = clock.setup(model.y_coder)
+    if tiles is not None:
+        return _compress_tiled(
+            rgb, mode, model, tiles, clock, zc, yc, t_start,
+            estimate_bits=estimate_bits, reconstruct=reconstruct,
+            keep_latents=keep_latents, progress=progress,
+        )  # fmt: skip
+    h, w = rgb.shape[:2]
+    y, z_sym = clock.network(model.analysis, _padded_input(rgb), model.offsets)
+    lat = _encode_latents(model, y, z_sym, zc, yc, clock)
+    x_hat = np.asarray(clock.network(model.synthesis, lat.y_hat))
     reconstruction = _restore_mode(_crop(x_hat, h, w), mode)
 
-    symbol_digest, latent_digest = _digests(z_int, syms, z_hat, tildes)
+    symbol_digest, latent_digest = _digests(lat.z_int, lat.syms, lat.z_hat, lat.tildes)
     bs = Bitstream(
         height=h,
         width=w,
@@ -540,39 +723,114 @@ def compress_with_info(
         params_digest=model.identity,
         symbol_digest=symbol_digest,
         latent_digest=latent_digest,
-        z_string=z_string,
-        y_strings=tuple(strings),
+        z_string=lat.z_string,
+        y_strings=tuple(lat.y_strings),
     )
     data = container.pack(bs)
-    bits = {
-        "payload": 8 * bs.payload_bytes(),
-        "header": 8 * bs.header_bytes(),
-        "file": 8 * len(data),
-        "z_payload": 8 * len(z_string),
-        "y_payload": [8 * len(s) for s in strings],
-    }
+    bits = _bits(bs, data)
     if estimate_bits:
-        y_table = [yc.table_bits(s, k) for s, k in zip(syms, indexes)]
-        z_table = zc.table_bits(z_int)
+        y_table = [yc.table_bits(s, k) for s, k in zip(lat.syms, lat.indexes)]
+        z_table = zc.table_bits(lat.z_int)
         bits.update(z_table=z_table, y_table=y_table, table=z_table + sum(y_table))
     clock.seconds["total"] = time.perf_counter() - t_start
     return CompressionResult(
         data=data,
         reconstruction=reconstruction,
-        z_symbols=z_int,
-        y_symbols=np.concatenate(syms, axis=-1),
-        z_hat=z_hat,
-        y_tilde=np.concatenate(tildes, axis=-1),
-        y_hat=np.asarray(y_hat),
-        scale_indexes=np.concatenate(indexes, axis=-1),
+        z_symbols=lat.z_int,
+        y_symbols=np.concatenate(lat.syms, axis=-1),
+        z_hat=lat.z_hat,
+        y_tilde=np.concatenate(lat.tildes, axis=-1),
+        y_hat=np.asarray(lat.y_hat),
+        scale_indexes=np.concatenate(lat.indexes, axis=-1),
         bits=bits,
         seconds=clock.seconds,
     )
 
 
-def compress(image: Any, model: LoadedModel) -> bytes:
-    """``image`` (uint8 [H, W, 3] / [H, W] array or PIL image) -> ``.mrac`` bytes."""
-    return compress_with_info(image, model, estimate_bits=False).data
+def _bits(bs: Bitstream, data: bytes) -> dict:
+    return {
+        "payload": 8 * bs.payload_bytes(),
+        "header": 8 * bs.header_bytes(),
+        "file": 8 * len(data),
+        "z_payload": 8 * bs.z_bytes(),
+        "y_payload": [8 * b for b in bs.y_bytes()],
+    }
+
+
+def _compress_tiled(
+    rgb, mode, model, tiles, clock, zc, yc, t_start, *, estimate_bits, reconstruct,
+    keep_latents, progress,
+) -> CompressionResult:  # fmt: skip
+    h, w = rgb.shape[:2]
+    grid = tiles.grid(h, w)
+    margin = grid.halo_analysis // tiling.LATENT_STRIDE
+    symbols, latents = container.Digest(), container.Digest()
+    y_canvas = _Canvas(grid, tiling.LATENT_STRIDE)
+    z_canvas = _Canvas(grid, DOWNSAMPLING)
+    coded, z_table, y_table = [], 0.0, [0.0] * model.num_slices
+    steps = grid.num_tiles * (2 if reconstruct else 1)
+    with _progress(steps, "mracnn compress", progress) as bar:
+        for r, c in grid.tiles():
+            x = grid.analysis_input(rgb, r, c)
+            y, z_sym = clock.network(model.analysis_cropped, x, model.offsets, margin)
+            lat = _encode_latents(model, y, z_sym, zc, yc, clock)
+            lat.digest_into(symbols, latents)
+            coded.append(container.TileCode(lat.z_string, tuple(lat.y_strings)))
+            y_canvas.put("y_hat", r, c, lat.y_hat)
+            if keep_latents:
+                z_canvas.put("z_symbols", r, c, lat.z_int)
+                z_canvas.put("z_hat", r, c, lat.z_hat)
+                y_canvas.put("y_symbols", r, c, np.concatenate(lat.syms, axis=-1))
+                y_canvas.put("y_tilde", r, c, np.concatenate(lat.tildes, axis=-1))
+                y_canvas.put("scale_indexes", r, c, np.concatenate(lat.indexes, axis=-1))
+            if estimate_bits:
+                z_table += zc.table_bits(lat.z_int)
+                for i, (s, k) in enumerate(zip(lat.syms, lat.indexes)):
+                    y_table[i] += yc.table_bits(s, k)
+            del lat, y, z_sym, x
+            bar.update(1)
+        reconstruction = None
+        if reconstruct:
+            image = _synthesise_tiles(model, grid, y_canvas.get("y_hat"), clock, bar)
+            reconstruction = _restore_mode(image, mode)
+    bs = Bitstream(
+        height=h,
+        width=w,
+        colour_mode=mode,
+        model_name=model.name,
+        params_digest=model.identity,
+        symbol_digest=symbols.value(),
+        latent_digest=latents.value(),
+        tiling=tiles,
+        tiles=tuple(coded),
+    )
+    data = container.pack(bs)
+    bits = _bits(bs, data)
+    bits["tiles"] = grid.num_tiles
+    if estimate_bits:
+        bits.update(z_table=z_table, y_table=y_table, table=z_table + sum(y_table))
+    clock.seconds["total"] = time.perf_counter() - t_start
+    return CompressionResult(
+        data=data,
+        reconstruction=reconstruction,
+        z_symbols=z_canvas.get("z_symbols"),
+        y_symbols=y_canvas.get("y_symbols"),
+        z_hat=z_canvas.get("z_hat"),
+        y_tilde=y_canvas.get("y_tilde"),
+        y_hat=y_canvas.get("y_hat"),  # held for the synthesis anyway
+        scale_indexes=y_canvas.get("scale_indexes"),
+        bits=bits,
+        seconds=clock.seconds,
+        tiling=grid.describe(),
+    )
+
+
+def compress(image: Any, model: LoadedModel, *, tile: int | None = None, **kwargs) -> bytes:
+    """``image`` (uint8 [H, W, 3] / [H, W] array or PIL image) -> ``.mrac`` bytes (untiled,
+    version 1; tiled, version 2, with ``tile=T``; ``kwargs`` as ``compress_with_info``)."""
+    if tile is not None:
+        kwargs = {"reconstruct": False, "keep_latents": False, **kwargs}
+    return compress_with_info(image, model, estimate_bits=False, tile=tile, **kwargs).data
 
 
 def check_identity(bs: Bitstream, model: LoadedModel) -> None:
@@ -585,15 +843,20 @@ def check_identity(bs: Bitstream, model: LoadedModel) -> None:
 
 
 def decompress_with_info(
-    data: bytes | Bitstream, model: LoadedModel, *, check_model: bool = True
+    data: bytes | Bitstream,
+    model: LoadedModel,
+    *,
+    check_model: bool = True,
+    keep_latents: bool = True,
+    progress: bool = False,
 ) -> DecompressionResult:
-    """Decodes ``data``; raises ``ContainerError``, ``ModelMismatchError``,
+    """Decodes ``data`` (version 1 or 2); raises ``ContainerError``, ``ModelMismatchError``,
     ``LatentMismatchError`` or ``tfc_models.RangeCodingError`` (all one-line) on failure.
 
     ``check_model=False`` skips the identity check (for testing the latent guard only).
+    Tiled files: ``keep_latents=False`` drops the whole-image latent arrays, ``progress`` shows
+    a bar over the tiles.
     """
-    from mracnn_jax.coding.tfc_models import RangeCodingError
-
     t_start = time.perf_counter()
     bs = data if isinstance(data, Bitstream) else container.unpack(data)
     if check_model:
@@ -605,30 +868,30 @@ def decompress_with_info(
     clock = _Clock()
     zc = clock.setup(model.z_coder)
     yc = clock.setup(model.y_coder)
-    offsets = model.offsets
+    if bs.tiling is not None:
+        return _decompress_tiled(bs, model, clock, zc, yc, t_start, keep_latents, progress)
     ph = -(-bs.height // DOWNSAMPLING) * DOWNSAMPLING
     pw = -(-bs.width // DOWNSAMPLING) * DOWNSAMPLING
-    try:
-        z_int = clock.entropy(zc.decompress, bs.z_string, (ph // DOWNSAMPLING, pw // DOWNSAMPLING))
-    except RangeCodingError as e:
-        raise LatentMismatchError(f"{e}; the decoder's entropy parameters differ") from None
-    z_hat = z_int.astype(np.float32) + offsets
-    means, scales = clock.network(model.hyper_synthesis, z_hat)
-    decoded, syms, tildes = [], [], []
-    for i, string in enumerate(bs.y_strings):
-        mu, index, support = clock.network(model.slice_parameters, i, means, scales, decoded)
-        mu = np.asarray(mu)
-        idx = np.asarray(index).astype(np.int32)
-        try:
-            s_int = clock.entropy(yc.decompress, string, idx, f"y slice {i}")
-        except RangeCodingError as e:
-            raise LatentMismatchError(f"{e}; the decoder's entropy parameters differ") from None
-        s = s_int.astype(np.float32)
-        y_tilde, y_hat_i = clock.network(model.refine, i, support, mu, s)
-        decoded.append(y_hat_i)
-        syms.append(s_int)
-        tildes.append(np.asarray(y_tilde))
-    symbol_digest, latent_digest = _digests(z_int, syms, z_hat, tildes)
+    z_shape = (ph // DOWNSAMPLING, pw // DOWNSAMPLING)
+    lat = _decode_latents(model, bs.z_string, bs.y_strings, z_shape, zc, yc, clock)
+    symbol_digest, latent_digest = _digests(lat.z_int, lat.syms, lat.z_hat, lat.tildes)
+    _check_digests(bs, symbol_digest, latent_digest)
+    x_hat = np.asarray(clock.network(model.synthesis, lat.y_hat))
+    image = _restore_mode(_crop(x_hat, bs.height, bs.width), bs.colour_mode)
+    clock.seconds["total"] = time.perf_counter() - t_start
+    return DecompressionResult(
+        image=np.ascontiguousarray(image),
+        bitstream=bs,
+        z_symbols=lat.z_int,
+        y_symbols=np.concatenate(lat.syms, axis=-1),
+        z_hat=lat.z_hat,
+        y_tilde=np.concatenate(lat.tildes, axis=-1),
+        y_hat=np.asarray(lat.y_hat),
+        seconds=clock.seconds,
+    )
+
+
+def _check_digests(bs: Bitstream, symbol_digest: bytes, latent_digest: bytes) -> None:
     if symbol_digest != bs.symbol_digest:
         raise LatentMismatchError(
             "decoded latent symbols differ from the encoder's (digest mismatch): the decoder's "
@@ -639,22 +902,47 @@ def decompress_with_info(
             "decoded latents differ from the encoder's in floating point (digest mismatch): "
             "decode on the same platform and library versions as the encoder"
         )
-    y_hat = jnp.concatenate(decoded, axis=-1)
-    x_hat = np.asarray(clock.network(model.synthesis, y_hat))
-    image = _restore_mode(_crop(x_hat, bs.height, bs.width), bs.colour_mode)
+
+
+def _decompress_tiled(bs, model, clock, zc, yc, t_start, keep_latents, progress):
+    grid = bs.grid()
+    th, tw = grid.tile_shape
+    z_shape = (th // DOWNSAMPLING, tw // DOWNSAMPLING)
+    symbols, latents = container.Digest(), container.Digest()
+    y_canvas = _Canvas(grid, tiling.LATENT_STRIDE)
+    z_canvas = _Canvas(grid, DOWNSAMPLING)
+    with _progress(2 * grid.num_tiles, "mracnn decompress", progress) as bar:
+        for (r, c), code in zip(grid.tiles(), bs.tiles):
+            where = f" of tile ({r}, {c})"
+            lat = _decode_latents(
+                model, code.z_string, code.y_strings, z_shape, zc, yc, clock, where
+            )
+            lat.digest_into(symbols, latents)
+            y_canvas.put("y_hat", r, c, lat.y_hat)
+            if keep_latents:
+                z_canvas.put("z_symbols", r, c, lat.z_int)
+                z_canvas.put("z_hat", r, c, lat.z_hat)
+                y_canvas.put("y_symbols", r, c, np.concatenate(lat.syms, axis=-1))
+                y_canvas.put("y_tilde", r, c, np.concatenate(lat.tildes, axis=-1))
+            del lat
+            bar.update(1)
+        # Every tile's latent is checked before any pixel is synthesised.
+        _check_digests(bs, symbols.value(), latents.value())
+        image = _synthesise_tiles(model, grid, y_canvas.get("y_hat"), clock, bar)
+    image = _restore_mode(image, bs.colour_mode)
     clock.seconds["total"] = time.perf_counter() - t_start
     return DecompressionResult(
         image=np.ascontiguousarray(image),
         bitstream=bs,
-        z_symbols=z_int,
-        y_symbols=np.concatenate(syms, axis=-1),
-        z_hat=z_hat,
-        y_tilde=np.concatenate(tildes, axis=-1),
-        y_hat=np.asarray(y_hat),
+        z_symbols=z_canvas.get("z_symbols"),
+        y_symbols=y_canvas.get("y_symbols"),
+        z_hat=z_canvas.get("z_hat"),
+        y_tilde=y_canvas.get("y_tilde"),
+        y_hat=y_canvas.get("y_hat"),  # held for the synthesis anyway
         seconds=clock.seconds,
     )
 
 
-def decompress(data: bytes, model: LoadedModel) -> np.ndarray:
-    """``.mrac`` bytes -> uint8 image ``[H, W, 3]`` (RGB) or ``[H, W]`` (grayscale)."""
-    return decompress_with_info(data, model).image
+def decompress(data: bytes, model: LoadedModel, *, progress: bool = False) -> np.ndarray:
+    """``.mrac`` bytes (version 1 or 2) -> uint8 image ``[H, W, 3]`` (RGB) or ``[H, W]``."""
+    return decompress_with_info(data, model, keep_latents=False, progress=progress).image

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 
 import pytest
 
@@ -27,3 +28,22 @@ def kodak_dir() -> pathlib.Path:
     if not path.is_dir():
         pytest.skip(f"Kodak images not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def small_model_export(tmp_path_factory) -> pathlib.Path:
+    """``mracnn export --config configs/small.py --seed 0``, run once per test session (about
+    30 s); test modules take copies (``copy_of_small_model``) so that none can alter another's."""
+    from mracnn_jax import cli
+
+    out = tmp_path_factory.mktemp("small_export") / "small.mracnn"
+    args = ["export", "--config", str(REPO / "configs" / "small.py"), "--seed", "0", str(out)]
+    assert cli.main(args) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def copy_of_small_model(small_model_export, tmp_path_factory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("export") / "small.mracnn"
+    shutil.copyfile(small_model_export, out)
+    return out

@@ -97,16 +97,9 @@ def cache_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exported(cache_dir, tmp_path_factory):
-    """``mracnn export --config configs/small.py --seed 0`` (in process): the random model."""
-    out = tmp_path_factory.mktemp("export") / "small.mracnn"
-    assert (
-        cli.main(
-            ["export", "--config", str(REPO / "configs" / "small.py"), "--seed", "0", str(out)]
-        )
-        == 0
-    )
-    return out
+def exported(cache_dir, copy_of_small_model):
+    """``mracnn export --config configs/small.py --seed 0`` (conftest, once per session)."""
+    return copy_of_small_model
 
 
 @pytest.fixture(scope="module")

@@ -88,8 +88,8 @@ def test_garbage(data, message):
 
 def test_wrong_version():
     data = bytearray(container.pack(_bitstream()))
-    data[4] = 2
-    with pytest.raises(ContainerError, match="version 2"):
+    data[4] = 3  # versions 1 (untiled) and 2 (tiled) are read
+    with pytest.raises(ContainerError, match="version 3"):
         container.unpack(bytes(data))
 
 

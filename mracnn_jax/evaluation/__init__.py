@@ -7,4 +7,5 @@ matplotlib):
   bd_rate   Bjøntegaard-delta rate (PCHIP) via the `bjontegaard` package
   results   CompressAI eval JSON, per-image CSV, Markdown summary, published reference results
   plots     PSNR–bpp and MS-SSIM(dB)–bpp PNGs
+  runner    models and anchors on an image folder through real files (behind evaluate.py)
 """

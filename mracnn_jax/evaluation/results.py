@@ -178,8 +178,9 @@ def markdown_summary(
     anchor: Mapping[str, Any] | str | None = None,
     title: str | None = None,
 ) -> str:
-    """A short Markdown report: one table of RD points per curve (mean bpp, PSNR-RGB, MS-SSIM
-    dB, encode/decode seconds) and, given an anchor (a result or the name of one in
+    """A short Markdown report: one table of RD points per curve (labelled by the results'
+    "quality" or "point" list, else numbered; mean bpp, PSNR-RGB, MS-SSIM dB, encode/decode
+    seconds) and, given an anchor (a result or the name of one in
     `results`), a table of BD-rates (PSNR and MS-SSIM dB, PCHIP; negative = fewer bits)."""
     lines: list[str] = []
     if title:
@@ -192,11 +193,12 @@ def markdown_summary(
         res = r["results"]
         n = len(res["bpp"])
         ms = res.get("ms-ssim-rgb")
+        labels = res.get("quality", res.get("point", [None] * n))
         for i in range(n):
             msdb = None
             if ms is not None and ms[i] is not None and ms[i] < 1:
                 msdb = -10.0 * math.log10(1.0 - ms[i])
-            q = res.get("quality", [None] * n)[i]
+            q = labels[i]
             lines.append(
                 "| {} | {} | {} | {} | {} | {} | {} |".format(
                     r["name"],

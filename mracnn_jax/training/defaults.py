@@ -94,6 +94,10 @@ def training_config() -> ml_collections.ConfigDict:
     # The paper's λ grids (for sweeps and for reference; not read by the training loop).
     c.mse_lambdas = MSE_LAMBDAS
     c.ms_ssim_lambdas = MS_SSIM_LAMBDAS
+    # Wall-clock budget of this process in seconds (0: none). When it is spent, the run stops
+    # after the current step as if num_steps had been reached: checkpoint, validation, export.
+    # For fixed-length jobs (a preemptible slot, a lent accelerator); a rerun resumes as usual.
+    c.time_limit_s = 0.0
     # Write a checkpoint (train state + data position) every this many steps, and at the end.
     c.checkpoint_every = 5000
     # Keep the newest this many checkpoints; older ones are deleted.

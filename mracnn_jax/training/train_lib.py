@@ -24,6 +24,8 @@ Checkpoints and failures
 last ``train.keep_checkpoints``; the run resumes from the latest complete one. Metrics are fetched
 and checked every ``train.log_every`` steps and before every checkpoint: a NaN/Inf loss raises
 ``NonFiniteLossError`` (the offending step named) before anything of the bad state is written.
+``train.time_limit_s`` ends a run early, cleanly (checkpoint, validation, export), after the step
+during which the wall-clock budget ran out.
 
 Outputs in ``workdir``
 ----------------------
@@ -295,6 +297,19 @@ def _check_finite(
 # The loop.
 
 
+def _time_is_up(deadline: float) -> bool:
+    """Whether the wall-clock deadline has passed, agreed by all processes (process 0 decides,
+    so that every host stops at the same step; multi-host runs ask at log points only)."""
+    if deadline == math.inf:
+        return False
+    up = time.time() >= deadline
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        up = bool(multihost_utils.broadcast_one_to_all(np.asarray(up)))
+    return up
+
+
 def _validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> None:
     t = config.train
     if t.batch_size % num_devices or t.batch_size % num_processes:
@@ -365,6 +380,7 @@ def train_and_evaluate(
     Raises:
       NonFiniteLossError: the loss became NaN/Inf (nothing of that state is saved).
     """
+    run_t0 = time.time()
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     t = config.train
@@ -469,6 +485,8 @@ def train_and_evaluate(
 
     pbar = _progress_bar(num_steps, start_step, enabled=is_main)
     step = start_step
+    time_limit = float(t.get("time_limit_s", 0.0))
+    deadline = run_t0 + time_limit if time_limit > 0 else math.inf
     try:
         while step < num_steps:
             t0 = time.perf_counter()
@@ -478,10 +496,14 @@ def train_and_evaluate(
             step += 1
             pbar.update(1)
             window.append((step, metrics))
-            do_ckpt = step % ckpt_every == 0 or step == num_steps
-            do_eval = eval_fn is not None and (
-                (eval_every > 0 and step % eval_every == 0) or step == num_steps
-            )
+            last = step == num_steps
+            check_clock = process_count == 1 or step % log_every == 0
+            if not last and check_clock and _time_is_up(deadline):
+                logger.info("time limit of %.0f s reached at step %d: stopping", time_limit, step)
+                num_steps = step
+                last = True
+            do_ckpt = step % ckpt_every == 0 or last
+            do_eval = eval_fn is not None and ((eval_every > 0 and step % eval_every == 0) or last)
             if step % log_every == 0 or do_ckpt or do_eval:
                 flush(step)
             if do_eval:

@@ -437,23 +437,26 @@ class GaussianConditional(_EntropyModelBase):
 # ----------------------------------------------------------------------------------------------
 
 
-def _hyper_synthesis() -> nn.Sequential:
+def _hyper_synthesis(z: int = 192, widths: Tuple[int, ...] = (192, 224, 256, 288),
+                     m: int = 320) -> nn.Sequential:
+    w = tuple(widths) + (m,)
     return nn.Sequential(
-        conv3x3(192, 192), nn.GELU(),
-        subpel_conv3x3(192, 224, 2), nn.GELU(),
-        conv3x3(224, 256), nn.GELU(),
-        subpel_conv3x3(256, 288, 2), nn.GELU(),
-        conv3x3(288, 320),
+        conv3x3(z, w[0]), nn.GELU(),
+        subpel_conv3x3(w[0], w[1], 2), nn.GELU(),
+        conv3x3(w[1], w[2]), nn.GELU(),
+        subpel_conv3x3(w[2], w[3], 2), nn.GELU(),
+        conv3x3(w[3], w[4]),
     )
 
 
-def _slice_transform(cin: int) -> nn.Sequential:
-    """Five 3x3 convs cin -> 224 -> 176 -> 128 -> 64 -> 32 with GELU between (keys 0,2,4,6,8)."""
-    widths = (cin, 224, 176, 128, 64, 32)
+def _slice_transform(cin: int, hidden: Tuple[int, ...] = (224, 176, 128, 64),
+                     out: int = 32) -> nn.Sequential:
+    """3x3 convs cin -> 224 -> 176 -> 128 -> 64 -> 32 with GELU between (keys 0,2,4,6,8)."""
+    widths = (cin,) + tuple(hidden) + (out,)
     layers = []
-    for k in range(5):
+    for k in range(len(widths) - 1):
         layers.append(conv(widths[k], widths[k + 1], kernel_size=3, stride=1))
-        if k < 4:
+        if k < len(widths) - 2:
             layers.append(nn.GELU())
     return nn.Sequential(*layers)
 
@@ -461,46 +464,56 @@ def _slice_transform(cin: int) -> nn.Sequential:
 class WACNN(nn.Module):
     """WACNN (N=192, M=320): WAM transforms, mean-scale hyperprior, 10-slice channel context."""
 
-    def __init__(self, N: int = 192, M: int = 320):
+    def __init__(self, N: int = 192, M: int = 320, *, Z: int = 192,
+                 hyper_analysis_widths: Tuple[int, ...] = (320, 288, 256, 224),
+                 hyper_synthesis_widths: Tuple[int, ...] = (192, 224, 256, 288),
+                 cc_widths: Tuple[int, ...] = (224, 176, 128, 64),
+                 num_slices: int = 10, max_support_slices: int = 5, num_heads: int = 8):
+        """The defaults are the public model; the keyword widths exist for small test models
+        (the public code hard-codes them: h_a 320-320-288-256-224-192, h_s 192-224-256-288-320,
+        slice transforms 224-176-128-64-32)."""
         super().__init__()
         self.N, self.M = N, M
-        self.num_slices = 10
-        self.max_support_slices = 5
+        self.num_slices = num_slices
+        self.max_support_slices = max_support_slices
         s = M // self.num_slices  # 32 channels per slice
+        ms = max_support_slices
+        heads = num_heads
 
         self.g_a = nn.Sequential(
             conv(3, N), GDN(N),
             conv(N, N), GDN(N),
-            WindowAttentionModule(N, num_heads=8, window_size=8, shift_size=4),
+            WindowAttentionModule(N, num_heads=heads, window_size=8, shift_size=4),
             conv(N, N), GDN(N),
             conv(N, M),
-            WindowAttentionModule(M, num_heads=8, window_size=4, shift_size=2),
+            WindowAttentionModule(M, num_heads=heads, window_size=4, shift_size=2),
         )
         self.g_s = nn.Sequential(
-            WindowAttentionModule(M, num_heads=8, window_size=4, shift_size=2),
+            WindowAttentionModule(M, num_heads=heads, window_size=4, shift_size=2),
             deconv(M, N), GDN(N, inverse=True),
             deconv(N, N), GDN(N, inverse=True),
-            WindowAttentionModule(N, num_heads=8, window_size=8, shift_size=4),
+            WindowAttentionModule(N, num_heads=heads, window_size=8, shift_size=4),
             deconv(N, N), GDN(N, inverse=True),
             deconv(N, 3),
         )
-        # The public code hard-codes the hyperprior widths (M=320 in, 192 out).
+        ha = (M,) + tuple(hyper_analysis_widths) + (Z,)
         self.h_a = nn.Sequential(
-            conv3x3(320, 320), nn.GELU(),
-            conv3x3(320, 288), nn.GELU(),
-            conv3x3(288, 256, stride=2), nn.GELU(),
-            conv3x3(256, 224), nn.GELU(),
-            conv3x3(224, 192, stride=2),
+            conv3x3(ha[0], ha[1]), nn.GELU(),
+            conv3x3(ha[1], ha[2]), nn.GELU(),
+            conv3x3(ha[2], ha[3], stride=2), nn.GELU(),
+            conv3x3(ha[3], ha[4]), nn.GELU(),
+            conv3x3(ha[4], ha[5], stride=2),
         )
-        self.h_mean_s = _hyper_synthesis()
-        self.h_scale_s = _hyper_synthesis()
+        self.h_mean_s = _hyper_synthesis(Z, hyper_synthesis_widths, M)
+        self.h_scale_s = _hyper_synthesis(Z, hyper_synthesis_widths, M)
         self.cc_mean_transforms = nn.ModuleList(
-            _slice_transform(320 + s * min(i, 5)) for i in range(self.num_slices))
+            _slice_transform(M + s * min(i, ms), cc_widths, s) for i in range(self.num_slices))
         self.cc_scale_transforms = nn.ModuleList(
-            _slice_transform(320 + s * min(i, 5)) for i in range(self.num_slices))
+            _slice_transform(M + s * min(i, ms), cc_widths, s) for i in range(self.num_slices))
         self.lrp_transforms = nn.ModuleList(
-            _slice_transform(320 + s * min(i + 1, 6)) for i in range(self.num_slices))
-        self.entropy_bottleneck = EntropyBottleneck(N)
+            _slice_transform(M + s * min(i + 1, ms + 1), cc_widths, s)
+            for i in range(self.num_slices))
+        self.entropy_bottleneck = EntropyBottleneck(Z)
         self.gaussian_conditional = GaussianConditional()
 
     def aux_loss(self) -> Tensor:

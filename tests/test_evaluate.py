@@ -1,0 +1,224 @@
+"""End-to-end tests of evaluate.py (mracnn_jax.evaluation.runner): real bitstreams on disk, the
+rates and qualities it reports, and its result files.
+
+One evaluation serves most tests: two models of configs/small.py (the random seed-0 export, and
+a copy rescaled so that its latents carry information, as in test_codec) are two points of one
+curve, on two Kodak crops of opposite orientation (168x176 and 176x168: one padded shape,
+192x192, so the networks compile once; both above MS-SSIM's 161-pixel minimum), with the JPEG
+anchor as the BD-rate reference. The tests then read what evaluate.py wrote: file sizes from the
+file system, images with Pillow, decoding with the codec.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [
+    pytest.mark.tf,
+    pytest.mark.skipif(
+        importlib.util.find_spec("tensorflow_compression") is None,
+        reason="tensorflow-compression is not installed",
+    ),
+]
+
+from PIL import Image
+
+from mracnn_jax import cli, codec
+from mracnn_jax.evaluation import bd_rate, results, runner
+
+REPO = Path(__file__).resolve().parents[1]
+KODAK = REPO.parent / "shared" / "data" / "kodak"
+CURVE = "mracnn-small"
+
+
+def _load_evaluate():
+    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+evaluate = _load_evaluate()
+
+
+def _rescaled(params):
+    """Make a random model's latents informative (g_a's last convolution x30, and every
+    cc_scale's last bias +3, so sigma sits well above the table's floor)."""
+    import jax
+
+    params = jax.tree_util.tree_map(np.array, params)
+    convs = [k for k in params["g_a"] if k.startswith("conv_")]
+    if convs:
+        last = max(convs, key=lambda k: int(k.split("_")[1]))
+        params["g_a"][last]["kernel"] *= 30.0
+    for name, sub in params["entropy"].items():
+        if name.startswith("cc_scale_"):
+            last = max(sub, key=lambda k: int(k.split("_")[1]))
+            sub[last]["bias"] += 3.0
+    return params
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory, small_model_export):
+    d = tmp_path_factory.mktemp("models")
+    base = d / "small-seed0.mracnn"
+    shutil.copyfile(small_model_export, base)  # mracnn export --config configs/small.py --seed 0
+    model = codec.LoadedModel.load(base)
+    rich = codec.LoadedModel(model.config, _rescaled(model.params), {"lmbda": 0.05})
+    rich.save(d / "small-rescaled.mracnn")
+    return [base, d / "small-rescaled.mracnn"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("images")
+    if (KODAK / "kodim23.png").exists():
+        img = np.asarray(Image.open(KODAK / "kodim23.png").convert("RGB"))
+    else:  # a synthetic photograph-like image
+        yy, xx = np.mgrid[0:512, 0:768]
+        noise = np.random.default_rng(1).integers(0, 256, xx.shape)
+        img = np.stack([(xx * 0.3 + yy * 0.1) % 256, (yy * 0.4) % 256, noise], -1).astype(np.uint8)
+    Image.fromarray(img[100:268, 200:376]).save(d / "wide.png")  # 168x176
+    Image.fromarray(img[200:376, 400:568]).save(d / "tall.png")  # 176x168
+    return d
+
+
+@pytest.fixture(scope="module")
+def out_dir(model_files, data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    argv = ["--model", *map(str, model_files), "--data", str(data_dir), "--out", str(out)]
+    assert evaluate.main([*argv, "--anchors", "jpeg", "--no-progress"]) == 0
+    return out
+
+
+def _rows(out, curve):
+    return results.read_records_csv(out / f"{curve}.csv")
+
+
+def test_bpp_is_file_size_over_original_pixels_exactly(out_dir, data_dir, model_files):
+    rows = _rows(out_dir, CURVE)
+    assert len(rows) == 2 * 2  # two models x two images
+    points = {row["point"] for row in rows}
+    assert points == {"small-seed0", "lambda=0.05"}
+    seen = set()
+    for row in rows:
+        point_dir = out_dir / "bitstreams" / CURVE / runner.slug(row["point"])
+        path = point_dir / (Path(row["image"]).stem + ".mrac")
+        assert Path(row["bitstream"]) == path
+        size = os.path.getsize(path)
+        with Image.open(data_dir / row["image"]) as im:
+            w, h = im.size
+        assert (row["height"], row["width"]) == (h, w)
+        assert row["num_bytes"] == size
+        assert row["bpp"] == 8 * size / (h * w) == float(Fraction(8 * size, h * w))
+        assert 0 < row["est_bpp"] < row["bpp"]  # the file adds a header to the coded symbols
+        seen.add(path)
+    assert seen == set((out_dir / "bitstreams").rglob("*.mrac"))
+
+
+def test_written_files_decode_to_the_reported_quality(out_dir, data_dir, model_files):
+    # The rescaled model's files (the random one codes nearly nothing); one model load.
+    model = codec.LoadedModel.load(model_files[1])
+    rows = [r for r in _rows(out_dir, CURVE) if r["model"] == model_files[1].name]
+    assert len(rows) == 2
+    for row in rows:
+        original = np.asarray(Image.open(data_dir / row["image"]).convert("RGB"))
+        decoded = codec.decompress(Path(row["bitstream"]).read_bytes(), model)
+        assert decoded.shape == original.shape
+        mse = np.mean((original.astype(np.float64) - decoded.astype(np.float64)) ** 2)
+        assert row["psnr"] == pytest.approx(10 * math.log10(255.0**2 / mse), abs=1e-3)
+        assert row["ms_ssim_db"] == pytest.approx(-10 * math.log10(1 - row["ms_ssim"]), rel=1e-9)
+        assert row["encode_s"] > 0 and row["decode_s"] > 0
+
+
+@pytest.mark.parametrize("curve, key", [(CURVE, "point"), ("jpeg", "quality")])
+def test_csv_and_json_agree(out_dir, curve, key):
+    result = results.read_result_json(out_dir / f"{curve}.json")
+    assert result["name"] == curve and result["description"]
+    res = result["results"]
+    for k in ("psnr-rgb", "ms-ssim-rgb", "bpp", "encoding_time", "decoding_time"):
+        assert k in res
+    rows = _rows(out_dir, curve)
+    labels = res[key]
+    assert sorted(map(str, labels)) == sorted({str(r[key]) for r in rows})
+    assert res["bpp"] == sorted(res["bpp"])
+    columns = {
+        "bpp": "bpp",
+        "psnr-rgb": "psnr",
+        "ms-ssim-rgb": "ms_ssim",
+        "encoding_time": "encode_s",
+        "decoding_time": "decode_s",
+    }
+    if curve == CURVE:
+        columns["est_bpp"] = "est_bpp"
+    for i, label in enumerate(labels):
+        group = [r for r in rows if str(r[key]) == str(label)]
+        assert len(group) == 2
+        for json_key, column in columns.items():
+            assert res[json_key][i] == pytest.approx(np.mean([r[column] for r in group]), rel=1e-12)
+
+
+def test_summary_bd_rates_and_plot(out_dir):
+    summary = (out_dir / "summary.md").read_text()
+    curves = [results.read_result_json(out_dir / f"{c}.json") for c in (CURVE, "jpeg")]
+    assert "BD-rate against jpeg" in summary
+    table = bd_rate.bd_rate_table([curves[0]], curves[1], min_overlap=0.0)[CURVE]
+    cells = ["–" if math.isnan(v) else format(v, "+.2f") for v in table.values()]
+    assert any(line.startswith(f"| {CURVE} | {cells[0]}") for line in summary.splitlines())
+    for point in ("small-seed0", "lambda=0.05"):
+        assert f"| {CURVE} | {point} |" in summary
+    assert (out_dir / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_model_folder_is_one_clear_line(tmp_path, data_dir):
+    missing = tmp_path / "no_models_here"
+    argv = ["--model", str(missing), "--data", str(data_dir), "--out", str(tmp_path / "out")]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "evaluate.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no such model file or folder" in lines[0]
+    assert str(missing) in lines[0]
+    assert not (tmp_path / "out").exists()
+
+    missing.mkdir()
+    assert evaluate.main(["--model", str(missing), "--data", str(data_dir)]) == 1
+
+
+def test_no_bundled_model(tmp_path, data_dir, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "BUNDLED_MODELS_DIR", tmp_path / "models")
+    out = tmp_path / "out"
+    assert evaluate.main(["--data", str(data_dir), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no model is bundled" in err[0] and str(tmp_path / "models") in err[0]
+    # Only anchors asked for: that runs without a model.
+    argv = ["--data", str(data_dir), "--out", str(out), "--anchors", "jpeg", "--no-progress"]
+    assert evaluate.main(argv) == 0
+    assert sorted(p.name for p in out.glob("*.json")) == ["jpeg.json"]
+    assert json.loads((out / "jpeg.json").read_text())["num_images"] == 2
+
+
+def test_small_images_have_no_ms_ssim():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    y = np.clip(x.astype(int) + rng.integers(-3, 4, x.shape), 0, 255).astype(np.uint8)
+    m = runner.score(x, y)
+    mse = np.mean((x.astype(float) - y) ** 2)
+    assert m["psnr"] == pytest.approx(10 * math.log10(255.0**2 / mse), abs=1e-3)
+    assert math.isnan(m["ms_ssim"])
