@@ -4,10 +4,12 @@
 #
 #   benchmarks/gpu_train_bundled.sh DATA_ROOT OUT_DIR [SECONDS]
 #
+# INIT_FROM=DIR continues from the model files DIR/mracnn-bundled-q{1,2,3}.mracnn (e.g.
+# mracnn_jax/assets/models) with a fresh optimiser, instead of a random initialisation.
 # DATA_ROOT has the layout of ../shared/data (train/bsds500/{train,test,val}, train/cid22).
 # The three runs share the GPU (each may take 30 % of its memory) and stop cleanly when SECONDS
 # (default 420, compilation included) are spent: checkpoint, validation on 8 held-out images,
-# export. OUT_DIR receives mracnn-bundled-q{1,2,3}.mracnn, logs.tar.gz (config, metrics.jsonl and
+# export. OUT_DIR receives mracnn-bundled-q{1,2,3}.mracnn in 15 MiB parts, logs.tar.gz (config, metrics.jsonl and
 # the log of each run) and summary.txt. A run that fails still leaves its last checkpoint, from
 # which the model is exported.
 set -uo pipefail
@@ -34,6 +36,7 @@ for q in 1 2 3; do
     --config.train.eval_every=1000 --config.train.num_eval_images=8 \
     --config.train.export_dtype=float16 --config.train.export_name="mracnn-bundled-q$q.mracnn" \
     --config.data.backend=python --config.data.num_workers="${WORKERS:-5}" \
+    --config.train.init_from="${INIT_FROM:+$INIT_FROM/mracnn-bundled-q$q.mracnn}" \
     >"$wd.log" 2>&1 &
   pids[$q]=$!
 done
@@ -46,7 +49,10 @@ for q in 1 2 3; do
     "$PYTHON" train.py --export_only --workdir="$wd" --export_path="$model" \
       --export_dtype=float16 >>"$wd.log" 2>&1 && echo "q$q: exported from the last checkpoint"
   fi
-  [ -f "$model" ] && cp "$model" "$OUT/"
+  # Files over 15 MiB are split (the device tool brings back at most 16 MiB per file):
+  # join with  cat mracnn-bundled-qN.mracnn.part* > mracnn-bundled-qN.mracnn
+  [ -f "$model" ] && split -b 15M -d "$model" "$OUT/$(basename "$model").part" \
+    && sha256sum "$model"
   tail -c 1500 "$wd.log" | tr '\r' '\n' | grep -v '^\s*$' | tail -4
 done
 

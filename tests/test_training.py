@@ -454,6 +454,31 @@ def test_time_limit_stops_cleanly_with_checkpoint_and_export(tmp_path):
     assert int(_train(config, tmp_path / "wd").step) == 20
 
 
+def test_init_from_starts_a_new_run_from_an_exported_model(tmp_path):
+    from mracnn_jax.model_file import load_model, save_model
+
+    first = tiny_config(tmp_path, num_steps=4, checkpoint_every=4, num_eval_images=0)
+    _train(first, tmp_path / "a")
+    exported = load_model(tmp_path / "a" / "model.mracnn")[1]
+    second = tiny_config(
+        tmp_path, num_steps=1, checkpoint_every=1, num_eval_images=0,
+        init_from=str(tmp_path / "a" / "model.mracnn"), learning_rate=0.0,
+    )
+    state = _train(second, tmp_path / "b")
+    assert int(state.step) == 1  # a new run: the step count starts again
+    assert_trees_equal(jax.device_get(state.params), exported)  # lr 0: the imported values
+    # A model file of another shape is refused, naming the parameter.
+    cfg, params, meta = load_model(tmp_path / "a" / "model.mracnn")
+    leaf_path = jax.tree_util.tree_leaves_with_path(params)[0][0]
+    bad = jax.tree_util.tree_map_with_path(
+        lambda p, a: np.zeros((2, 2), a.dtype) if p == leaf_path else a, params
+    )
+    save_model(tmp_path / "bad.mracnn", cfg, bad)
+    second.train.init_from = str(tmp_path / "bad.mracnn")
+    with pytest.raises(ValueError, match="has shape"):
+        _train(second, tmp_path / "c")
+
+
 def test_resume_20_steps_equal_10_plus_restart_plus_10_bitwise(tmp_path):
     base = tiny_config(tmp_path, num_steps=20, checkpoint_every=10, log_every=10, num_eval_images=0)
     straight = _train(base, tmp_path / "straight")

@@ -94,6 +94,10 @@ def training_config() -> ml_collections.ConfigDict:
     # The paper's λ grids (for sweeps and for reference; not read by the training loop).
     c.mse_lambdas = MSE_LAMBDAS
     c.ms_ssim_lambdas = MS_SSIM_LAMBDAS
+    # Exported model file (model_file format) whose parameters start a new run instead of the
+    # random initialisation; the optimiser starts fresh at step 0. Ignored when the work
+    # directory already has a checkpoint (a resume). '' for none.
+    c.init_from = ""
     # Wall-clock budget of this process in seconds (0: none). When it is spent, the run stops
     # after the current step as if num_steps had been reached: checkpoint, validation, export.
     # For fixed-length jobs (a preemptible slot, a lent accelerator); a rerun resumes as usual.

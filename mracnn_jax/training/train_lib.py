@@ -24,7 +24,8 @@ Checkpoints and failures
 last ``train.keep_checkpoints``; the run resumes from the latest complete one. Metrics are fetched
 and checked every ``train.log_every`` steps and before every checkpoint: a NaN/Inf loss raises
 ``NonFiniteLossError`` (the offending step named) before anything of the bad state is written.
-``train.time_limit_s`` ends a run early, cleanly (checkpoint, validation, export), after the step
+``train.init_from`` starts a new run (no checkpoint yet) from an exported model file's
+parameters with a fresh optimiser. ``train.time_limit_s`` ends a run early, cleanly (checkpoint, validation, export), after the step
 during which the wall-clock budget ran out.
 
 Outputs in ``workdir``
@@ -105,6 +106,29 @@ def init_train_state(
     del crop_size
     params = init_params(model, init_key)
     return place_replicated(TrainState.create(params, tx), mesh)
+
+
+def params_from_model_file(path: str, like: Any) -> Any:
+    """The parameters of an exported model file, checked against ``like`` (the freshly
+    initialised parameters of the configured model): same tree, same shapes, as float32.
+
+    Raises:
+      ValueError: the file's parameters do not fit the model, naming the first difference.
+    """
+    params = model_file.load_model(path)[1]
+    want = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(like)}
+    have = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(params)}
+    for key in sorted(set(want) | set(have)):
+        if key not in have:
+            raise ValueError(f"train.init_from={path}: parameter {key} is missing from the file")
+        if key not in want:
+            raise ValueError(f"train.init_from={path}: parameter {key} is not in the model")
+        if tuple(np.shape(have[key])) != tuple(np.shape(want[key])):
+            raise ValueError(
+                f"train.init_from={path}: parameter {key} has shape {np.shape(have[key])}, "
+                f"the model {np.shape(want[key])}"
+            )
+    return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params)
 
 
 def place_replicated(tree: Any, mesh: Mesh) -> Any:
@@ -406,6 +430,12 @@ def train_and_evaluate(
     ckpts = ckpt_lib.CheckpointManager(ckpt_dir, max_to_keep=int(t.keep_checkpoints))
     data_state = None
     last_ckpt = ckpts.latest_step()
+    init_from = t.get("init_from", "")
+    if init_from and last_ckpt is None:
+        state = place_replicated(
+            TrainState.create(params_from_model_file(init_from, state.params), tx), mesh
+        )
+        logger.info("parameters initialised from %s (fresh optimiser, step 0)", init_from)
     if last_ckpt is not None:
         host_state, extra = ckpts.restore(last_ckpt, state)
         state = place_replicated(host_state, mesh)
