@@ -1,0 +1,113 @@
+#!/usr/bin/env python
+"""Where the inference time goes: each part of a model timed alone at 768x512 on this machine.
+
+    python benchmarks/profile_modules.py [--config configs/mracnn.py configs/wacnn.py] [--repeats 3]
+
+For each config, the parts of the forward pass are jitted and timed separately on random inputs
+of their real shapes (the analysis transform g_a on the image, h_a on y, h_s on z, the synthesis
+g_s on y, and the channel-context entropy model as the whole forward minus those), next to XLA's
+FLOP count of each part, so that a part that runs far below the machine's matmul FLOP/s
+(measured in the same run) stands out. Prints one JSON line per part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _time(fn, *args, repeats: int) -> tuple[float, float, float]:
+    """(compile seconds, median run seconds, XLA FLOPs) of a jitted function."""
+    import jax
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        runs.append(time.perf_counter() - t0)
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return compile_s, sorted(runs)[len(runs) // 2], float(cost.get("flops", 0.0))
+
+
+def _matmul_gflops() -> float:
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((2048, 2048), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(f(a))
+    t0 = time.perf_counter()
+    for _ in range(5):
+        jax.block_until_ready(f(a))
+    return 5 * 2 * 2048**3 / (time.perf_counter() - t0) / 1e9
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", nargs="+", default=[str(REPO / "configs" / "mracnn.py")])
+    p.add_argument("--repeats", type=int, default=3)
+    a = p.parse_args()
+
+    import jax
+    import jax.numpy as jnp
+
+    from mracnn_jax.config_files import load_config
+    from mracnn_jax.models import build_model, init_params
+
+    peak = _matmul_gflops()
+    print(json.dumps({"matmul_gflops_per_s": round(peak, 1)}), flush=True)
+    for path in a.config:
+        cfg = load_config(path)
+        model = build_model(cfg.model)
+        params = init_params(model, jax.random.PRNGKey(0))
+        x = jax.random.uniform(jax.random.PRNGKey(1), (1, 512, 768, 3))
+        m = int(cfg.model.M)
+        y = jax.random.normal(jax.random.PRNGKey(2), (1, 32, 48, m))
+        z = jnp.round(jax.random.normal(jax.random.PRNGKey(3), (1, 8, 12, int(cfg.model.Z))))
+
+        def part(method):
+            return lambda p, v: model.apply({"params": p}, v, method=method)
+
+        parts = {
+            "g_a (analysis)": (part(model.analysis), x),
+            "h_a (hyper analysis)": (part(model.hyper_analysis), y),
+            "h_s (hyper synthesis, mean and scale)": (part(model.hyper_synthesis), z),
+            "g_s (synthesis)": (part(model.synthesis), y),
+            "whole forward": (lambda p, v: model.apply({"params": p}, v, train=False), x),
+        }
+        results = {}
+        for name, (fn, arg) in parts.items():
+            compile_s, run_s, flops = _time(fn, params, arg, repeats=a.repeats)
+            results[name] = (run_s, flops)
+            print(json.dumps({
+                "config": pathlib.Path(path).name, "part": name, "seconds": round(run_s, 3),
+                "gflops": round(flops / 1e9, 2),
+                "gflops_per_s": round(flops / 1e9 / run_s, 1),
+                "of_matmul_peak": round(flops / 1e9 / run_s / peak, 3),
+                "compile_s": round(compile_s, 1),
+            }), flush=True)
+        whole_s, whole_f = results["whole forward"]
+        rest_s = whole_s - sum(s for n, (s, _) in results.items() if n != "whole forward")
+        rest_f = whole_f - sum(f for n, (_, f) in results.items() if n != "whole forward")
+        print(json.dumps({
+            "config": pathlib.Path(path).name,
+            "part": "entropy model (whole forward minus the transforms)",
+            "seconds": round(rest_s, 3), "gflops": round(rest_f / 1e9, 2),
+            "share_of_forward": round(rest_s / whole_s, 3),
+        }), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
