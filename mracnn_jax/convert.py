@@ -99,6 +99,7 @@ from mracnn_jax.entropy.gaussian import LIKELIHOOD_BOUND as Y_LIKELIHOOD_BOUND
 from mracnn_jax.entropy.gaussian import SCALE_BOUND
 from mracnn_jax.entropy.gaussian import scale_table as _scale_table
 from mracnn_jax.layers.gdn import BETA_MIN, PEDESTAL
+from mracnn_jax.model_file import unflatten_params
 
 __all__ = [
     "ARCHS",
@@ -706,7 +707,7 @@ def from_torch_state_dict(
     shapes = _param_shapes(cfg)
     # zero-strided placeholders: only their shapes are read
     key_map = torch_key_map(
-        _nest({p: np.broadcast_to(np.float32(0), s) for p, s in shapes.items()}), cfg
+        unflatten_params({p: np.broadcast_to(np.float32(0), s) for p, s in shapes.items()}), cfg
     )
     buffers = _expected_buffers(key_map, shapes)
     wanted = {key: path for path, (key, _, _) in key_map.items()}
@@ -743,7 +744,7 @@ def from_torch_state_dict(
         flat[path] = np.ascontiguousarray(
             _leaf_from_torch(kind, np.asarray(sd[key]), arg), np.float32
         )
-    params = _nest(flat)
+    params = unflatten_params(flat)
 
     if "entropy_bottleneck.quantiles" in sd:
         q = np.asarray(sd["entropy_bottleneck.quantiles"], np.float64)
@@ -764,17 +765,6 @@ def from_torch_state_dict(
                 "coder's (64 scales, 0.11 to 256)"
             )
     return cfg, params, report
-
-
-def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for path, value in flat.items():
-        node = out
-        *parents, leaf = path.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
 
 
 def to_torch_state_dict(

@@ -47,3 +47,27 @@ def copy_of_small_model(small_model_export, tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("export") / "small.mracnn"
     shutil.copyfile(small_model_export, out)
     return out
+
+
+def _make_latents_informative(params):
+    """A random model's latents are almost all zero (y far below the quantisation step, sigma at
+    the scale table's floor), which would leave the y coder untested. Returns a copy with g_a's
+    last convolution x30 and every cc_scale transform's last bias +3."""
+    import jax
+    import numpy as np
+
+    params = jax.tree_util.tree_map(np.array, params)
+    convs = [k for k in params["g_a"] if k.startswith("conv_")]
+    last = max(convs, key=lambda k: int(k.split("_")[1]))
+    params["g_a"][last]["kernel"] *= 30.0
+    for name, sub in params["entropy"].items():
+        if name.startswith("cc_scale_"):
+            last = max(sub, key=lambda k: int(k.split("_")[1]))
+            sub[last]["bias"] += 3.0
+    return params
+
+
+@pytest.fixture(scope="session")
+def make_latents_informative():
+    """The function ``params -> params`` above, for the codec, tiling and evaluation tests."""
+    return _make_latents_informative

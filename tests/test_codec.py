@@ -47,17 +47,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZES = {"tiny": (1, 1), "wide": (17, 300), "tall": (100, 37), "kodak": (256, 256)}
 
 
-def _tweak(params):
-    """Rescale a random model so that y carries information (see the module docstring)."""
-    params = jax.tree_util.tree_map(np.array, params)
-    params["g_a"]["conv_4"]["kernel"] *= 30.0
-    for name, sub in params["entropy"].items():
-        if name.startswith("cc_scale_"):
-            last = max(sub, key=lambda k: int(k.split("_")[1]))
-            sub[last]["bias"] += 3.0
-    return params
-
-
 def _run(args, timeout=300, **kw):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run(
@@ -108,8 +97,9 @@ def base_model(exported):
 
 
 @pytest.fixture(scope="module")
-def model(base_model):
-    return codec.LoadedModel(base_model.config, _tweak(base_model.params), {"test": "rescaled"})
+def model(base_model, make_latents_informative):
+    params = make_latents_informative(base_model.params)
+    return codec.LoadedModel(base_model.config, params, {"test": "rescaled"})
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ pytestmark = [
 
 from PIL import Image
 
-from mracnn_jax import cli, codec
+from mracnn_jax import codec
 from mracnn_jax.evaluation import bd_rate, results, runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,30 +52,13 @@ def _load_evaluate():
 evaluate = _load_evaluate()
 
 
-def _rescaled(params):
-    """Make a random model's latents informative (g_a's last convolution x30, and every
-    cc_scale's last bias +3, so sigma sits well above the table's floor)."""
-    import jax
-
-    params = jax.tree_util.tree_map(np.array, params)
-    convs = [k for k in params["g_a"] if k.startswith("conv_")]
-    if convs:
-        last = max(convs, key=lambda k: int(k.split("_")[1]))
-        params["g_a"][last]["kernel"] *= 30.0
-    for name, sub in params["entropy"].items():
-        if name.startswith("cc_scale_"):
-            last = max(sub, key=lambda k: int(k.split("_")[1]))
-            sub[last]["bias"] += 3.0
-    return params
-
-
 @pytest.fixture(scope="module")
-def model_files(tmp_path_factory, small_model_export):
+def model_files(tmp_path_factory, small_model_export, make_latents_informative):
     d = tmp_path_factory.mktemp("models")
     base = d / "small-seed0.mracnn"
     shutil.copyfile(small_model_export, base)  # mracnn export --config configs/small.py --seed 0
     model = codec.LoadedModel.load(base)
-    rich = codec.LoadedModel(model.config, _rescaled(model.params), {"lmbda": 0.05})
+    rich = codec.LoadedModel(model.config, make_latents_informative(model.params), {"lmbda": 0.05})
     rich.save(d / "small-rescaled.mracnn")
     return [base, d / "small-rescaled.mracnn"]
 

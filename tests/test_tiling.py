@@ -1,8 +1,8 @@
 """Tiled coding (issue 8): version-2 .mrac files, tile geometry, the CLI's tiling flags.
 
 One small model (configs/small.py, random initialisation, seed 0, exported with ``mracnn export``
-and rescaled as in tests/test_codec.py so that y carries real symbols) codes 200x130 images in
-64-pixel tiles. Most tests use no halo (the default), whose network shapes (64x64 tiles) are also
+and rescaled by conftest's ``make_latents_informative`` so that y carries real symbols) codes
+200x130 images in 64-pixel tiles. Most tests use no halo (the default), whose network shapes (64x64 tiles) are also
 those of the 40x50 untiled (version-1) image, so the file compiles two shape sets in all: that one
 and the one with halos (64 pixels for g_a, 32 for g_s). The export itself is conftest's, shared
 by every module of a test session (its eager initialisation alone takes about half a minute on a
@@ -41,17 +41,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 NO_HALO = (0, 0)
 
 
-def _tweak(params):
-    """As tests/test_codec.py: scale g_a's output and raise sigma so that y is not all zeros."""
-    params = jax.tree_util.tree_map(np.array, params)
-    params["g_a"]["conv_4"]["kernel"] *= 30.0
-    for name, sub in params["entropy"].items():
-        if name.startswith("cc_scale_"):
-            last = max(sub, key=lambda k: int(k.split("_")[1]))
-            sub[last]["bias"] += 3.0
-    return params
-
-
 # -------------------------------------------------------------------------------------------------
 # Fixtures.
 
@@ -71,9 +60,10 @@ def exported(cache_dir, copy_of_small_model):
 
 
 @pytest.fixture(scope="module")
-def model_path(exported, tmp_path_factory):
+def model_path(exported, tmp_path_factory, make_latents_informative):
     base = codec.LoadedModel.load(exported)
-    rich = codec.LoadedModel(base.config, _tweak(base.params), {"test": "rescaled"})
+    params = make_latents_informative(base.params)
+    rich = codec.LoadedModel(base.config, params, {"test": "rescaled"})
     path = tmp_path_factory.mktemp("models") / "rich.mracnn"
     rich.save(path)
     return path
