@@ -8,7 +8,7 @@ For each requested case (config x transposed-conv form x phase) a fresh subproce
 with compile time reported apart, achieved FLOP/s (XLA's cost analysis of the compiled function
 divided by the median time), and the subprocess's peak RSS. The machine's matmul FLOP/s is
 measured in the same run (float32 2048x2048 matmul in jnp), and the PyTorch reference
-(benchmarks/bench_torch_wacnn.py in .venv-torch, 2 threads) runs in the same session, so every
+(benchmarks/bench_torch_wacnn.py, 2 threads, torch from the test extra) runs in the same session, so every
 ratio compares numbers from one run on one machine.
 
     .venv/bin/python benchmarks/bench_model.py --configs mracnn wacnn --impls subpixel dilated
@@ -121,8 +121,9 @@ def main() -> int:
     p.add_argument("--phases", nargs="+", default=["forward", "train"])
     p.add_argument("--skip", nargs="*", default=[], help="cases to skip, as config:impl:phase")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--torch", default=str(REPO / ".venv-torch" / "bin" / "python"),
-                   help="python with torch for the reference; 'none' to skip")
+    p.add_argument("--torch", default=sys.executable,
+                   help="python with torch for the reference (default: this one, where `make "
+                        "test` installs torch); 'none' to skip")
     p.add_argument("--child", nargs=4, metavar=("CONFIG", "IMPL", "PHASE", "REPEATS"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:

@@ -14,7 +14,7 @@ scaled by the pixel count, which is exact here).
 Human-readable progress goes to stderr; the LAST line on stdout is one JSON object, so another
 benchmark can run this as a subprocess and compute ratios in the same run:
 
-    .venv-torch/bin/python benchmarks/bench_torch_wacnn.py --threads 2 --repeats 3
+    .venv/bin/python benchmarks/bench_torch_wacnn.py --threads 2 --repeats 3   # torch: make test
 
 Peak RSS (resource.getrusage ru_maxrss) is a process-wide high-water mark: with --mode all the
 train figure includes the eval phase; run --mode eval and --mode train separately for clean peaks.

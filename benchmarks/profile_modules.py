@@ -1,13 +1,19 @@
 #!/usr/bin/env python
-"""Where the inference time goes: each part of a model timed alone at 768x512 on this machine.
+"""Where the time goes: each part of a model timed alone, forward at 768x512 or gradient at the
+training shape, on this machine.
 
     python benchmarks/profile_modules.py [--config configs/mracnn.py configs/wacnn.py] [--repeats 3]
+    python benchmarks/profile_modules.py --grad [--batch 4 --crop 256]
 
 For each config, the parts of the forward pass are jitted and timed separately on random inputs
 of their real shapes (the analysis transform g_a on the image, h_a on y, h_s on z, the synthesis
 g_s on y, and the channel-context entropy model as the whole forward minus those), next to XLA's
 FLOP count of each part, so that a part that runs far below the machine's matmul FLOP/s
-(measured in the same run) stands out. Prints one JSON line per part.
+(measured in the same run) stands out. With ``--grad`` each part is differentiated instead
+(gradient of 1/2 |part(params, input)|^2 with respect to the parameters and the input, at batch
+``--batch`` of ``--crop``-pixel crops; "whole" is the training-mode forward with noise, its
+gradient taken through x_hat and the likelihoods), which locates a slow training step. Prints
+one JSON line per part.
 """
 
 from __future__ import annotations
@@ -39,6 +45,17 @@ def _time(fn, *args, repeats: int) -> tuple[float, float, float]:
     return compile_s, sorted(runs)[len(runs) // 2], float(cost.get("flops", 0.0))
 
 
+def _gradient_of(fn):
+    """(params, v) -> gradients of 1/2 sum of squares of ``fn``'s outputs w.r.t. params and v."""
+    import jax
+    import jax.numpy as jnp
+
+    def half_square(p, v):
+        return 0.5 * sum(jnp.sum(jnp.square(o)) for o in jax.tree_util.tree_leaves(fn(p, v)))
+
+    return jax.grad(half_square, argnums=(0, 1))
+
+
 def _matmul_gflops() -> float:
     import jax
     import jax.numpy as jnp
@@ -57,6 +74,9 @@ def main() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", nargs="+", default=[str(REPO / "configs" / "mracnn.py")])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--grad", action="store_true", help="time gradients at the training shape")
+    p.add_argument("--batch", type=int, default=4, help="batch of --grad")
+    p.add_argument("--crop", type=int, default=256, help="crop size of --grad (multiple of 64)")
     a = p.parse_args()
 
     import jax
@@ -71,27 +91,40 @@ def main() -> int:
         cfg = load_config(path)
         model = build_model(cfg.model)
         params = init_params(model, jax.random.PRNGKey(0))
-        x = jax.random.uniform(jax.random.PRNGKey(1), (1, 512, 768, 3))
+        b, h, w = (a.batch, a.crop, a.crop) if a.grad else (1, 512, 768)
+        x = jax.random.uniform(jax.random.PRNGKey(1), (b, h, w, 3))
         m = int(cfg.model.M)
-        y = jax.random.normal(jax.random.PRNGKey(2), (1, 32, 48, m))
-        z = jnp.round(jax.random.normal(jax.random.PRNGKey(3), (1, 8, 12, int(cfg.model.Z))))
+        y = jax.random.normal(jax.random.PRNGKey(2), (b, h // 16, w // 16, m))
+        z = jnp.round(
+            jax.random.normal(jax.random.PRNGKey(3), (b, h // 64, w // 64, int(cfg.model.Z)))
+        )
 
         def part(method):
             return lambda p, v: model.apply({"params": p}, v, method=method)
+
+        def whole(p, v):
+            if not a.grad:
+                return model.apply({"params": p}, v, train=False)
+            out = model.apply({"params": p}, v, train=True, rngs={"noise": jax.random.PRNGKey(4)})
+            return out["x_hat"], jnp.log(out["likelihoods"]["y"]), jnp.log(out["likelihoods"]["z"])
 
         parts = {
             "g_a (analysis)": (part(model.analysis), x),
             "h_a (hyper analysis)": (part(model.hyper_analysis), y),
             "h_s (hyper synthesis, mean and scale)": (part(model.hyper_synthesis), z),
             "g_s (synthesis)": (part(model.synthesis), y),
-            "whole forward": (lambda p, v: model.apply({"params": p}, v, train=False), x),
+            "whole forward": (whole, x),
         }
+        if a.grad:
+            parts = {name: (_gradient_of(fn), arg) for name, (fn, arg) in parts.items()}
         results = {}
         for name, (fn, arg) in parts.items():
             compile_s, run_s, flops = _time(fn, params, arg, repeats=a.repeats)
             results[name] = (run_s, flops)
             print(json.dumps({
-                "config": pathlib.Path(path).name, "part": name, "seconds": round(run_s, 3),
+                "config": pathlib.Path(path).name, "part": name,
+                "mode": f"gradient {b}x{h}x{w}" if a.grad else f"forward {h}x{w}",
+                "seconds": round(run_s, 3),
                 "gflops": round(flops / 1e9, 2),
                 "gflops_per_s": round(flops / 1e9 / run_s, 1),
                 "of_matmul_peak": round(flops / 1e9 / run_s / peak, 3),

@@ -198,13 +198,13 @@ def cmd_compress(args) -> int:
     _cache(args)
     model = _load_model(model_path)
     image = rgb[:, :, 0] if mode == "L" else rgb
+    options = dict(estimate_bits=False, reconstruct=False)  # the file is all compress writes
     if tile is None:
-        result = codec.compress_with_info(image, model)
+        result = codec.compress_with_info(image, model, **options)
     else:
         result = codec.compress_with_info(
-            image, model, tile=tile, estimate_bits=False, reconstruct=False,
-            keep_latents=False, progress=sys.stderr.isatty(),
-        )  # fmt: skip
+            image, model, tile=tile, keep_latents=False, progress=sys.stderr.isatty(), **options
+        )
     _write_atomic(args.output, lambda f: f.write(result.data))
     tiles = ""
     if result.tiling is not None:

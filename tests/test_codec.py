@@ -301,6 +301,19 @@ def test_no_recompilation_at_the_same_padded_size(model, encoded, images):
 # The guard, bad files, bad images.
 
 
+def test_compress_runs_no_synthesis_and_writes_the_same_bytes(model, images):
+    # 1x130 pads to a 64x192 canvas that no other test of this module codes.
+    img = images["wide"][:1, :130]
+    before = model.pieces.compilations()
+    data = codec.compress(img, model)
+    after = model.pieces.compilations()
+    assert after["analysis"] == before["analysis"] + 1  # a new padded shape was compiled...
+    assert after["synthesis"] == before["synthesis"]  # ...but the synthesis never ran
+    predicted = codec.compress_with_info(img, model, reconstruct=True)
+    assert predicted.data == data
+    np.testing.assert_array_equal(codec.decompress(data, model), predicted.reconstruction)
+
+
 def test_guard_perturbed_parameters(model, encoded, monkeypatch):
     from mracnn_jax.coding import tfc_models
 

@@ -12,6 +12,7 @@ from mracnn_jax.layers.conv import (
     Conv2d,
     ConvTranspose2d,
     conv_transpose_dilated,
+    conv_stride2,
     conv_transpose_subpixel,
     depth_to_space,
 )
@@ -38,27 +39,29 @@ def naive_conv_transpose(x, w, p):
 
 
 @pytest.mark.parametrize("k", [3, 5])
-def test_conv_transpose_forms_agree_with_scatter_and_flax(k):
+@pytest.mark.parametrize("c_out", [3, 12])  # matmul + col2im form, per-phase convolutions
+def test_conv_transpose_forms_agree_with_scatter_and_flax(k, c_out):
     rng = np.random.default_rng(k)
     x = rng.standard_normal((2, 5, 7, 4))
-    w = rng.standard_normal((k, k, 4, 6))
+    w = rng.standard_normal((k, k, 4, c_out))
     ref = naive_conv_transpose(x, w, k // 2)
     xj, wj = jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32)
     sub = conv_transpose_subpixel(xj, wj, k // 2)
     dil = conv_transpose_dilated(xj, wj, k // 2)
-    assert sub.shape == (2, 10, 14, 6)
+    assert sub.shape == (2, 10, 14, c_out)
     np.testing.assert_allclose(sub, ref, atol=1e-5 * np.abs(ref).max())
     np.testing.assert_allclose(dil, ref, atol=1e-5 * np.abs(ref).max())
     # flax.linen.ConvTranspose with the flipped kernel and PyTorch's implicit padding.
     p = k // 2
-    flax_layer = nn.ConvTranspose(6, (k, k), strides=(2, 2), padding=((k - 1 - p, k - p),) * 2, use_bias=False)
+    flax_layer = nn.ConvTranspose(c_out, (k, k), strides=(2, 2), padding=((k - 1 - p, k - p),) * 2, use_bias=False)
     out = flax_layer.apply({"params": {"kernel": wj[::-1, ::-1]}}, xj)
     np.testing.assert_allclose(sub, out, atol=1e-5 * np.abs(ref).max())
 
 
-def test_conv_transpose_module_impls_share_parameters_and_gradients():
+@pytest.mark.parametrize("c_out", [3, 12])
+def test_conv_transpose_module_impls_share_parameters_and_gradients(c_out):
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 4, 8))
-    fast, slow = ConvTranspose2d(5, 5, "subpixel"), ConvTranspose2d(5, 5, "dilated")
+    fast, slow = ConvTranspose2d(c_out, 5, "subpixel"), ConvTranspose2d(c_out, 5, "dilated")
     params = fast.init(jax.random.PRNGKey(1), x)
     assert jax.tree_util.tree_map(jnp.shape, params) == jax.tree_util.tree_map(
         jnp.shape, slow.init(jax.random.PRNGKey(1), x)
@@ -68,6 +71,42 @@ def test_conv_transpose_module_impls_share_parameters_and_gradients():
     np.testing.assert_allclose(gx1, gx2, atol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(gp1), jax.tree_util.tree_leaves(gp2)):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def _xla_conv_stride2(x, kernel):
+    p = kernel.shape[0] // 2
+    return jax.lax.conv_general_dilated(
+        x, kernel, (2, 2), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_stride2_conv_gradients_equal_xla(k):
+    # conv_stride2 computes its input gradient as a sub-pixel transposed convolution and its
+    # kernel gradient by polyphase components; both must equal XLA's own gradients.
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 10, 6, 3))
+    kernel = jax.random.normal(jax.random.PRNGKey(1), (k, k, 3, 5))
+    cotangent = jax.random.normal(jax.random.PRNGKey(2), (2, 5, 3, 5))
+    ours, vjp_ours = jax.vjp(conv_stride2, x, kernel)
+    ref, vjp_ref = jax.vjp(_xla_conv_stride2, x, kernel)
+    np.testing.assert_array_equal(ours, ref)
+    for a, b in zip(vjp_ours(cotangent), vjp_ref(cotangent)):
+        np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()))
+
+
+def test_conv2d_stride2_gradient_on_even_and_odd_sizes():
+    # Even sizes take conv_stride2, odd ones XLA's strided convolution: same layer, same maths.
+    layer = Conv2d(4, 5, stride=2)
+    for shape in [(1, 8, 12, 3), (1, 7, 9, 3)]:
+        x = jax.random.normal(jax.random.PRNGKey(3), shape)
+        params = layer.init(jax.random.PRNGKey(4), x)
+        kernel, bias = params["params"]["kernel"], params["params"]["bias"]
+        loss = lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x)))  # noqa: E731
+        ref = lambda k, x: jnp.sum(jnp.sin(_xla_conv_stride2(x, k) + bias))  # noqa: E731
+        (g_p, g_x), (g_k, g_x_ref) = jax.grad(loss, (0, 1))(params, x), jax.grad(ref, (0, 1))(kernel, x)
+        assert g_x.shape == shape
+        np.testing.assert_allclose(g_x, g_x_ref, atol=1e-5)
+        np.testing.assert_allclose(g_p["params"]["kernel"], g_k, atol=1e-5)
 
 
 def test_depth_to_space_order():

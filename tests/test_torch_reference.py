@@ -1,6 +1,7 @@
 """Checks of the PyTorch WACNN reference (tests/reference/torch_wacnn.py).
 
-Needs torch (requirements/torch-cpu.txt, e.g. in .venv-torch); skipped where it is absent.
+Needs torch (requirements/torch-cpu.txt, which `make test` installs into .venv); skipped, with
+the reason, where it is absent.
 Parameter counts are those measured on the public WACNN (docs/architecture.md section 1.5).
 """
 
