@@ -24,14 +24,16 @@ $(VENV_NEW)/.installed: requirements/py311-new.txt pyproject.toml
 	$(VENV_NEW)/bin/pip install -q --no-deps -e .
 	touch $@
 
-# The test extra for cross-framework parity (issue 7): torch's CPU build in .venv, installed by
-# `make test`. Where no such wheel can be had, the PyTorch tests skip with the reason and the
-# rest runs; TORCH_INDEX=https://download.pytorch.org/whl/cpu fetches it from PyTorch's index.
+# The test extra for cross-framework parity (issue 7): torch's CPU build and CompressAI (without
+# its torchvision dependency, requirements/compressai.txt) in .venv, installed by `make test`.
+# Where no such wheel can be had, the PyTorch tests skip with the reason and the rest runs;
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu fetches torch from PyTorch's index.
 TORCH_INDEX ?=
-$(VENV)/.torch-installed: $(VENV)/.installed requirements/torch-cpu.txt
+$(VENV)/.torch-installed: $(VENV)/.installed requirements/torch-cpu.txt requirements/compressai.txt
 	@$(VENV)/bin/pip install -q -r requirements/torch-cpu.txt \
 	    $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) \
-	  || echo "== torch's CPU build could not be installed: the PyTorch parity tests will skip"
+	  && $(VENV)/bin/pip install -q --no-deps -r requirements/compressai.txt \
+	  || echo "== torch's CPU build or CompressAI could not be installed: their parity tests will skip"
 	touch $@
 
 install: $(VENV)/.installed
@@ -51,9 +53,7 @@ test: $(VENV)/.installed $(VENV)/.torch-installed $(VENV_NEW)/.installed
 	test $$main -eq 0 && test $$newrc -eq 0
 
 # Only the cross-framework tests (the PyTorch reference of WACNN, the parity tests of
-# mracnn_jax.convert), in .venv with the torch extra. CompressAI is not installed (its torchvision
-# does not load beside torch 2.13 here); its tests skip with the reason and the
-# re-implementations in tests/reference/ stand in.
+# mracnn_jax.convert against CompressAI and the reference), in .venv with the torch extra.
 test-torch: $(VENV)/.installed $(VENV)/.torch-installed
 	$(VENV)/bin/python -m pytest -q -rs tests/test_torch_reference.py tests/test_convert.py
 
