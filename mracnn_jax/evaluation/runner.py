@@ -13,7 +13,9 @@ is read back and decompressed, and the record of that pair holds:
                a side under ``metrics.min_size_for_ms_ssim()`` (161) pixels, where MS-SSIM's
                five scales do not fit
     encode_s   wall seconds of ``codec.compress_with_info`` (networks, range coding, container,
-               and the few milliseconds of the ideal-code-length estimate)
+               and the few milliseconds of the ideal-code-length estimate), including the
+               encoder's prediction of the decoded image (the synthesis, which the exactness
+               check needs and ``mracnn compress`` skips)
     decode_s   wall seconds of ``codec.decompress_with_info`` on the bytes read from the file
 
 Compilation is kept out of encode_s and decode_s: the first image of every padded shape (the
