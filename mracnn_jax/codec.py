@@ -718,17 +718,10 @@ def compress_with_info(
         reconstruction = _restore_mode(_crop(x_hat, h, w), mode)
 
     symbol_digest, latent_digest = _digests(lat.z_int, lat.syms, lat.z_hat, lat.tildes)
-    bs = Bitstream(
-        height=h,
-        width=w,
-        colour_mode=mode,
-        model_name=model.name,
-        params_digest=model.identity,
-        symbol_digest=symbol_digest,
-        latent_digest=latent_digest,
-        z_string=lat.z_string,
-        y_strings=tuple(lat.y_strings),
-    )
+    bs = _bitstream(
+        h, w, mode, model, symbol_digest, latent_digest,
+        z_string=lat.z_string, y_strings=tuple(lat.y_strings),
+    )  # fmt: skip
     data = container.pack(bs)
     bits = _bits(bs, data)
     if estimate_bits:
@@ -739,15 +732,37 @@ def compress_with_info(
     return CompressionResult(
         data=data,
         reconstruction=reconstruction,
-        z_symbols=lat.z_int,
-        y_symbols=np.concatenate(lat.syms, axis=-1),
-        z_hat=lat.z_hat,
-        y_tilde=np.concatenate(lat.tildes, axis=-1),
-        y_hat=np.asarray(lat.y_hat),
+        **_latent_arrays(lat),
         scale_indexes=np.concatenate(lat.indexes, axis=-1),
         bits=bits,
         seconds=clock.seconds,
     )
+
+
+def _bitstream(h, w, mode, model, symbol_digest, latent_digest, **payload) -> Bitstream:
+    """A file's header fields for an ``h x w`` image of ``mode`` coded by ``model``, with the
+    payload fields (``z_string``/``y_strings`` untiled, ``tiling``/``tiles`` tiled)."""
+    return Bitstream(
+        height=h,
+        width=w,
+        colour_mode=mode,
+        model_name=model.name,
+        params_digest=model.identity,
+        symbol_digest=symbol_digest,
+        latent_digest=latent_digest,
+        **payload,
+    )
+
+
+def _latent_arrays(lat: _Latents) -> dict:
+    """The whole-image latent fields of Compression/DecompressionResult from one ``_Latents``."""
+    return {
+        "z_symbols": lat.z_int,
+        "y_symbols": np.concatenate(lat.syms, axis=-1),
+        "z_hat": lat.z_hat,
+        "y_tilde": np.concatenate(lat.tildes, axis=-1),
+        "y_hat": np.asarray(lat.y_hat),
+    }
 
 
 def _bits(bs: Bitstream, data: bytes) -> dict:
@@ -796,16 +811,8 @@ def _compress_tiled(
         if reconstruct:
             image = _synthesise_tiles(model, grid, y_canvas.get("y_hat"), clock, bar)
             reconstruction = _restore_mode(image, mode)
-    bs = Bitstream(
-        height=h,
-        width=w,
-        colour_mode=mode,
-        model_name=model.name,
-        params_digest=model.identity,
-        symbol_digest=symbols.value(),
-        latent_digest=latents.value(),
-        tiling=tiles,
-        tiles=tuple(coded),
+    bs = _bitstream(
+        h, w, mode, model, symbols.value(), latents.value(), tiling=tiles, tiles=tuple(coded)
     )
     data = container.pack(bs)
     bits = _bits(bs, data)
@@ -887,11 +894,7 @@ def decompress_with_info(
     return DecompressionResult(
         image=np.ascontiguousarray(image),
         bitstream=bs,
-        z_symbols=lat.z_int,
-        y_symbols=np.concatenate(lat.syms, axis=-1),
-        z_hat=lat.z_hat,
-        y_tilde=np.concatenate(lat.tildes, axis=-1),
-        y_hat=np.asarray(lat.y_hat),
+        **_latent_arrays(lat),
         seconds=clock.seconds,
     )
 

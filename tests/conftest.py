@@ -49,6 +49,24 @@ def copy_of_small_model(small_model_export, tmp_path_factory) -> pathlib.Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """A JAX persistent compilation cache for the requesting module (off again afterwards)."""
+    from mracnn_jax import codec
+
+    path = tmp_path_factory.mktemp("jax_cache")
+    codec.enable_compilation_cache(path)
+    yield path
+    codec.enable_compilation_cache(None)
+
+
+@pytest.fixture(scope="module")
+def exported(cache_dir, copy_of_small_model):
+    """``mracnn export --config configs/small.py --seed 0`` (once per session), loaded by the
+    codec tests with their module's compilation cache on."""
+    return copy_of_small_model
+
+
 def _make_latents_informative(params):
     """A random model's latents are almost all zero (y far below the quantisation step, sigma at
     the scale table's floor), which would leave the y coder untested. Returns a copy with g_a's

@@ -46,20 +46,6 @@ NO_HALO = (0, 0)
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("jax_cache")
-    codec.enable_compilation_cache(path)
-    yield path
-    codec.enable_compilation_cache(None)
-
-
-@pytest.fixture(scope="module")
-def exported(cache_dir, copy_of_small_model):
-    """``mracnn export --config configs/small.py --seed 0`` (conftest, once per session)."""
-    return copy_of_small_model
-
-
-@pytest.fixture(scope="module")
 def model_path(exported, tmp_path_factory, make_latents_informative):
     base = codec.LoadedModel.load(exported)
     params = make_latents_informative(base.params)

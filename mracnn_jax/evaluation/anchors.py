@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -222,29 +222,46 @@ def run_codec(
         raise ValueError(f"{len(names)} names for {len(images)} images")
     records = []
     for name, image in zip(names, images):
-        image = _check_image(image)
-        h, w = image.shape[:2]
-        coded = [encode_decode(image, codec, q, **options) for q in qualities]
-        # One batched metric call per image: the original's filtered maps are computed once.
-        m = metrics.image_metrics(image, np.stack([c.decoded for c in coded]))
-        for i, (q, c) in enumerate(zip(qualities, coded)):
-            records.append(
-                {
-                    "codec": codec,
-                    "quality": q,
-                    "image": name,
-                    "height": h,
-                    "width": w,
-                    "num_bytes": len(c.data),
-                    "bpp": metrics.bpp_from_file_size(len(c.data), h, w),
-                    "psnr": float(m["psnr"][i]),
-                    "ms_ssim": float(m["ms_ssim"][i]),
-                    "ms_ssim_db": float(m["ms_ssim_db"][i]),
-                    "encode_s": c.encode_s,
-                    "decode_s": c.decode_s,
-                }
-            )
+        records += image_records(codec, name, _check_image(image), qualities, **options)
     return records, summarize(records)
+
+
+def image_records(
+    codec: str,
+    name: str,
+    image: np.ndarray,
+    qualities: Sequence[float],
+    score: Callable[[np.ndarray, np.ndarray], dict] | None = None,
+    label: str = "codec",
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """The records of `run_codec` for one image `[H, W, 3]`, one per quality.
+
+    `score(image, decoded_stack)` gives psnr / ms_ssim / ms_ssim_db arrays (default
+    `metrics.image_metrics`); `label` names the field that holds the codec's name.
+    """
+    score = metrics.image_metrics if score is None else score
+    h, w = image.shape[:2]
+    coded = [encode_decode(image, codec, q, **options) for q in qualities]
+    # One batched metric call per image: the original's filtered maps are computed once.
+    m = score(image, np.stack([c.decoded for c in coded]))
+    return [
+        {
+            label: codec,
+            "quality": q,
+            "image": name,
+            "height": h,
+            "width": w,
+            "num_bytes": len(c.data),
+            "bpp": metrics.bpp_from_file_size(len(c.data), h, w),
+            "psnr": float(m["psnr"][i]),
+            "ms_ssim": float(m["ms_ssim"][i]),
+            "ms_ssim_db": float(m["ms_ssim_db"][i]),
+            "encode_s": c.encode_s,
+            "decode_s": c.decode_s,
+        }
+        for i, (q, c) in enumerate(zip(qualities, coded))
+    ]
 
 
 def description(codec: str, qualities: Sequence[float] | None = None, **options: Any) -> str:

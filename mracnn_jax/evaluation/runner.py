@@ -406,31 +406,12 @@ def evaluate_anchor(
 ) -> list[dict[str, Any]]:
     """Per-image records of one Pillow anchor over its quality sweep (as
     ``anchors.run_codec``, with MS-SSIM NaN on images too small for it)."""
-    from mracnn_jax.evaluation import anchors, metrics
+    from mracnn_jax.evaluation import anchors
 
     qualities = tuple(anchors.DEFAULT_QUALITIES[codec_name] if qualities is None else qualities)
     records = []
     for name, image in zip(names, images):
-        h, w = image.shape[:2]
-        coded = [anchors.encode_decode(image, codec_name, q) for q in qualities]
-        m = score(image, np.stack([c.decoded for c in coded]))
-        for i, (q, c) in enumerate(zip(qualities, coded)):
-            records.append(
-                {
-                    "curve": codec_name,
-                    "quality": q,
-                    "image": name,
-                    "height": h,
-                    "width": w,
-                    "num_bytes": len(c.data),
-                    "bpp": metrics.bpp_from_file_size(len(c.data), h, w),
-                    "psnr": float(m["psnr"][i]),
-                    "ms_ssim": float(m["ms_ssim"][i]),
-                    "ms_ssim_db": float(m["ms_ssim_db"][i]),
-                    "encode_s": c.encode_s,
-                    "decode_s": c.decode_s,
-                }
-            )
+        records += anchors.image_records(codec_name, name, image, qualities, score, label="curve")
         if progress is not None:
             progress.update()
     return records
