@@ -12,6 +12,8 @@ measured in the same run (float32 2048x2048 matmul in jnp), and the PyTorch refe
 ratio compares numbers from one run on one machine.
 
     .venv/bin/python benchmarks/bench_model.py --configs mracnn wacnn --impls subpixel dilated
+    .venv/bin/python benchmarks/bench_model.py --configs wacnn mracnn --impls subpixel \
+        --phases train --interleave 5      # ours and PyTorch alternating in one process
 
 Prints a Markdown table and, as its last line, a JSON object with every number.
 """
@@ -19,6 +21,7 @@ Prints a Markdown table and, as its last line, a JSON object with every number.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import pathlib
@@ -30,10 +33,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _child(config: str, impl: str, phase: str, repeats: int) -> dict:
-    import resource
-    import statistics
-
+def _compiled_case(config: str, impl: str, phase: str):
+    """Our jitted forward or training step for one case: (compiled, args, compile_s, flops)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -70,6 +71,16 @@ def _child(config: str, impl: str, phase: str, repeats: int) -> dict:
     compile_s = time.perf_counter() - t0
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return compiled, args, compile_s, cost["flops"]
+
+
+def _child(config: str, impl: str, phase: str, repeats: int) -> dict:
+    import resource
+    import statistics
+
+    import jax
+
+    compiled, args, compile_s, flops = _compiled_case(config, impl, phase)
     jax.block_until_ready(compiled(*args))  # warm-up
     times = []
     for _ in range(repeats):
@@ -84,8 +95,8 @@ def _child(config: str, impl: str, phase: str, repeats: int) -> dict:
         "compile_s": compile_s,
         "seconds": median,
         "all_seconds": times,
-        "gflops": cost["flops"] / 1e9,
-        "achieved_gflops_per_s": cost["flops"] / 1e9 / median,
+        "gflops": flops / 1e9,
+        "achieved_gflops_per_s": flops / 1e9 / median,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
 
@@ -114,6 +125,61 @@ def _run_child(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _interleaved(configs, impl: str, phases, rounds: int) -> list[dict]:
+    """Ours and the PyTorch WACNN in this one process, alternating step by step.
+
+    Separate processes measure minutes apart, and this machine's speed drifts by 10-20 % over
+    minutes; alternating single steps exposes both to the same drift, so the ratio of medians is
+    the steadier number. Both frameworks use 2 threads and never run at the same time.
+    """
+    import statistics
+
+    import jax
+    import torch
+
+    spec = importlib.util.spec_from_file_location(
+        "mracnn_bench_torch_wacnn", REPO / "benchmarks" / "bench_torch_wacnn.py"
+    )
+    bench_torch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_torch)
+    ref = bench_torch._load_reference()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    net = ref.WACNN(N=192, M=320)
+    torch_steps = {
+        "train": bench_torch.make_train_step(net, ref, torch.rand(4, 3, 256, 256), 0.013),
+    }
+
+    def torch_forward(x=torch.rand(1, 3, 512, 768)):
+        net.eval()
+        with torch.no_grad():
+            net(x)
+
+    torch_steps["forward"] = torch_forward
+    rows = []
+    for phase in phases:
+        for config in configs:
+            compiled, args, compile_s, flops = _compiled_case(config, impl, phase)
+            jax.block_until_ready(compiled(*args))
+            torch_steps[phase]()  # warm-up (and train/eval mode) right before the rounds
+            ours, theirs = [], []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                jax.block_until_ready(compiled(*args))
+                ours.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                torch_steps[phase]()
+                theirs.append(time.perf_counter() - t0)
+            row = {"config": config, "impl": impl, "phase": phase, "compile_s": compile_s,
+                   "seconds": statistics.median(ours), "all_seconds": ours,
+                   "torch_seconds": statistics.median(theirs), "torch_all_seconds": theirs,
+                   "gflops": flops / 1e9}
+            row["ratio"] = row["seconds"] / row["torch_seconds"]
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            rows.append(row)
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", default=["mracnn", "wacnn"])
@@ -124,6 +190,9 @@ def main() -> int:
     p.add_argument("--torch", default=sys.executable,
                    help="python with torch for the reference (default: this one, where `make "
                         "test` installs torch); 'none' to skip")
+    p.add_argument("--interleave", type=int, metavar="ROUNDS",
+                   help="time ours and PyTorch's WACNN alternately in one process, ROUNDS each "
+                        "(needs torch here); prints ratios of medians")
     p.add_argument("--child", nargs=4, metavar=("CONFIG", "IMPL", "PHASE", "REPEATS"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
@@ -132,6 +201,16 @@ def main() -> int:
 
     report = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
               "date": time.strftime("%Y-%m-%d %H:%M"), "load_start": os.getloadavg()[0]}
+    if a.interleave:
+        rows = _interleaved(a.configs, a.impls[0], a.phases, a.interleave)
+        report.update(cases=rows, load_end=os.getloadavg()[0], mode="interleaved")
+        print("| config | phase | ours s | PyTorch WACNN s (same process, alternating) | ratio |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['config']} | {r['phase']} | {r['seconds']:.2f} | {r['torch_seconds']:.2f} "
+                  f"| {r['ratio']:.2f}x |")
+        print(json.dumps(report))
+        return 0
     report["matmul_gflops_per_s"] = _matmul_gflops()
     print(f"matmul: {report['matmul_gflops_per_s']:.1f} GFLOP/s", file=sys.stderr)
     torch_ref = None

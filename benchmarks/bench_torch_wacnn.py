@@ -90,6 +90,36 @@ def _timed(fn, warmup: int, repeats: int, label: str):
     return times
 
 
+def make_train_step(model, ref, x, lmbda: float, clip: bool = True, aux: bool = True,
+                    last: dict | None = None):
+    """STF's training step on batch ``x`` as a no-argument callable (puts ``model`` in train mode):
+    forward, loss = lambda*255^2*MSE + bpp, backward, gradient clipping at norm 1, Adam (lr 1e-4),
+    then the entropy bottleneck's aux loss backward and its Adam step (lr 1e-3). ``last`` receives
+    the step's loss terms."""
+    model.train()
+    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    opt = torch.optim.Adam(main_params, lr=1e-4)
+    aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
+
+    def train_step(inp=x):
+        opt.zero_grad(set_to_none=True)
+        aux_opt.zero_grad(set_to_none=True)
+        out = model(inp)
+        losses = ref.rate_distortion_loss(out, inp, lmbda)
+        losses["loss"].backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(main_params, 1.0)
+        opt.step()
+        if aux:
+            model.aux_loss().backward()
+            aux_opt.step()
+        if last is not None:
+            last.update({k: v.detach().item() for k, v in losses.items()})
+
+    return train_step
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -159,26 +189,9 @@ def main(argv=None) -> dict:
         b = args.train_batch
         h, w = args.train_hw
         x = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(args.seed + 1))
-        model.train()
-        main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-        aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-        opt = torch.optim.Adam(main_params, lr=1e-4)
-        aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
         last = {}
-
-        def train_step(inp=x):
-            opt.zero_grad(set_to_none=True)
-            aux_opt.zero_grad(set_to_none=True)
-            out = model(inp)
-            losses = ref.rate_distortion_loss(out, inp, args.lmbda)
-            losses["loss"].backward()
-            if not args.no_clip:
-                torch.nn.utils.clip_grad_norm_(main_params, 1.0)
-            opt.step()
-            if not args.no_aux:
-                model.aux_loss().backward()
-                aux_opt.step()
-            last.update({k: v.detach().item() for k, v in losses.items()})
+        train_step = make_train_step(model, ref, x, args.lmbda, clip=not args.no_clip,
+                                     aux=not args.no_aux, last=last)
 
         # forward + backward MACs: counted without the optimiser so the timed runs start clean
         gmacs = None

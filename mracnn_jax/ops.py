@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+_SQRT_HALF = float(np.sqrt(0.5))
+
+
+def gelu(x):
+    """Exact GELU in PyTorch's form: ``x * (1 + erf(x / sqrt(2))) / 2``.
+
+    ``jax.nn.gelu(approximate=False)`` computes the same function through ``erfc``, which XLA's
+    CPU backend evaluates at about half the speed of ``erf`` (forward and gradient); the two
+    agree to 1e-6 in float32.
+    """
+    return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(_SQRT_HALF, x.dtype)))
+
 
 
 @jax.custom_vjp

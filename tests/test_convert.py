@@ -37,37 +37,32 @@ _NO_COMPRESSAI = (
 )
 
 
-def import_compressai_layers():
-    """``(GDN, EntropyBottleneck, GaussianConditional)`` of the installed CompressAI, or a skip.
+def _load(name: str, path: pathlib.Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
-    ``import compressai`` runs its package ``__init__``, which imports ``compressai.datasets`` and
-    with it torchvision; PyPI's torchvision is a CUDA build that fails to load beside torch's CPU
-    build, so the test extra installs CompressAI without dependencies. Its ``entropy_models`` and
-    ``layers`` subpackages need only torch: where the plain import fails, they are imported from
-    the installed package under a bare parent module in place of the top-level ``__init__``. That
-    parent carries what the entropy models ask of the top level: CompressAI's compiled ``ans``
-    coder and the default-coder choice ``"ans"`` (the likelihoods under test do not code).
+
+def import_compressai():
+    """CompressAI's ``entropy_models``, ``gdn`` and ``ans`` (a namespace), or a skip.
+
+    CompressAI's package root does not load here (torchvision); see
+    ``tests/reference/compressai_loader.py`` for how its modules are imported without it.
     """
-    spec = importlib.util.find_spec("compressai")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip(_NO_COMPRESSAI)
+    loader = _load("mracnn_compressai_loader", _REF_PATH.parent / "compressai_loader.py")
     try:
-        import compressai  # noqa: F401
-    except Exception:  # torchvision (or another optional dependency) does not load
-        import types
+        return loader.import_compressai()
+    except ImportError:
+        pytest.skip(_NO_COMPRESSAI)
 
-        for name in [m for m in sys.modules if m == "compressai" or m.startswith("compressai.")]:
-            del sys.modules[name]
-        parent = types.ModuleType("compressai")
-        parent.__path__ = list(spec.submodule_search_locations)
-        parent.__spec__ = spec
-        sys.modules["compressai"] = parent
-        parent.ans = importlib.import_module("compressai.ans")
-        parent.available_entropy_coders = lambda: ["ans"]
-        parent.get_entropy_coder = lambda: "ans"
-    entropy_models = importlib.import_module("compressai.entropy_models")
-    gdn = importlib.import_module("compressai.layers.gdn")
-    return gdn.GDN, entropy_models.EntropyBottleneck, entropy_models.GaussianConditional
+
+def import_compressai_layers():
+    """``(GDN, EntropyBottleneck, GaussianConditional)`` of the installed CompressAI, or a skip."""
+    compressai = import_compressai()
+    em = compressai.entropy_models
+    return compressai.gdn.GDN, em.EntropyBottleneck, em.GaussianConditional
 
 
 def small_wacnn():
@@ -258,10 +253,7 @@ def torch():
 
 @pytest.fixture(scope="module")
 def ref(torch):
-    spec = importlib.util.spec_from_file_location("mracnn_torch_wacnn_reference_convert", _REF_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load("mracnn_torch_wacnn_reference_convert", _REF_PATH)
 
 
 @pytest.fixture(params=["compressai", "reference"])
@@ -396,15 +388,7 @@ def _torch_wacnn(torch, ref, cfg):
                 p.add_(0.1 * torch.rand_like(p))
             elif name.startswith("entropy_bottleneck.") and "quantiles" not in name:
                 p.add_(0.3 * torch.randn_like(p))
-        # PyTorch's default init shrinks activations: y and z would round to 0 everywhere. Scale
-        # the last layers so that y and z carry several units and the predicted scales about 2.
-        for p in (model.g_a[7].weight, model.g_a[7].bias):
-            p.mul_(30.0)
-        for p in (model.h_a[8].weight, model.h_a[8].bias):
-            p.mul_(50.0)
-        for stack in model.cc_scale_transforms:
-            stack[-1].bias.add_(2.0)
-    return model.eval()
+    return ref.spread_latents(model).eval()  # y and z several units, predicted scales about 2
 
 
 def test_wacnn_parity_with_torch_reference(torch, ref):
@@ -442,6 +426,47 @@ def test_wacnn_parity_with_torch_reference(torch, ref):
     assert float(np.std(_nhwc(expected["x_hat"]))) > 1e-3  # a non-trivial reconstruction
     assert all(d <= TOL for d in diffs.values()), diffs
     assert abs(bpp - bpp_t) <= 1e-4 * bpp_t
+
+
+def test_codec_codes_the_symbols_of_the_pytorch_compressai_codec(torch, ref):
+    """Our codec against the PyTorch WACNN codec with CompressAI's rANS coder (the speed reference
+    of benchmarks/bench_codec.py, STF's compress/decompress in benchmarks/
+    bench_torch_wacnn_codec.py), same weights, same 128x128 Kodak crop, z quantised around the
+    same medians: both code the same y symbols (a symbol may differ where round(y - mu) sits on a
+    rounding boundary and the frameworks' float32 sums differ), and each decodes its own stream
+    to exactly the encoder's latents."""
+    from mracnn_jax import codec
+    from mracnn_jax.evaluation.runner import SAMPLES_DIR
+
+    compressai = import_compressai()
+    bench = _load(
+        "mracnn_bench_torch_wacnn_codec",
+        _REF_PATH.parents[2] / "benchmarks" / "bench_torch_wacnn_codec.py",
+    )
+    cfg = small_wacnn()
+    net = _torch_wacnn(torch, ref, cfg)
+    ours = codec.LoadedModel(*convert.from_torch_state_dict(net.state_dict(), "wacnn")[:2])
+    theirs = bench.TorchWacnnCodec(net, compressai, ref)
+    with torch.no_grad():  # CompressAI's own median search would differ from ours by ~1e-4
+        theirs.eb.quantiles[:, 0, 1] = torch.from_numpy(ours.offsets.copy())
+    theirs.eb.update(force=True)
+
+    rgb = codec.read_image(SAMPLES_DIR / "kodim23.png")[0][200:328, 300:428]
+    x = torch.from_numpy(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+    coded = theirs.compress(x)
+    result = codec.compress_with_info(rgb, ours, estimate_bits=False)
+
+    s = cfg.M // cfg.entropy.num_slices  # torch's symbols: slice after slice, NCHW in a slice
+    our_symbols = np.concatenate(
+        [sl.transpose(0, 3, 1, 2).reshape(-1) for sl in np.split(result.y_symbols, cfg.M // s, -1)]
+    )
+    their_symbols = np.asarray(coded.symbols)
+    differ = our_symbols != their_symbols
+    print(f"y symbols: {differ.sum()} of {differ.size} differ; nonzero {np.mean(our_symbols != 0):.2f}")
+    assert np.mean(our_symbols != 0) > 0.2  # latents worth coding
+    assert differ.mean() <= 1e-3 and np.all(np.abs(our_symbols - their_symbols) <= 1)
+    assert torch.equal(theirs.decompress(coded.strings).y_hat, coded.y_hat)
+    assert np.array_equal(codec.decompress(result.data, ours), result.reconstruction)
 
 
 def test_cli_convert_writes_a_model_file(torch, ref, tmp_path, capsys):

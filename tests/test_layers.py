@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -19,6 +21,7 @@ from mracnn_jax.layers.conv import (
 from mracnn_jax.layers.gdn import GDN, PEDESTAL, deparameterize, reparameterize
 from mracnn_jax.layers.mracb import MRACD, MRACU
 from mracnn_jax.layers.wam import WAM, WindowAttention, shift_mask
+from mracnn_jax.ops import gelu
 
 
 def count(params) -> int:
@@ -130,6 +133,18 @@ def test_conv2d_symmetric_padding_matches_numpy():
         for j in range(3):
             ref[0, i, j] = np.einsum("hwc,hwco->o", xp[0, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3], w) + bias
     np.testing.assert_allclose(layer.apply(params, x), ref, atol=1e-5)
+
+
+def test_gelu_is_the_exact_erf_gelu_with_its_gradient():
+    """ops.gelu (erf form) against jax.nn.gelu's erfc form and the closed-form derivative
+    Phi(x) + x phi(x), over the range where GELU bends and into both tails."""
+    x = jnp.linspace(-12.0, 12.0, 20001, dtype=jnp.float32)
+    np.testing.assert_allclose(gelu(x), jax.nn.gelu(x, approximate=False), atol=2e-6, rtol=0)
+    xs = np.asarray(x, np.float64)
+    phi = np.exp(-0.5 * xs * xs) / np.sqrt(2.0 * np.pi)
+    cdf = 0.5 * (1.0 + np.vectorize(math.erf)(xs / np.sqrt(2.0)))
+    np.testing.assert_allclose(jax.vmap(jax.grad(gelu))(x), cdf + xs * phi, atol=2e-6, rtol=0)
+    assert gelu(jnp.float32(-12.0)) == 0.0 and gelu(jnp.float32(12.0)) == 12.0
 
 
 def test_gdn_matches_formula_and_reparameterisation():

@@ -71,6 +71,7 @@ from jax import lax
 
 from mracnn_jax.layers import init as initializers
 from mracnn_jax.layers.conv import grouped_conv_same, torch_conv_kernel_init
+from mracnn_jax.ops import gelu
 
 Array = jax.Array
 Dtype = Any
@@ -421,7 +422,7 @@ class ELSA(nn.Module):
             name="attn_conv",
             param_dtype=self.param_dtype,
         )(s)
-        s = nn.gelu(s, approximate=False)
+        s = gelu(s)
         logits = nn.Conv(
             heads * kk,
             (1, 1),
@@ -498,6 +499,6 @@ class ELSABlock(nn.Module):
         x = x + y
         y = nn.LayerNorm(epsilon=1e-5, name="norm2", **common)(x)
         y = nn.Dense(int(self.dim * self.mlp_ratio), name="mlp_fc1", **dense)(y)
-        y = nn.gelu(y, approximate=False)
+        y = gelu(y)
         y = nn.Dense(self.dim, name="mlp_fc2", **dense)(y)
         return x + y

@@ -20,12 +20,13 @@ import flax.linen as nn
 import jax
 
 from mracnn_jax.layers.conv import Conv2d
+from mracnn_jax.ops import gelu
 
 
 def activation_fn(name: str):
     """``"gelu"`` (exact erf GELU, PyTorch's default) or ``"relu"``."""
     if name == "gelu":
-        return lambda x: nn.gelu(x, approximate=False)
+        return gelu
     if name == "relu":
         return nn.relu
     raise ValueError(f"unknown activation {name!r}; use 'gelu' or 'relu'")

@@ -103,19 +103,18 @@ class WindowAttention(nn.Module):
         )
         shifted = jnp.roll(x, (-s, -s), axis=(1, 2)) if s else x
         tokens = partition(shifted, win).reshape(-1, win * win, c)
-        n, d = win * win, c // self.num_heads
-        qkv = Dense(3 * c, name="qkv")(tokens).reshape(-1, n, 3, self.num_heads, d)
-        q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # [Bw, heads, n, d]
-        logits = jnp.einsum("bhnd,bhmd->bhnm", q * (d**-0.5), k)
-        bias = table[relative_position_index(win).reshape(-1)].reshape(n, n, self.num_heads)
-        logits = logits + bias.transpose(2, 0, 1)[None]
+        n, d, heads = win * win, c // self.num_heads, self.num_heads
+        nw = (h // win) * (w // win)  # windows per image
+        qkv = Dense(3 * c, name="qkv")(tokens).reshape(b, nw, n, 3, heads, d)
+        q, k, v = qkv.transpose(3, 0, 1, 4, 2, 5)  # each [B, nW, heads, n, d]: one transpose
+        # relative-position bias [heads, n, n] and the shift mask [nW, n, n] as one addend
+        bias = table[relative_position_index(win).reshape(-1)].reshape(n, n, heads)
+        addend = bias.transpose(2, 0, 1)[None]
         if s:
-            mask = jnp.asarray(shift_mask(h, w, win, s))  # [nW, n, n]
-            nw = mask.shape[0]
-            logits = logits.reshape(-1, nw, self.num_heads, n, n) + mask[None, :, None]
-            logits = logits.reshape(-1, self.num_heads, n, n)
+            addend = addend + jnp.asarray(shift_mask(h, w, win, s))[:, None]
+        logits = jnp.einsum("bwhnd,bwhmd->bwhnm", q * (d**-0.5), k) + addend
         attn = jax.nn.softmax(logits, axis=-1)
-        out = jnp.einsum("bhnm,bhmd->bnhd", attn, v).reshape(-1, n, c)
+        out = jnp.einsum("bwhnm,bwhmd->bwnhd", attn, v).reshape(-1, n, c)
         out = Dense(c, name="proj")(out)
         out = unpartition(out.reshape(-1, win, win, c), win, h, w)
         if s:

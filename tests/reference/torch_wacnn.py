@@ -563,6 +563,25 @@ class WACNN(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
+@torch.no_grad()
+def spread_latents(model: "WACNN", y_gain: float = 30.0, z_gain: float = 50.0,
+                   scale_offset: float = 2.0) -> "WACNN":
+    """Make a randomly initialised WACNN's latents worth coding (in place; returns the model).
+
+    PyTorch's default initialisation shrinks activations layer by layer, so that y and z of a
+    fresh model round to 0 almost everywhere. Multiplying the last layers of g_a and h_a (weight
+    and bias) by ``y_gain`` and ``z_gain`` and adding ``scale_offset`` to the slice transforms'
+    predicted scales gives latents spanning several quantisation steps, as a trained model's do.
+    """
+    for p in (model.g_a[7].weight, model.g_a[7].bias):
+        p.mul_(y_gain)
+    for p in (model.h_a[8].weight, model.h_a[8].bias):
+        p.mul_(z_gain)
+    for stack in model.cc_scale_transforms:
+        stack[-1].bias.add_(scale_offset)
+    return model
+
+
 def count_parameters(model: nn.Module) -> "OrderedDict[str, int]":
     """Parameter count per top-level sub-module (in definition order) plus ``"total"``."""
     counts: "OrderedDict[str, int]" = OrderedDict()
