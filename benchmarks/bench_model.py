@@ -202,6 +202,8 @@ def main() -> int:
     report = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
               "date": time.strftime("%Y-%m-%d %H:%M"), "load_start": os.getloadavg()[0]}
     if a.interleave:
+        if importlib.util.find_spec("torch") is None:
+            p.error("--interleave needs torch in this interpreter (make test installs it in .venv)")
         rows = _interleaved(a.configs, a.impls[0], a.phases, a.interleave)
         report.update(cases=rows, load_end=os.getloadavg()[0], mode="interleaved")
         print("| config | phase | ours s | PyTorch WACNN s (same process, alternating) | ratio |")

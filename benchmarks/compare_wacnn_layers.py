@@ -120,6 +120,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", help="substring of the layer names to run")
     a = p.parse_args()
+    if importlib.util.find_spec("torch") is None:
+        p.error("needs torch in this interpreter (make test installs it in .venv)")
 
     import jax
     import jax.numpy as jnp
