@@ -134,15 +134,11 @@ def _interleaved(configs, impl: str, phases, rounds: int) -> list[dict]:
     """
     import statistics
 
+    import bench_torch_wacnn as bench_torch  # this script's folder is on sys.path
     import jax
     import torch
 
-    spec = importlib.util.spec_from_file_location(
-        "mracnn_bench_torch_wacnn", REPO / "benchmarks" / "bench_torch_wacnn.py"
-    )
-    bench_torch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_torch)
-    ref = bench_torch._load_reference()
+    ref = bench_torch.load_reference()
     torch.set_num_threads(2)
     torch.manual_seed(0)
     net = ref.WACNN(N=192, M=320)
@@ -161,7 +157,7 @@ def _interleaved(configs, impl: str, phases, rounds: int) -> list[dict]:
         for config in configs:
             compiled, args, compile_s, flops = _compiled_case(config, impl, phase)
             jax.block_until_ready(compiled(*args))
-            torch_steps[phase]()  # warm-up (and train/eval mode) right before the rounds
+            torch_steps[phase]()  # warm-up right before the rounds
             ours, theirs = [], []
             for _ in range(rounds):
                 t0 = time.perf_counter()

@@ -35,14 +35,24 @@ import time
 
 import torch
 
-_REF = pathlib.Path(__file__).resolve().parents[1] / "tests" / "reference" / "torch_wacnn.py"
+_REFERENCE = pathlib.Path(__file__).resolve().parents[1] / "tests" / "reference"
 
 
-def _load_reference():
-    spec = importlib.util.spec_from_file_location("mracnn_torch_wacnn_reference", _REF)
+def _load(name: str, path: pathlib.Path):
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def load_reference():
+    """tests/reference/torch_wacnn.py (the PyTorch WACNN), for this and the other benchmarks."""
+    return _load("mracnn_torch_wacnn_reference", _REFERENCE / "torch_wacnn.py")
+
+
+def load_compressai():
+    """CompressAI's entropy_models, gdn and ans (tests/reference/compressai_loader.py)."""
+    return _load("mracnn_compressai_loader", _REFERENCE / "compressai_loader.py").import_compressai()
 
 
 def _peak_rss_mb() -> float:
@@ -92,17 +102,17 @@ def _timed(fn, warmup: int, repeats: int, label: str):
 
 def make_train_step(model, ref, x, lmbda: float, clip: bool = True, aux: bool = True,
                     last: dict | None = None):
-    """STF's training step on batch ``x`` as a no-argument callable (puts ``model`` in train mode):
+    """STF's training step on batch ``x`` as a no-argument callable, in train mode:
     forward, loss = lambda*255^2*MSE + bpp, backward, gradient clipping at norm 1, Adam (lr 1e-4),
     then the entropy bottleneck's aux loss backward and its Adam step (lr 1e-3). ``last`` receives
     the step's loss terms."""
-    model.train()
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=1e-4)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
 
     def train_step(inp=x):
+        model.train()  # each call: the same model may serve an eval-mode forward in between
         opt.zero_grad(set_to_none=True)
         aux_opt.zero_grad(set_to_none=True)
         out = model(inp)
@@ -139,7 +149,7 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    ref = _load_reference()
+    ref = load_reference()
     load_start = os.getloadavg()
 
     t0 = time.perf_counter()

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import math
 import pathlib
@@ -45,19 +44,11 @@ import torch
 from PIL import Image
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-REFERENCE = REPO / "tests" / "reference"
 DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "kodak" / "kodim01.png"
 SCALE_MIN, SCALE_MAX, NUM_SCALES = 0.11, 256.0, 64
 # tests/reference/torch_wacnn.spread_latents at paper size: y and z of a fresh model then span
 # several quantisation steps, like a trained model's (PyTorch's initialisation rounds them to 0)
 Y_GAIN, Z_GAIN, SCALE_OFFSET = 30.0, 50.0, 2.0
-
-
-def _load(name: str, path: pathlib.Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _log(msg: str) -> None:
@@ -200,10 +191,11 @@ def main() -> int:
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    ref = _load("mracnn_torch_wacnn_reference", REFERENCE / "torch_wacnn.py")
-    compressai = _load("mracnn_compressai_loader", REFERENCE / "compressai_loader.py")
+    from bench_torch_wacnn import load_compressai, load_reference  # this script's folder
+
+    ref = load_reference()
     net = ref.spread_latents(ref.WACNN(), a.y_gain, a.z_gain, a.scale_offset)
-    codec = TorchWacnnCodec(net, compressai.import_compressai(), ref)
+    codec = TorchWacnnCodec(net, load_compressai(), ref)
     if a.save_state_dict:
         torch.save(codec.net.state_dict(), a.save_state_dict)
 

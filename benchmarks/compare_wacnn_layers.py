@@ -35,19 +35,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def _reference():
-    spec = importlib.util.spec_from_file_location(
-        "mracnn_torch_wacnn_reference", REPO / "tests" / "reference" / "torch_wacnn.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _layers(batch: int, crop: int):
     """name -> (flax module factory, torch module factory, NHWC input shape)."""
     import flax.linen as nn
     import torch
+    from bench_torch_wacnn import load_reference  # this script's folder is on sys.path
 
     from mracnn_jax.entropy.channel_context import ConvStack
     from mracnn_jax.layers.conv import Conv2d, ConvTranspose2d
@@ -55,7 +47,7 @@ def _layers(batch: int, crop: int):
     from mracnn_jax.layers.residual import ResidualUnit
     from mracnn_jax.layers.wam import WAM, WindowAttention
 
-    ref = _reference()
+    ref = load_reference()
     n, m, b, s = 192, 320, batch, crop
 
     class Then(nn.Module):  # two flax layers in sequence

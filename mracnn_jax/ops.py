@@ -19,7 +19,6 @@ def gelu(x):
     return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(_SQRT_HALF, x.dtype)))
 
 
-
 @jax.custom_vjp
 def lower_bound(x, bound):
     """``max(x, bound)`` whose gradient also passes below the bound when it points upwards.
