@@ -9,8 +9,10 @@ name, plus the training loss if recorded), or of one curve called --name. --mode
 folders (every *.mracnn inside). Without --model the models bundled in
 mracnn_jax/assets/models/ are used; without --data the sample images in
 mracnn_jax/assets/samples/. --out receives <curve>.json (CompressAI eval_model layout),
-<curve>.csv (per image), summary.md (also printed), rd.png and bitstreams/. Every error is one
-line on stderr with exit status 1. What is measured: mracnn_jax/evaluation/runner.py.
+<curve>.csv (per image), summary.md (also printed), rd.png and bitstreams/. An interrupted run
+resumes: the same command again reuses every model result already measured in --out (--fresh
+redoes them). Every error is one line on stderr with exit status 1. What is measured:
+mracnn_jax/evaluation/runner.py.
 
 This script uses argparse rather than absl (as train.py does) because --model takes several
 values after one flag.
@@ -73,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--save-decoded", action="store_true", help="write decoded PNGs too")
     p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="code every image again instead of reusing results an earlier run left in --out",
+    )
+    p.add_argument(
         "--cache-dir",
         default=os.environ.get("MRACNN_JAX_CACHE_DIR"),
         help="persistent JAX compilation cache (default: $MRACNN_JAX_CACHE_DIR)",
@@ -106,10 +113,14 @@ def main(argv: list[str] | None = None) -> int:
             anchor_codecs=args.anchors,
             bd_anchor=bd,
             save_decoded=args.save_decoded,
+            resume=not args.fresh,
             show_progress=not args.no_progress,
         )
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(
+            f"{PROG}: interrupted; the same command resumes where this run stopped",
+            file=sys.stderr,
+        )
         return 130
     except (runner.EvaluationError, OSError, ValueError) as e:
         if os.environ.get("MRACNN_DEBUG"):

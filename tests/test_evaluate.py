@@ -164,6 +164,59 @@ def test_summary_bd_rates_and_plot(out_dir):
     assert (out_dir / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_an_interrupted_evaluation_resumes_without_coding_finished_images(
+    out_dir, model_files, data_dir, tmp_path, monkeypatch
+):
+    # The state a run killed while journalling its fourth (last) record leaves behind: three
+    # complete lines, half of the fourth, every bitstream; moved to another folder.
+    out = tmp_path / "moved"
+    shutil.copytree(out_dir, out)
+    journal_path = out / "completed.jsonl"
+    lines = journal_path.read_text().splitlines(keepends=True)
+    assert len(lines) == 2 * 2
+    last = json.loads(lines[3])
+    journal_path.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2])
+
+    coded = []
+    compress = codec.compress_with_info
+
+    def counting_compress(rgb, model, *args, **kwargs):
+        coded.append(rgb.shape)
+        return compress(rgb, model, *args, **kwargs)
+
+    monkeypatch.setattr(codec, "compress_with_info", counting_compress)
+    argv = ["--model", *map(str, model_files), "--data", str(data_dir), "--out", str(out)]
+    assert evaluate.main([*argv, "--anchors", "jpeg", "--no-progress"]) == 0
+    # Only the unfinished image was coded: a warm-up call on its shape and the timed call.
+    with Image.open(data_dir / last["image"]) as im:
+        shape = (im.height, im.width, 3)
+    assert coded == [shape, shape]
+    before, after = _rows(out_dir, CURVE), _rows(out, CURVE)
+    assert len(after) == 4
+    for a, b in zip(before, after):
+        for key in ("point", "image", "num_bytes", "bpp", "est_bpp", "psnr", "ms_ssim"):
+            assert a[key] == b[key]
+        assert Path(b["bitstream"]).parent.is_relative_to(out)  # the moved folder's files
+    summary = (out / "summary.md").read_text()
+    assert "2 of 2 images from an earlier run" in summary  # the first model
+    assert "1 of 2 images from an earlier run" in summary  # the second
+    entries = [json.loads(line) for line in journal_path.read_text().splitlines()]
+    assert sorted((e["record"]["model"], e["image"]) for e in entries) == sorted(
+        (r["model"], r["image"]) for r in before
+    )
+
+    # A bitstream that is gone is coded again; --fresh codes everything again.
+    coded.clear()
+    os.remove(after[0]["bitstream"])
+    assert evaluate.main([*argv, "--no-progress"]) == 0
+    with Image.open(data_dir / after[0]["image"]) as im:
+        assert coded == [(im.height, im.width, 3)] * 2
+    coded.clear()
+    assert evaluate.main([*argv, "--no-progress", "--fresh"]) == 0
+    assert len(coded) == 1 + 4  # one warm-up (one config, one padded shape), four images
+    assert len(journal_path.read_text().splitlines()) == 4
+
+
 def test_missing_model_folder_is_one_clear_line(tmp_path, data_dir):
     missing = tmp_path / "no_models_here"
     argv = ["--model", str(missing), "--data", str(data_dir), "--out", str(tmp_path / "out")]

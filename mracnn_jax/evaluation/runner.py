@@ -34,6 +34,8 @@ images. Outputs (``run_evaluation``): per curve ``<curve>.json`` (CompressAI ``e
 layout, see ``results``) and ``<curve>.csv`` (per image), ``summary.md`` (means per point and
 BD-rates against one curve), ``rd.png`` (PSNR–bpp and MS-SSIM(dB)–bpp with the published
 WACNN and MRACNN Kodak points), and the bitstreams under ``bitstreams/<curve>/<point>/``.
+``completed.jsonl`` journals each model record as it is measured; a rerun into the same folder
+takes those from it instead of coding the images again (``journal``; ``resume=False`` starts over).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mracnn_jax.evaluation import journal
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 #: Where the trained models shipped with the package live (``mracnn`` uses the same folder).
@@ -299,8 +303,9 @@ class ModelRun:
 
     spec: ModelSpec
     records: list[dict[str, Any]]
-    setup_s: float  # coding tables (and TensorFlow's import, for the first model)
+    setup_s: float | None  # coding tables (and TensorFlow's import); None: never loaded
     first_calls: list[dict[str, Any]]  # one per padded shape compiled for this model
+    resumed: int = 0  # records taken from an earlier run's journal
 
 
 def evaluate_model(
@@ -312,24 +317,46 @@ def evaluate_model(
     warmed: set,
     decoded_dir: Path | None = None,
     progress: _Progress | None = None,
+    done: journal.Journal | None = None,
 ) -> ModelRun:
     """Code every image with one model through real files (see the module docstring).
 
     ``warmed`` holds the (architecture, padded shape) pairs already compiled in this process
-    and is updated, so that models of one architecture share the warm-up.
+    and is updated, so that models of one architecture share the warm-up. Images whose record
+    ``done`` holds (an earlier, interrupted run into the same folder) are not coded again; every
+    new record is added to it as soon as it is measured.
     """
     from mracnn_jax import codec
     from mracnn_jax.evaluation import metrics
     from mracnn_jax.models.padding import padded_size
 
-    model = codec.LoadedModel.load(spec.path)
-    t0 = time.perf_counter()
-    model.z_coder()
-    model.y_coder()
-    setup_s = time.perf_counter() - t0
+    model, setup_s = None, None  # loaded when the first image needs coding
     bitstream_dir.mkdir(parents=True, exist_ok=True)
-    records, first_calls = [], []
+    records, first_calls, resumed = [], [], 0
     for name, rgb in zip(names, images):
+        pixels = journal.image_digest(rgb)
+        path = bitstream_dir / f"{Path(name).stem}.mrac"
+        earlier = done.lookup(spec.params_digest, name, pixels) if done is not None else None
+        if (
+            earlier is not None
+            and path.is_file()
+            and os.path.getsize(path) == earlier.get("num_bytes")
+            and (decoded_dir is None or (decoded_dir / _png(name)).is_file())
+        ):
+            earlier.update(
+                curve=spec.curve, point=spec.point, model=spec.path.name, bitstream=str(path)
+            )
+            records.append(earlier)
+            resumed += 1
+            if progress is not None:
+                progress.update()
+            continue
+        if model is None:
+            model = codec.LoadedModel.load(spec.path)
+            t0 = time.perf_counter()
+            model.z_coder()
+            model.y_coder()
+            setup_s = time.perf_counter() - t0
         h, w = rgb.shape[:2]
         shape = padded_size(h, w)
         first = None
@@ -344,7 +371,6 @@ def evaluate_model(
         t0 = time.perf_counter()
         enc = codec.compress_with_info(rgb, model)
         encode_s = time.perf_counter() - t0
-        path = bitstream_dir / f"{Path(name).stem}.mrac"
         path.write_bytes(enc.data)
         data = path.read_bytes()
         t0 = time.perf_counter()
@@ -359,7 +385,7 @@ def evaluate_model(
             from PIL import Image
 
             decoded_dir.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(dec.image).save(decoded_dir / f"{Path(name).stem}.png")
+            Image.fromarray(dec.image).save(decoded_dir / _png(name))
         if first is not None:
             first_calls.append(
                 {
@@ -392,9 +418,15 @@ def evaluate_model(
                 "bitstream": str(path),
             }
         )
+        if done is not None:
+            done.add(spec.params_digest, name, pixels, records[-1])
         if progress is not None:
             progress.update()
-    return ModelRun(spec, records, setup_s, first_calls)
+    return ModelRun(spec, records, setup_s, first_calls, resumed)
+
+
+def _png(image_name: str) -> str:
+    return f"{Path(image_name).stem}.png"
 
 
 def evaluate_anchor(
@@ -460,6 +492,7 @@ def run_evaluation(
     bd_anchor: str | None = "jpeg",
     anchor_qualities: dict[str, Sequence[float]] | None = None,
     save_decoded: bool = False,
+    resume: bool = True,
     show_progress: bool = True,
     echo: Callable[[str], None] | None = print,
 ) -> Evaluation:
@@ -477,6 +510,8 @@ def run_evaluation(
         in ``anchor_codecs``, or a model curve's name); None for no BD-rates.
       anchor_qualities: per-codec quality sweeps (default ``anchors.DEFAULT_QUALITIES``).
       save_decoded: also write the decoded images as PNG under ``decoded/``.
+      resume: reuse the model records that an earlier run into ``out_dir`` finished (``journal``);
+        False starts over.
       show_progress: draw a tqdm progress bar on stderr.
       echo: where the summary and notes are printed (None: nowhere).
     """
@@ -506,6 +541,9 @@ def run_evaluation(
     sizes = sorted({f"{im.shape[1]}x{im.shape[0]}" for im in images})
     dataset = f"{Path(data_dir).name or data_dir} ({len(images)} images, {', '.join(sizes)})"
     out.mkdir(parents=True, exist_ok=True)
+    done = journal.Journal(out, resume=resume) if specs else None
+    if done is not None and done.done:
+        say(f"resuming: {len(done.done)} model x image results from {done.path} (--fresh to redo)")
 
     progress = _Progress(len(images) * (len(specs) + len(anchor_codecs)), show_progress)
     curves: list[dict[str, Any]] = []
@@ -525,6 +563,7 @@ def run_evaluation(
                     warmed=warmed,
                     decoded_dir=out / "decoded" / point_dir if save_decoded else None,
                     progress=progress,
+                    done=done,
                 )
             )
         anchor_records = {}
@@ -632,10 +671,15 @@ def _summary_markdown(
                 f"{f['shape']}: enc {f['encode_first_s']:.1f} s, dec {f['decode_first_s']:.1f} s"
                 for f in r.first_calls
             )
+            if not first:
+                first = "none (already compiled)" if r.resumed < len(r.records) else "none"
+            if r.resumed:
+                first += f"; {r.resumed} of {len(r.records)} images from an earlier run"
             ratio = f"{bpp / est:.4f}" if est > 0 else "–"
+            setup = "–" if r.setup_s is None else f"{r.setup_s:.1f}"
             lines.append(
                 f"| {r.spec.curve} | {r.spec.point} | {r.spec.path.name} | {bpp:.4f} | "
-                f"{est:.4f} | {ratio} | {r.setup_s:.1f} | {first or 'none (already compiled)'} |"
+                f"{est:.4f} | {ratio} | {setup} | {first} |"
             )
         lines.append("")
     lines.append(f"Total wall time {seconds:.1f} s.")
