@@ -1,11 +1,14 @@
 #!/usr/bin/env python
-"""Strided and transposed convolutions on XLA's CPU backend: our forms against XLA's own.
+"""1x1, strided and transposed convolutions on XLA's CPU backend: our forms against XLA's own.
 
     .venv/bin/python benchmarks/bench_conv_gradients.py [--batch 4] [--repeats 5]
 
 At the shapes WACNN's transforms have in a training step (batch ``--batch`` of 256x256 crops),
 times forward and gradient (with respect to input and kernel) of
 
+  * a 1x1 convolution, 192 -> 96 and 96 -> 192 channels on 64x64 (WACNN's residual units at a
+    quarter of the resolution): XLA's convolution against ``conv.pointwise_conv`` (one matrix
+    product);
   * a 5x5 stride-2 convolution, 192 -> 192 channels on 128x128: XLA's strided convolution and its
     derived gradients against ``conv.conv_stride2`` (same forward, sub-pixel input gradient,
     polyphase kernel gradient);
@@ -75,7 +78,14 @@ def _cases(batch: int):
     def stacked(x, k):
         return _stacked_subpixel(x, k, 2)
 
+    def pointwise_xla(x, k):
+        return jax.lax.conv_general_dilated(x, k, (1, 1), ((0, 0), (0, 0)), dimension_numbers=_DN)
+
     return [
+        ("conv 1x1 192->96 @64", (batch, 64, 64, 192), (1, 1, 192, 96),
+         {"xla": pointwise_xla, "pointwise_conv": conv.pointwise_conv}),
+        ("conv 1x1 96->192 @64", (batch, 64, 64, 96), (1, 1, 96, 192),
+         {"xla": pointwise_xla, "pointwise_conv": conv.pointwise_conv}),
         ("conv 5x5 s2 192->192 @128", (batch, 128, 128, 192), (5, 5, 192, 192),
          {"xla": strided_xla, "conv_stride2": conv.conv_stride2}),
         ("transposed 5x5 192->192 @64", (batch, 64, 64, 192), (5, 5, 192, 192),

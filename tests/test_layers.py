@@ -17,6 +17,7 @@ from mracnn_jax.layers.conv import (
     conv_stride2,
     conv_transpose_subpixel,
     depth_to_space,
+    pointwise_conv,
 )
 from mracnn_jax.layers.gdn import GDN, PEDESTAL, deparameterize, reparameterize
 from mracnn_jax.layers.mracb import MRACD, MRACU
@@ -110,6 +111,26 @@ def test_conv2d_stride2_gradient_on_even_and_odd_sizes():
         assert g_x.shape == shape
         np.testing.assert_allclose(g_x, g_x_ref, atol=1e-5)
         np.testing.assert_allclose(g_p["params"]["kernel"], g_k, atol=1e-5)
+
+
+def test_conv2d_1x1_is_xla_convolution_with_its_gradients():
+    # Conv2d runs 1x1 kernels as one matrix product (pointwise_conv); values and both gradients
+    # must be XLA's 1x1 convolution's, on a batch with odd sizes.
+    layer = Conv2d(7, 1)
+    x = jax.random.normal(jax.random.PRNGKey(5), (3, 5, 9, 6))
+    params = layer.init(jax.random.PRNGKey(6), x)
+    kernel, bias = params["params"]["kernel"], params["params"]["bias"]
+    assert kernel.shape == (1, 1, 6, 7)
+    xla = lambda k, x: jax.lax.conv_general_dilated(  # noqa: E731
+        x, k, (1, 1), ((0, 0), (0, 0)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    np.testing.assert_allclose(pointwise_conv(x, kernel), xla(kernel, x), atol=1e-6, rtol=1e-6)
+    loss = lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x)))  # noqa: E731
+    ref = lambda k, x: jnp.sum(jnp.sin(xla(k, x) + bias))  # noqa: E731
+    (g_p, g_x), (g_k, g_x_ref) = jax.grad(loss, (0, 1))(params, x), jax.grad(ref, (0, 1))(kernel, x)
+    np.testing.assert_allclose(g_x, g_x_ref, atol=1e-5)
+    np.testing.assert_allclose(g_p["params"]["kernel"], g_k, atol=1e-5)
+    np.testing.assert_allclose(loss(params, x), ref(kernel, x), rtol=1e-6)
 
 
 def test_depth_to_space_order():
