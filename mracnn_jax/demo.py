@@ -118,7 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         ev = runner.run_evaluation(
-            models, a.data, a.out, anchor_codecs=MATCHED_CODECS, bd_anchor="jpeg", echo=None
+            models,
+            a.data,
+            a.out,
+            anchor_codecs=MATCHED_CODECS,
+            bd_anchor="jpeg",
+            resume=False,  # a demonstration codes the images every time it runs
+            echo=None,
         )
     except runner.EvaluationError as e:
         print(f"demo: {e}", file=sys.stderr)
