@@ -8,9 +8,8 @@ at once as one JSON line to ``<out>/completed.jsonl`` (flushed and fsynced), key
 so a record is reused only for the same parameters on the same pixels, whatever the files are
 called. A rerun with the same ``--out`` reads the journal and skips every pair it holds whose
 bitstream is still in the output folder with the recorded size (the runner checks); the rest is
-coded as usual. The line being
-written when the process died is incomplete JSON and is ignored. Reused records keep the timings
-of the run that measured them.
+coded as usual. The line being written when the process died is incomplete JSON and is dropped.
+Reused records keep the timings of the run that measured them.
 """
 
 from __future__ import annotations

@@ -334,8 +334,8 @@ def evaluate_model(
     bitstream_dir.mkdir(parents=True, exist_ok=True)
     records, first_calls, resumed = [], [], 0
     for name, rgb in zip(names, images):
-        pixels = journal.image_digest(rgb)
         path = bitstream_dir / f"{Path(name).stem}.mrac"
+        pixels = journal.image_digest(rgb) if done is not None else None
         earlier = done.lookup(spec.params_digest, name, pixels) if done is not None else None
         if (
             earlier is not None
