@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""The machine's kernels under XLA and under PyTorch: the floor under issue 2's step ratio.
+
+    .venv/bin/python benchmarks/bench_kernels_torch.py [--repeats 9] [--threads 2]
+
+Issue 2 compares WACNN's whole training step in JAX with PyTorch's. Below the model code, both
+frameworks end in a handful of kernels: XLA's CPU backend in its own (Eigen-based) matrix
+products and convolutions, PyTorch in MKL/oneDNN. This script times those kernels alone, at the
+shapes they have in WACNN's training step (batch 4 of 256x256 crops), in float32 on the same
+cores:
+
+  * ``gemm 2048^3``: the square product the other benchmarks quote as "the machine's matmul rate";
+  * ``gemm qkv``: ``[16384, 192] @ [192, 576]``, the window attention's q/k/v projection at 64x64;
+  * ``gemm slice``: ``[1024, 4320] @ [4320, 224]``, a 3x3 slice-transform convolution (480 -> 224
+    channels at 16x16) written as one product;
+  * ``bmm window``: ``[2048, 64, 24] @ [2048, 24, 64]``, the 64-token attention scores of 8 heads
+    in 256 windows;
+  * ``conv3x3 96 @64``: a 3x3, 96 -> 96 convolution on 64x64 (WACNN's residual units), forward,
+    and its gradient with respect to input and kernel (PyTorch: autograd of ``conv2d``);
+  * ``conv5x5 s2 192 @128``: the 5x5 stride-2 convolution, 192 -> 192 channels from 128x128 to
+    64x64, that holds most of g_a's FLOPs (forward only: the gradients are this project's own
+    code, compared layer by layer in compare_wacnn_layers.py).
+
+Each kernel is compiled (XLA) or warmed up (PyTorch) first; then the two alternate in every round
+so that this VM's drift affects both alike; the two results are checked to agree first. Prints one JSON line per case: median milliseconds,
+GFLOP/s from the kernel's multiply-accumulate count, and XLA's time as a multiple of PyTorch's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+
+def _cases():
+    """(name, FLOPs, xla_fn_and_args, torch_fn_and_args) for each kernel."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+
+    def arrays(*shapes):
+        host = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        return [jnp.asarray(a) for a in host], [torch.from_numpy(a) for a in host]
+
+    cases = []
+    for name, (m, k, n) in {
+        "gemm 2048^3": (2048, 2048, 2048),
+        "gemm qkv": (16384, 192, 576),
+        "gemm slice": (1024, 4320, 224),
+    }.items():
+        (a, b), (ta, tb) = arrays((m, k), (k, n))
+        cases.append((name, 2 * m * k * n, (jax.jit(jnp.matmul), (a, b)), (torch.mm, (ta, tb))))
+
+    (q, kt), (tq, tkt) = arrays((2048, 64, 24), (2048, 24, 64))
+    cases.append(
+        ("bmm window", 2 * 2048 * 64 * 24 * 64, (jax.jit(jnp.matmul), (q, kt)), (torch.bmm, (tq, tkt)))
+    )
+
+    (x, w), (tx, tw) = arrays((4, 64, 64, 96), (3, 3, 96, 96))
+    flops = 2 * 4 * 64 * 64 * 96 * 96 * 9
+    tx_nchw = tx.permute(0, 3, 1, 2).contiguous()
+    tw_oihw = tw.permute(3, 2, 0, 1).contiguous()
+
+    def xla_conv(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    def xla_conv_loss(x, w):
+        return jnp.sum(xla_conv(x, w) ** 2)
+
+    def torch_conv(x, w):
+        return torch.nn.functional.conv2d(x, w, padding=1)
+
+    def torch_conv_grad(x, w):
+        x = x.detach().requires_grad_(True)
+        w = w.detach().requires_grad_(True)
+        (torch_conv(x, w) ** 2).sum().backward()
+        return x.grad, w.grad
+
+    cases.append(
+        ("conv3x3 96 @64 forward", flops, (jax.jit(xla_conv), (x, w)), (torch_conv, (tx_nchw, tw_oihw)))
+    )
+    cases.append(
+        (
+            "conv3x3 96 @64 gradient",
+            3 * flops,
+            (jax.jit(jax.grad(xla_conv_loss, argnums=(0, 1))), (x, w)),
+            (torch_conv_grad, (tx_nchw, tw_oihw)),
+        )
+    )
+    (x5, w5), (tx5, tw5) = arrays((4, 128, 128, 192), (5, 5, 192, 192))
+
+    def xla_conv_s2(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, (2, 2), ((2, 2), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    def torch_conv_s2(x, w):
+        return torch.nn.functional.conv2d(x, w, stride=2, padding=2)
+
+    cases.append(
+        (
+            "conv5x5 s2 192 @128 forward",
+            2 * 4 * 64 * 64 * 192 * 192 * 25,
+            (jax.jit(xla_conv_s2), (x5, w5)),
+            (torch_conv_s2, (tx5.permute(0, 3, 1, 2).contiguous(), tw5.permute(3, 2, 0, 1).contiguous())),
+        )
+    )
+    return cases
+
+
+def _same_result(xla_out, torch_out) -> float:
+    """Largest difference between the two results relative to their scale (layouts aligned:
+    PyTorch's NCHW activations and OIHW kernels are moved to XLA's NHWC and HWIO)."""
+    import numpy as np
+
+    xs = xla_out if isinstance(xla_out, tuple) else (xla_out,)
+    ts = torch_out if isinstance(torch_out, tuple) else (torch_out,)
+    worst = 0.0
+    for i, (x, t) in enumerate(zip(xs, ts)):
+        t = t.detach().numpy()
+        if t.ndim == 4:
+            t = t.transpose(0, 2, 3, 1) if i == 0 else t.transpose(2, 3, 1, 0)
+        x = np.asarray(x)
+        worst = max(worst, float(np.max(np.abs(x - t)) / np.max(np.abs(t))))
+    return worst
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
+    args = ap.parse_args()
+
+    import jax
+    import torch
+
+    torch.set_num_threads(args.threads)
+    for name, flops, (xf, xargs), (tf, targs) in _cases():
+        xla_out = jax.block_until_ready(xf(*xargs))
+        with torch.no_grad() if "gradient" not in name else torch.enable_grad():
+            torch_out = tf(*targs)
+        difference = _same_result(xla_out, torch_out)
+        if difference > 1e-4:
+            raise SystemExit(f"{name}: XLA and PyTorch disagree (relative difference {difference:.2e})")
+        times = {"xla": [], "torch": []}
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(xf(*xargs))
+            times["xla"].append(time.perf_counter() - t0)
+            with torch.no_grad() if "gradient" not in name else torch.enable_grad():
+                t0 = time.perf_counter()
+                tf(*targs)
+                times["torch"].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(
+            json.dumps(
+                {
+                    "case": name,
+                    "xla_ms": round(1e3 * med["xla"], 2),
+                    "torch_ms": round(1e3 * med["torch"], 2),
+                    "xla_gflops": round(flops / med["xla"] / 1e9, 1),
+                    "torch_gflops": round(flops / med["torch"] / 1e9, 1),
+                    "xla_vs_torch": round(med["xla"] / med["torch"], 3),
+                    "relative_difference": float(f"{difference:.1e}"),
+                }
+            ),
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
