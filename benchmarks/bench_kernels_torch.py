@@ -61,57 +61,39 @@ def _cases():
         ("bmm window", 2 * 2048 * 64 * 24 * 64, (jax.jit(jnp.matmul), (q, kt)), (torch.bmm, (tq, tkt)))
     )
 
-    (x, w), (tx, tw) = arrays((4, 64, 64, 96), (3, 3, 96, 96))
-    flops = 2 * 4 * 64 * 64 * 96 * 96 * 9
-    tx_nchw = tx.permute(0, 3, 1, 2).contiguous()
-    tw_oihw = tw.permute(3, 2, 0, 1).contiguous()
+    def conv_case(name, x_shape, k, c_out, stride, gradient=False):
+        """A k x k convolution with PyTorch's symmetric padding k // 2: forward, or the gradient
+        of sum(y^2) with respect to input and kernel. PyTorch gets the same values in NCHW/OIHW."""
+        (x, w), (tx, tw) = arrays(x_shape, (k, k, x_shape[-1], c_out))
+        b, h, wd, c_in = x_shape
+        flops = 2 * b * (h // stride) * (wd // stride) * c_in * c_out * k * k
+        pad = k // 2
 
-    def xla_conv(x, w):
-        return jax.lax.conv_general_dilated(
-            x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
+        def xla_conv(x, w):
+            return jax.lax.conv_general_dilated(
+                x, w, (stride, stride), ((pad, pad), (pad, pad)),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
 
-    def xla_conv_loss(x, w):
-        return jnp.sum(xla_conv(x, w) ** 2)
+        def torch_conv(x, w):
+            return torch.nn.functional.conv2d(x, w, stride=stride, padding=pad)
 
-    def torch_conv(x, w):
-        return torch.nn.functional.conv2d(x, w, padding=1)
+        def torch_conv_grad(x, w):
+            x = x.detach().requires_grad_(True)
+            w = w.detach().requires_grad_(True)
+            (torch_conv(x, w) ** 2).sum().backward()
+            return x.grad, w.grad
 
-    def torch_conv_grad(x, w):
-        x = x.detach().requires_grad_(True)
-        w = w.detach().requires_grad_(True)
-        (torch_conv(x, w) ** 2).sum().backward()
-        return x.grad, w.grad
+        torch_args = (tx.permute(0, 3, 1, 2).contiguous(), tw.permute(3, 2, 0, 1).contiguous())
+        if gradient:
+            loss = lambda x, w: jnp.sum(xla_conv(x, w) ** 2)  # noqa: E731
+            xla = jax.jit(jax.grad(loss, argnums=(0, 1)))
+            return (name, 3 * flops, (xla, (x, w)), (torch_conv_grad, torch_args))
+        return (name, flops, (jax.jit(xla_conv), (x, w)), (torch_conv, torch_args))
 
-    cases.append(
-        ("conv3x3 96 @64 forward", flops, (jax.jit(xla_conv), (x, w)), (torch_conv, (tx_nchw, tw_oihw)))
-    )
-    cases.append(
-        (
-            "conv3x3 96 @64 gradient",
-            3 * flops,
-            (jax.jit(jax.grad(xla_conv_loss, argnums=(0, 1))), (x, w)),
-            (torch_conv_grad, (tx_nchw, tw_oihw)),
-        )
-    )
-    (x5, w5), (tx5, tw5) = arrays((4, 128, 128, 192), (5, 5, 192, 192))
-
-    def xla_conv_s2(x, w):
-        return jax.lax.conv_general_dilated(
-            x, w, (2, 2), ((2, 2), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
-
-    def torch_conv_s2(x, w):
-        return torch.nn.functional.conv2d(x, w, stride=2, padding=2)
-
-    cases.append(
-        (
-            "conv5x5 s2 192 @128 forward",
-            2 * 4 * 64 * 64 * 192 * 192 * 25,
-            (jax.jit(xla_conv_s2), (x5, w5)),
-            (torch_conv_s2, (tx5.permute(0, 3, 1, 2).contiguous(), tw5.permute(3, 2, 0, 1).contiguous())),
-        )
-    )
+    cases.append(conv_case("conv3x3 96 @64 forward", (4, 64, 64, 96), 3, 96, 1))
+    cases.append(conv_case("conv3x3 96 @64 gradient", (4, 64, 64, 96), 3, 96, 1, gradient=True))
+    cases.append(conv_case("conv5x5 s2 192 @128 forward", (4, 128, 128, 192), 5, 192, 2))
     return cases
 
 
@@ -143,9 +125,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     for name, flops, (xf, xargs), (tf, targs) in _cases():
+        # PyTorch's inputs do not require gradients, so its forward cases build no autograd graph.
         xla_out = jax.block_until_ready(xf(*xargs))
-        with torch.no_grad() if "gradient" not in name else torch.enable_grad():
-            torch_out = tf(*targs)
+        torch_out = tf(*targs)
         difference = _same_result(xla_out, torch_out)
         if difference > 1e-4:
             raise SystemExit(f"{name}: XLA and PyTorch disagree (relative difference {difference:.2e})")
@@ -154,10 +136,9 @@ def main() -> None:
             t0 = time.perf_counter()
             jax.block_until_ready(xf(*xargs))
             times["xla"].append(time.perf_counter() - t0)
-            with torch.no_grad() if "gradient" not in name else torch.enable_grad():
-                t0 = time.perf_counter()
-                tf(*targs)
-                times["torch"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            tf(*targs)
+            times["torch"].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
         print(
             json.dumps(
