@@ -557,6 +557,19 @@ class _Latents:
         for c in lat_chunks:
             latents.update(c)
 
+    def place(self, r: int, c: int, y_canvas: "_Canvas", z_canvas: "_Canvas", keep: bool) -> None:
+        """Puts tile (r, c)'s ŷ on ``y_canvas``; with ``keep``, also its symbols and latents (and
+        on the encoder side its scale indexes) for the caller's inspection."""
+        y_canvas.put("y_hat", r, c, self.y_hat)
+        if not keep:
+            return
+        z_canvas.put("z_symbols", r, c, self.z_int)
+        z_canvas.put("z_hat", r, c, self.z_hat)
+        y_canvas.put("y_symbols", r, c, np.concatenate(self.syms, axis=-1))
+        y_canvas.put("y_tilde", r, c, np.concatenate(self.tildes, axis=-1))
+        if self.indexes:
+            y_canvas.put("scale_indexes", r, c, np.concatenate(self.indexes, axis=-1))
+
 
 def _encode_latents(model: LoadedModel, y, z_sym, zc, yc, clock: _Clock) -> _Latents:
     """Range-codes (y, round(z - m)) as the encoder half of the module docstring's steps."""
@@ -794,13 +807,7 @@ def _compress_tiled(
             lat = _encode_latents(model, y, z_sym, zc, yc, clock)
             lat.digest_into(symbols, latents)
             coded.append(container.TileCode(lat.z_string, tuple(lat.y_strings)))
-            y_canvas.put("y_hat", r, c, lat.y_hat)
-            if keep_latents:
-                z_canvas.put("z_symbols", r, c, lat.z_int)
-                z_canvas.put("z_hat", r, c, lat.z_hat)
-                y_canvas.put("y_symbols", r, c, np.concatenate(lat.syms, axis=-1))
-                y_canvas.put("y_tilde", r, c, np.concatenate(lat.tildes, axis=-1))
-                y_canvas.put("scale_indexes", r, c, np.concatenate(lat.indexes, axis=-1))
+            lat.place(r, c, y_canvas, z_canvas, keep_latents)
             if estimate_bits:
                 z_table += zc.table_bits(lat.z_int)
                 for i, (s, k) in enumerate(zip(lat.syms, lat.indexes)):
@@ -926,12 +933,7 @@ def _decompress_tiled(bs, model, clock, zc, yc, t_start, keep_latents, progress)
                 model, code.z_string, code.y_strings, z_shape, zc, yc, clock, where
             )
             lat.digest_into(symbols, latents)
-            y_canvas.put("y_hat", r, c, lat.y_hat)
-            if keep_latents:
-                z_canvas.put("z_symbols", r, c, lat.z_int)
-                z_canvas.put("z_hat", r, c, lat.z_hat)
-                y_canvas.put("y_symbols", r, c, np.concatenate(lat.syms, axis=-1))
-                y_canvas.put("y_tilde", r, c, np.concatenate(lat.tildes, axis=-1))
+            lat.place(r, c, y_canvas, z_canvas, keep_latents)
             del lat
             bar.update(1)
         # Every tile's latent is checked before any pixel is synthesised.
