@@ -17,7 +17,12 @@ cd "$(dirname "$0")/.."
 DATA=$(readlink -f "$1"); OUT=$(readlink -f "$2"); BUDGET=${3:-420}
 PYTHON=${PYTHON:-python3}
 WORK=${WORK:-/tmp/bundled}
-declare -A LAMBDA=([1]=0.0035 [2]=0.0130 [3]=0.05)
+# The λ of each quality, from the one place that defines them.
+declare -A LAMBDA
+for q in 1 2 3; do
+  LAMBDA[$q]=$(PYTHONPATH=. "$PYTHON" -c "from configs.bundled import QUALITY_LAMBDAS; print(QUALITY_LAMBDAS[$q])") \
+    || { echo "cannot read configs/bundled.py's QUALITY_LAMBDAS" >&2; exit 1; }
+done
 mkdir -p "$OUT" "$WORK"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 "$PYTHON" -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__version__, \
