@@ -19,10 +19,9 @@ PYTHON=${PYTHON:-python3}
 WORK=${WORK:-/tmp/bundled}
 # The λ of each quality, from the one place that defines them.
 declare -A LAMBDA
-for q in 1 2 3; do
-  LAMBDA[$q]=$(PYTHONPATH=. "$PYTHON" -c "from configs.bundled import QUALITY_LAMBDAS; print(QUALITY_LAMBDAS[$q])") \
-    || { echo "cannot read configs/bundled.py's QUALITY_LAMBDAS" >&2; exit 1; }
-done
+read -r LAMBDA[1] LAMBDA[2] LAMBDA[3] < <(PYTHONPATH=. "$PYTHON" -c \
+  "from configs.bundled import QUALITY_LAMBDAS as q; print(q[1], q[2], q[3])")
+[ -n "${LAMBDA[3]:-}" ] || { echo "cannot read configs/bundled.py's QUALITY_LAMBDAS" >&2; exit 1; }
 mkdir -p "$OUT" "$WORK"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 "$PYTHON" -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__version__, \

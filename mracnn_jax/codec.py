@@ -560,15 +560,11 @@ class _Latents:
     def place(self, r: int, c: int, y_canvas: "_Canvas", z_canvas: "_Canvas", keep: bool) -> None:
         """Puts tile (r, c)'s ŷ on ``y_canvas``; with ``keep``, also its symbols and latents (and
         on the encoder side its scale indexes) for the caller's inspection."""
-        y_canvas.put("y_hat", r, c, self.y_hat)
-        if not keep:
-            return
-        z_canvas.put("z_symbols", r, c, self.z_int)
-        z_canvas.put("z_hat", r, c, self.z_hat)
-        y_canvas.put("y_symbols", r, c, np.concatenate(self.syms, axis=-1))
-        y_canvas.put("y_tilde", r, c, np.concatenate(self.tildes, axis=-1))
-        if self.indexes:
-            y_canvas.put("scale_indexes", r, c, np.concatenate(self.indexes, axis=-1))
+        arrays = _latent_arrays(self) if keep else {"y_hat": self.y_hat}
+        if keep and self.indexes:
+            arrays["scale_indexes"] = np.concatenate(self.indexes, axis=-1)
+        for name, value in arrays.items():
+            (z_canvas if name.startswith("z_") else y_canvas).put(name, r, c, value)
 
 
 def _encode_latents(model: LoadedModel, y, z_sym, zc, yc, clock: _Clock) -> _Latents:
