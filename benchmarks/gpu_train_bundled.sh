@@ -5,7 +5,9 @@
 #   benchmarks/gpu_train_bundled.sh DATA_ROOT OUT_DIR [SECONDS]
 #
 # INIT_FROM=DIR continues from the model files DIR/mracnn-bundled-q{1,2,3}.mracnn (e.g.
-# mracnn_jax/assets/models) with a fresh optimiser, instead of a random initialisation.
+# mracnn_jax/assets/models; links to one file fork all three from it) with a fresh optimiser,
+# instead of a random initialisation. LR (default 2e-4), BATCH (16), CROP (256), WORKERS (5) and
+# MEM_FRACTION (0.3) override the run's settings.
 # DATA_ROOT has the layout of ../shared/data (train/bsds500/{train,test,val}, train/cid22).
 # The three runs share the GPU (each may take 30 % of its memory) and stop cleanly when SECONDS
 # (default 420, compilation included) are spent: checkpoint, validation on 8 held-out images,
@@ -19,7 +21,7 @@ PYTHON=${PYTHON:-python3}
 WORK=${WORK:-/tmp/bundled}
 # The λ of each quality, from the one place that defines them.
 declare -A LAMBDA
-read -r LAMBDA[1] LAMBDA[2] LAMBDA[3] < <(PYTHONPATH=. "$PYTHON" -c \
+read -r LAMBDA[1] LAMBDA[2] LAMBDA[3] < <(PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -c \
   "from configs.bundled import QUALITY_LAMBDAS as q; print(q[1], q[2], q[3])")
 [ -n "${LAMBDA[3]:-}" ] || { echo "cannot read configs/bundled.py's QUALITY_LAMBDAS" >&2; exit 1; }
 mkdir -p "$OUT" "$WORK"
