@@ -15,6 +15,7 @@ set -u
 T0=$(date +%s)
 KIT=$(readlink -f "${1:?usage: gpu_lease.sh KIT_DIR}")
 DEADLINE=${DEADLINE:-540}
+: "${OUT:?OUT must name the folder the models and logs are written to}"
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site "$KIT"/whl/*.whl || exit 1
@@ -30,8 +31,8 @@ python3 -c "import sys, jax, flax, optax, numpy, orbax.checkpoint as o; print(sy
 'jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'orbax', o.__version__, \
 'numpy', numpy.__version__, jax.devices())"
 
-echo "== benchmarks/gpu_train.sh ($(( $(date +%s) - T0 )) s in)"
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
+  echo "== benchmarks/gpu_train.sh ($(( $(date +%s) - T0 )) s in)"
   timeout "${BENCH_TIMEOUT:-230}" benchmarks/gpu_train.sh 2>&1 | tee /tmp/bundled/gpu_train.log | tail -30
   echo "gpu_train.sh exit status ${PIPESTATUS[0]}"
 fi
@@ -40,4 +41,4 @@ BUDGET=$(( DEADLINE - ($(date +%s) - T0) - ${MARGIN:-80} ))
 echo "== benchmarks/gpu_train_bundled.sh, budget $BUDGET s ($(( $(date +%s) - T0 )) s in)"
 INIT_FROM=/tmp/init LR=${LR:-1e-4} benchmarks/gpu_train_bundled.sh "$KIT/data" "$OUT" "$BUDGET"
 echo "== done $(( $(date +%s) - T0 )) s in"
-[ -f /tmp/bundled/gpu_train.log ] && tail -3 /tmp/bundled/gpu_train.log
+if [ -f /tmp/bundled/gpu_train.log ]; then tail -3 /tmp/bundled/gpu_train.log; fi
