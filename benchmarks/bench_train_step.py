@@ -11,7 +11,8 @@ FLOPs per step are XLA's cost analysis of the *lowered* step (before backend opt
 whatever the backend's compiler later fuses or hands to a library is still counted). The count of
 the compiled step is printed beside it: on the CPU the two agree to about 1 %, but on a GPU the
 compiled count leaves out the convolutions that XLA hands to cuDNN (configs/mracnn.py at batch 16:
-155 GFLOPs per step compiled for an H200, 4,683 lowered), so it must not be used for MFU. The input pipeline is left out on purpose (it is measured by
+155 GFLOPs per step compiled for an H200, 4,683 lowered), so it must not be used for MFU. The
+input pipeline is left out on purpose (it is measured by
 ``python -m mracnn_jax.training.input_pipeline``).
 
     python benchmarks/bench_train_step.py --config configs/mracnn.py --batch 16 --steps 200 \
