@@ -25,9 +25,11 @@ read -r LAMBDA[1] LAMBDA[2] LAMBDA[3] < <(PYTHONPATH=".${PYTHONPATH:+:$PYTHONPAT
   "from configs.bundled import QUALITY_LAMBDAS as q; print(q[1], q[2], q[3])")
 [ -n "${LAMBDA[3]:-}" ] || { echo "cannot read configs/bundled.py's QUALITY_LAMBDAS" >&2; exit 1; }
 mkdir -p "$OUT" "$WORK"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
-"$PYTHON" -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__version__, \
-'flax', flax.__version__, 'optax', optax.__version__, 'orbax', o.__version__, jax.devices())"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader \
+  2>/dev/null
+"$PYTHON" -c "import sys, jax, flax, optax, numpy, orbax.checkpoint as o; \
+print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, 'optax', \
+optax.__version__, 'orbax', o.__version__, 'numpy', numpy.__version__, jax.devices())"
 
 for q in 1 2 3; do
   wd="$WORK/q$q"
