@@ -8,7 +8,17 @@ Layout (``zipfile``, entries stored uncompressed, each with its CRC-32):
   {library versions}}``;
 * ``params/<path>.npy`` for every parameter, a NumPy .npy array (no pickle), where ``<path>``
   is the '/'-joined key path of the parameter in the ``params`` pytree, e.g.
-  ``g_a/conv_0/kernel``.
+  ``g_a/conv_0/kernel``;
+* optionally (after the parameters), the z range-coding tables of the factorized prior
+  (``mracnn_jax.coding.tables.z_coding_tables``): ``coding/z_offsets.npy`` (float32 ``[C]``, the
+  quantisation offsets), ``coding/z_cdf.npy`` (int32, tfc's flat cdf rows) and
+  ``coding/z_cdf_offset.npy`` (int32 ``[C]``), described in the header under ``"coding"``:
+  ``{"precision", "tail_mass", "params_digest", "arrays": {name: {"shape", "dtype"}},
+  "computed_by": {library versions, backend}}``. They are computed once, when the file is written,
+  from the parameters as ``load_model`` returns them, so every decoder uses the same integers
+  whatever its floating point. Files without them (written before they existed) are still
+  format version 1 and load as before; ``load_coding_tables`` returns None for them, and
+  ``add_coding_tables`` adds them, leaving every other entry byte for byte as it was.
 
 Nothing in it depends on the library versions that wrote it (no pickle, no orbax, no Flax
 serialisation): any reader with a zip and a .npy parser can load it.
@@ -25,6 +35,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -36,12 +47,17 @@ FORMAT = "mracnn-jax-model"
 FORMAT_VERSION = 1
 HEADER_NAME = "header.json"
 PARAMS_PREFIX = "params/"
+CODING_PREFIX = "coding/"
+CODING_ARRAYS = {"z_offsets": "<f4", "z_cdf": "<i4", "z_cdf_offset": "<i4"}  # name: dtype
 STORAGE_DTYPES = ("float32", "float16")
 
 __all__ = [
     "ModelFileError",
+    "add_coding_tables",
+    "compute_coding_tables",
     "export_from_checkpoint",
     "flatten_params",
+    "load_coding_tables",
     "load_model",
     "params_digest",
     "read_header",
@@ -170,11 +186,11 @@ def _json_to_config(d: Mapping[str, Any]) -> ml_collections.ConfigDict:
 # Save / load.
 
 
-def _library_versions() -> dict[str, str]:
+def _library_versions(names=("mracnn-jax", "jax", "flax", "numpy")) -> dict[str, str]:
     import importlib.metadata as md
 
     out = {}
-    for name in ("mracnn-jax", "jax", "flax", "numpy"):
+    for name in names:
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -189,6 +205,7 @@ def save_model(
     *,
     metadata: Mapping[str, Any] | None = None,
     dtype: str = "float32",
+    coding_tables: bool = True,
 ) -> str:
     """Writes the model file atomically (a temporary file renamed into place).
 
@@ -198,6 +215,10 @@ def save_model(
       params: the 'params' pytree (nested mapping of arrays).
       metadata: optional JSON-serialisable dict (step, λ, metrics, ...).
       dtype: storage dtype of floating parameters, 'float32' (exact) or 'float16'.
+      coding_tables: also store the z coding tables, computed (with JAX) from the parameters as
+        ``load_model`` will return them, when they include a factorized prior
+        (``entropy_bottleneck``); parameters without one, or whose prior gives no valid
+        probabilities (a warning then), get none.
 
     Returns:
       The digest stored in the header (of the parameters as ``load_model`` will return them).
@@ -214,6 +235,12 @@ def save_model(
         stored[k] = _canonical(a)
     loaded_view = {k: _as_loaded(a) for k, a in stored.items()}
     digest = params_digest(loaded_view)
+    tables = None
+    if coding_tables:
+        try:
+            tables = compute_coding_tables(unflatten_params(loaded_view))
+        except ValueError as e:  # e.g. a diverged prior (non-finite pmf): still save the params
+            warnings.warn(f"model file {os.fspath(path)!r} written without z coding tables: {e}")
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -226,6 +253,23 @@ def save_model(
         "metadata": json.loads(json.dumps(dict(metadata or {}), default=_json_default)),
         "created_by": _library_versions(),
     }
+    if tables is not None:
+        header["coding"] = _coding_header(tables, digest)
+
+    def write(zf: zipfile.ZipFile) -> None:
+        zf.writestr(HEADER_NAME, json.dumps(header, indent=1, sort_keys=True))
+        for k in sorted(stored):
+            with zf.open(PARAMS_PREFIX + k + ".npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, stored[k], allow_pickle=False)
+        if tables is not None:
+            _write_coding_arrays(zf, tables)
+
+    _write_atomically(path, write)
+    return digest
+
+
+def _write_atomically(path: str | os.PathLike, write) -> None:
+    """``write(zipfile)`` into a temporary file beside ``path``, then renamed onto it."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -233,16 +277,18 @@ def save_model(
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            zf.writestr(HEADER_NAME, json.dumps(header, indent=1, sort_keys=True))
-            for k in sorted(stored):
-                with zf.open(PARAMS_PREFIX + k + ".npy", "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, stored[k], allow_pickle=False)
+            write(zf)
+        if os.path.exists(path):  # a rewritten file keeps its permissions
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+        else:  # not mkstemp's 0600: what open() would give
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    return digest
 
 
 def _json_default(v: Any) -> Any:
@@ -361,6 +407,159 @@ def load_model(
         unflatten_params(flat),
         dict(header.get("metadata") or {}),
     )
+
+
+# -------------------------------------------------------------------------------------------------
+# z coding tables.
+
+
+def compute_coding_tables(params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``coding.tables.z_coding_tables`` of the parameters' factorized prior (with JAX), or None
+    when they have no well-formed ``entropy_bottleneck``."""
+    from mracnn_jax.coding import tables  # JAX only when tables are computed
+
+    prior = tables.prior_params_of(params)
+    return None if prior is None else tables.z_coding_tables(prior)
+
+
+def _coding_header(tables: Mapping[str, Any], digest: str) -> dict[str, Any]:
+    versions = _library_versions(("mracnn-jax", "jax", "jaxlib", "numpy"))
+    try:
+        import jax
+
+        versions["backend"] = jax.default_backend()
+    except ImportError:  # tables handed in by a caller without JAX
+        pass
+    return {
+        "precision": int(tables["precision"]),
+        "tail_mass": float(tables["tail_mass"]),
+        "params_digest": digest,
+        "arrays": {
+            name: {"shape": list(np.shape(tables[name])), "dtype": dtype}
+            for name, dtype in CODING_ARRAYS.items()
+        },
+        "computed_by": versions,
+    }
+
+
+def _write_coding_arrays(zf: zipfile.ZipFile, tables: Mapping[str, Any]) -> None:
+    for name, dtype in CODING_ARRAYS.items():
+        with zf.open(CODING_PREFIX + name + ".npy", "w", force_zip64=True) as f:
+            a = np.ascontiguousarray(tables[name], dtype=dtype)
+            np.lib.format.write_array(f, a, allow_pickle=False)
+
+
+def _check_tables(t: dict[str, Any], where: str) -> None:
+    """The tables are what a range coder can use: C rows ``[-precision, 0, ..., 2^precision]``,
+    strictly increasing (every bin at least 1), one per offset."""
+    c, p = len(t["z_offsets"]), t["precision"]
+    cdf = t["z_cdf"].astype(np.int64)
+    starts = np.flatnonzero(cdf < 0)
+    ends = np.append(starts[1:], len(cdf)) - 1
+    step = np.ones(max(len(cdf) - 1, 0), bool)  # diffs inside a row, after its 0
+    step[starts[starts < len(step)]] = False
+    step[starts[1:] - 1] = False
+    ok = (
+        1 <= p <= 16
+        and c > 0
+        and t["z_cdf_offset"].shape == (c,)
+        and bool(np.all(np.isfinite(t["z_offsets"])))
+        and len(starts) == c
+        and starts[0] == 0
+        and bool(np.all(cdf[starts] == -p))
+        and bool(np.all(ends - starts >= 3))
+        and bool(np.all(cdf[starts + 1] == 0))
+        and bool(np.all(cdf[ends] == 1 << p))
+        and bool(np.all(np.diff(cdf)[step] > 0))
+    )
+    if not ok:
+        raise ModelFileError(f"{where}: the z coding tables are malformed")
+
+
+def load_coding_tables(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The stored z coding tables, or None for a model file without them.
+
+    Returns:
+      ``{"z_offsets": float32 [C], "z_cdf": int32 flat, "z_cdf_offset": int32 [C],
+      "precision": int, "tail_mass": float}``, as ``coding.tables.z_coding_tables`` gives them.
+
+    Raises:
+      ModelFileError: the tables are corrupt, malformed, or belong to other parameters.
+    """
+    spath = os.fspath(path)
+    with _open(spath) as zf:
+        header = _read_header(zf, spath)
+        coding = header.get("coding")
+        if coding is None:
+            return None
+        try:
+            specs = coding["arrays"]
+            out: dict[str, Any] = {"precision": int(coding["precision"])}
+            out["tail_mass"] = float(coding["tail_mass"])
+            if coding["params_digest"] != header["params_digest"]:
+                raise ModelFileError(f"{spath!r}: the z coding tables belong to other parameters")
+            for name, dtype in CODING_ARRAYS.items():
+                with zf.open(CODING_PREFIX + name + ".npy") as f:
+                    a = np.lib.format.read_array(f, allow_pickle=False)
+                if a.dtype.str != dtype or a.ndim != 1 or list(a.shape) != specs[name]["shape"]:
+                    raise ModelFileError(f"{spath!r}: z coding array {name!r} is malformed")
+                out[name] = a
+        except (KeyError, TypeError, ValueError, zipfile.BadZipFile, OSError, EOFError) as e:
+            if isinstance(e, ModelFileError):
+                raise
+            raise ModelFileError(f"{spath!r}: z coding tables are corrupt ({e!r})") from e
+    _check_tables(out, repr(spath))
+    return out
+
+
+def add_coding_tables(
+    path: str | os.PathLike, tables: Mapping[str, Any] | None = None, *, replace: bool = False
+) -> dict[str, Any] | None:
+    """Adds the z coding tables to an existing model file, in place (atomically).
+
+    The header gains its ``"coding"`` key; every parameter entry is rewritten byte for byte as it
+    was (same name, time stamp and data) and the tables follow them. The parameters, config,
+    metadata and digest do not change. ``tables`` default to ``compute_coding_tables`` of the
+    parameters as ``load_model`` returns them (with this process's JAX); tables handed in must
+    be that too (the header records this process's library versions as ``computed_by``).
+
+    Returns:
+      The tables now in the file: the stored ones, untouched, if it already has tables and
+      ``replace`` is false; None (file untouched) if the parameters have no factorized prior.
+    """
+    spath = os.fspath(path)
+    if not replace:
+        existing = load_coding_tables(spath)
+        if existing is not None:
+            return existing
+    _, params, _ = load_model(spath)  # also checks the digest
+    tables = compute_coding_tables(params) if tables is None else tables
+    if tables is None:
+        return None
+    with _open(spath) as zf:
+        header = _read_header(zf, spath)
+        header_info = zf.getinfo(HEADER_NAME)
+        entries = [
+            (info, zf.read(info))
+            for info in zf.infolist()
+            if info.filename != HEADER_NAME and not info.filename.startswith(CODING_PREFIX)
+        ]
+    header["coding"] = _coding_header(tables, header["params_digest"])
+
+    def copy_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
+        new = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+        new.compress_type, new.external_attr = info.compress_type, info.external_attr
+        return new
+
+    def write(zf: zipfile.ZipFile) -> None:
+        zf.writestr(copy_info(header_info), json.dumps(header, indent=1, sort_keys=True))
+        for info, data in entries:
+            with zf.open(copy_info(info), "w", force_zip64=True) as f:
+                f.write(data)
+        _write_coding_arrays(zf, tables)
+
+    _write_atomically(spath, write)
+    return load_coding_tables(spath)
 
 
 # -------------------------------------------------------------------------------------------------
