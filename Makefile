@@ -1,12 +1,16 @@
 # Two environments:
 #   .venv      Python 3.11, the pinned set beside tensorflow-compression 2.14.1 (requirements/py311-tf.txt)
 #   .venv-new  Python 3.11, the newest JAX/Flax/optax/orbax with numpy 2 and no TensorFlow
-#              (requirements/py311-new.txt); the model, training and checkpoint tests run here too.
+#              (requirements/py311-new.txt); the model, training, checkpoint and coding tests run
+#              here too, and files written in each environment are decoded in the other
+#              (tests/test_cross_env.py, run from .venv with MRACNN_OTHER_PYTHON).
 PYTHON ?= python3.11
 VENV := .venv
 VENV_NEW := .venv-new
 PYTEST_ARGS ?=
-NEW_ENV_TESTS ?= tests/test_elsa.py tests/test_model.py tests/test_training.py tests/test_checkpoint.py
+NEW_ENV_TESTS ?= tests/test_elsa.py tests/test_model.py tests/test_training.py tests/test_checkpoint.py \
+    tests/test_format.py tests/test_scale_agreement.py tests/test_range_coder.py tests/test_tables.py \
+    tests/test_codec.py tests/test_tiling.py tests/test_portability.py
 
 .PHONY: install install-new test test-torch demo clean
 
@@ -47,7 +51,8 @@ test: $(VENV)/.installed $(VENV)/.torch-installed $(VENV_NEW)/.installed
 	@$(VENV_NEW)/bin/python -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS) $(NEW_ENV_TESTS) \
 	    >.pytest-new.log 2>&1 & new=$$!; \
 	echo "== .venv (pinned set with tensorflow-compression): all tests"; \
-	$(VENV)/bin/python -m pytest -q -rs $(PYTEST_ARGS); main=$$?; \
+	MRACNN_OTHER_PYTHON=$(VENV_NEW)/bin/python $(VENV)/bin/python -m pytest -q -rs $(PYTEST_ARGS); \
+	main=$$?; \
 	wait $$new; newrc=$$?; \
 	echo "== .venv-new (numpy 2, newest JAX): $(NEW_ENV_TESTS)"; cat .pytest-new.log; \
 	test $$main -eq 0 && test $$newrc -eq 0

@@ -1,4 +1,4 @@
-"""Images to ``.mrac`` bytes and back: the JAX networks plus tensorflow-compression range coding.
+"""Images to ``.mrac`` bytes and back: the JAX networks plus a numba range coder.
 
     data = compress(image, model)          # image: uint8 [H, W, 3] / [H, W] array or PIL image
     image = decompress(data, model)        # uint8 [H, W, 3] (RGB) or [H, W] (grayscale)
@@ -7,45 +7,50 @@
 Encoder (decoder steps marked D, in the same order, with the same jitted functions):
 
     x (padded to a multiple of 64, centred zeros) -> y = g_a(x), z = h_a(y)
-    s_z = round(z - m)                                 m = z_offsets(), per-channel medians
+    s_z = round(z - m)                                 m: per-channel medians, stored in the model
   D z^ = s_z + m;  (means, scales) = h_s(z^)
     for each slice i:
-  D   (mu_i, k_i, support_i) = slice_i(means, scales, y^_0 .. y^_{i-1})    k_i: scale index
+  D   (mu_i, f_i, support_i) = slice_i(means, scales, y^_0 .. y^_{i-1})  f_i = scale_to_index(sigma_i)
+  D   k_i = clip(round(f_i), 0, 63), agreed on through the slice's agreement block
       s_i = round(y_i - mu_i);  range-code s_i with the Gaussian table k_i
   D   y~_i = s_i + mu_i;  y^_i = refine_i(support_i, y~_i)                  (LRP)
   D x^ = g_s(y^), cropped, rounded to uint8
 
-The scale index is ``round(scale_to_index(sigma))`` clipped to [0, 63], computed inside the jitted
-slice function, so encoder and decoder derive it from the same floats. Every network piece is one
-``jax.jit`` function per architecture (``NetworkPieces``, shared by all models of one config, the
-parameters are an argument), compiled once per padded shape and cached by JAX (see
-``LoadedModel.compilations``); ``enable_compilation_cache`` adds JAX's persistent cache across
-processes.
+Portability: the range coder's inputs are integers that float noise cannot change. The z tables
+and offsets are stored in the model file (``coding.tables``); the y tables are a package asset;
+the scale indexes are agreed on by ``coding.scale_agreement`` (the decoder's sigma may differ from
+the encoder's by 1.23e-4 relative); mu and the LRP only move the reconstruction by float noise.
+Every network piece is one ``jax.jit`` function per architecture (``NetworkPieces``, shared by all
+models of one config, the parameters are an argument), compiled once per padded shape and cached
+by JAX (see ``LoadedModel.compilations``); ``enable_compilation_cache`` adds JAX's persistent
+cache across processes.
 
-Guard: the file stores SHA-256[:16] of the integer symbols (s_z, s_0..s_{S-1}) and of the float32
-quantised latents (z^, y~_0..y~_{S-1}). The decoder recomputes both before synthesis and raises
-``LatentMismatchError`` if either differs, so a decoder whose entropy parameters or floating
-point differ from the encoder's fails loudly instead of returning a wrong image.
+Guard: the file stores SHA-256[:16] of the integer symbols (s_z, s_0..s_{S-1}) and of the scale
+indexes (k_0..k_{S-1}). The decoder checks the index digest and the symbol digest before
+synthesis and raises ``LatentMismatchError`` if either differs, so a decoder whose entropy
+parameters differ beyond the tolerance, or a damaged file, fails loudly instead of returning a
+wrong image. Nothing float is digested: decoders on other machines return the same image up to
+float noise.
 
 Colour: RGB is coded as is; grayscale (``L``, ``1``, 16-bit ``I;16`` reduced to 8 bits with a
 warning) is coded as RGB with equal channels and decoded back to ``L`` (ITU-R 601 luma of the
 reconstruction); palette images without transparency, CMYK and YCbCr are coded and decoded as RGB.
 Images with an alpha channel and 32-bit integer or float images are refused.
 
-Tiled coding (``tile=T``, version-2 files, ``mracnn_jax.coding.tiling``): the image is cut into
+Tiled coding (``tile=T``, version-4 files, ``mracnn_jax.coding.tiling``): the image is cut into
 ``T x T`` tiles coded one after another, each with its own z, hyperprior and strings; optionally g_a
 sees a halo of neighbouring pixels and g_s a halo of neighbouring latents (no pixel is coded twice
 either way; the default is no halo, see docs/benchmarks.md). The decoder range-decodes every tile,
 checks the digests (over all tiles in order), then synthesises tile after tile: memory follows the
 tile size.
 
-TensorFlow is imported only when something is coded (``mracnn_jax.coding.tfc_models``).
+No TensorFlow: ``coding.tfc_models`` keeps tensorflow-compression's coder as the reference the
+tests compare the numba coder with, byte for byte.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
 import warnings
@@ -57,23 +62,24 @@ import ml_collections
 import numpy as np
 
 from mracnn_jax import model_file
-from mracnn_jax.coding import container, tiling
+from mracnn_jax.coding import coders, container, scale_agreement, tables, tiling
 from mracnn_jax.coding.container import Bitstream, ContainerError
-from mracnn_jax.entropy.gaussian import NUM_SCALES, scale_to_index
+from mracnn_jax.coding.range_coder import RangeCodingError
+from mracnn_jax.entropy.gaussian import scale_to_index
 from mracnn_jax.models.compressor import DOWNSAMPLING
 from mracnn_jax.models.padding import padding_amounts
 from mracnn_jax.models.registry import build_model, init_params
 
 __all__ = [
+    "AUTO_TILE_PIXELS",
+    "DEFAULT_HALO",
+    "DEFAULT_TILE",
     "CodecError",
     "CompressionResult",
     "ContainerError",
     "DecompressionResult",
     "ImageError",
     "LatentMismatchError",
-    "AUTO_TILE_PIXELS",
-    "DEFAULT_HALO",
-    "DEFAULT_TILE",
     "LoadedModel",
     "ModelMismatchError",
     "NetworkPieces",
@@ -254,12 +260,6 @@ class NetworkPieces:
         def apply(p, method, *args):
             return module.apply({"params": p}, *args, method=method)
 
-        def offsets(p):
-            return apply(p, lambda m: m.z_offsets())
-
-        def z_likelihood(p, z):
-            return apply(p, lambda m, z: m.z_likelihood(z), z)
-
         def analysis(p, x, off):
             y = apply(p, lambda m, x: m.analysis(x), x)
             z = apply(p, lambda m, y: m.hyper_analysis(y), y)
@@ -284,8 +284,7 @@ class NetworkPieces:
                     scales,
                     list(support),
                 )
-                index = jnp.clip(jnp.round(scale_to_index(sigma)), 0, NUM_SCALES - 1)
-                return mu, index, mean_support
+                return mu, scale_to_index(sigma), mean_support
 
             return f
 
@@ -301,8 +300,6 @@ class NetworkPieces:
             x = apply(p, lambda m, y: m.synthesis(y), y_hat)
             return jnp.round(jnp.clip(x, 0.0, 1.0) * 255.0).astype(jnp.uint8)
 
-        self.offsets = jax.jit(offsets)
-        self.z_likelihood = jax.jit(z_likelihood)
         self.analysis = jax.jit(analysis)
         self.analysis_cropped = jax.jit(analysis_cropped, static_argnums=3)
         self.hyper_synthesis = jax.jit(hyper_synthesis)
@@ -312,8 +309,6 @@ class NetworkPieces:
 
     def functions(self) -> dict:
         named = {
-            "offsets": self.offsets,
-            "z_likelihood": self.z_likelihood,
             "analysis": self.analysis,
             "analysis_cropped": self.analysis_cropped,
             "hyper_synthesis": self.hyper_synthesis,
@@ -347,7 +342,14 @@ class LoadedModel:
     the same model.
     """
 
-    def __init__(self, config, params, metadata: dict | None = None, digest: str | None = None):
+    def __init__(
+        self,
+        config,
+        params,
+        metadata: dict | None = None,
+        digest: str | None = None,
+        coding_tables: dict | None = None,
+    ):
         self.config = ml_collections.FrozenConfigDict(_model_config(config))
         self.pieces = pieces_for(self.config)
         self.module = self.pieces.module
@@ -358,7 +360,7 @@ class LoadedModel:
         self.params = jax.tree_util.tree_map(jnp.asarray, host)
         self.metadata = dict(metadata or {})
         self.num_slices = self.pieces.num_slices
-        self._offsets: np.ndarray | None = None
+        self._coding_tables = coding_tables
         self._z_coder = None
 
     # -- construction --------------------------------------------------------------------------
@@ -367,7 +369,10 @@ class LoadedModel:
         """From a model file written by ``model_file.save_model`` / ``mracnn export``."""
         config, params, metadata = model_file.load_model(path)
         header = model_file.read_header(path)
-        return cls(config, params, metadata, digest=header["params_digest"])
+        return cls(
+            config, params, metadata, digest=header["params_digest"],
+            coding_tables=model_file.load_coding_tables(path),
+        )  # fmt: skip
 
     @classmethod
     def from_config(cls, config, seed: int = 0) -> LoadedModel:
@@ -386,12 +391,18 @@ class LoadedModel:
         """Compiled executables over all pieces of this architecture (grows only on new shapes)."""
         return sum(self.pieces.compilations().values())
 
+    def coding_tables(self) -> dict:
+        """The z offsets and tables (``coding.tables.z_coding_tables``): those stored in the
+        model file, or computed from the parameters for a model without them (a model file
+        written before they were stored, or a model built in memory)."""
+        if self._coding_tables is None:
+            self._coding_tables = tables.z_coding_tables(self.params["entropy_bottleneck"])
+        return self._coding_tables
+
     @property
     def offsets(self) -> np.ndarray:
         """z quantisation offsets ``[Z]`` (the prior's medians), float32."""
-        if self._offsets is None:
-            self._offsets = np.asarray(self.pieces.offsets(self.params), np.float32)
-        return self._offsets
+        return self.coding_tables()["z_offsets"]
 
     def analysis(self, x, offsets):
         """x ``[1, H, W, 3]`` -> (y, round(z - m))."""
@@ -409,7 +420,7 @@ class LoadedModel:
         return self.pieces.hyper_synthesis(self.params, z_hat)
 
     def slice_parameters(self, i: int, means, scales, decoded):
-        """(mu_i, scale index k_i (float32, integer-valued), mean support) for slice ``i``."""
+        """(mu_i, pre-rounding scale index f_i (float32), mean support) for slice ``i``."""
         support = tuple(decoded[: self.pieces.num_support[i]])
         return self.pieces.slices[i](self.params, means, scales, *support)
 
@@ -422,24 +433,17 @@ class LoadedModel:
         return self.pieces.synthesis(self.params, y_hat)
 
     # -- range coders ----------------------------------------------------------------------------
-    def z_coder(self):
-        """The tfc z coder with tables from this model's prior (built once per model)."""
+    def z_coder(self) -> coders.ZCoder:
+        """The z coder with this model's stored tables (built once per model)."""
         if self._z_coder is None:
-            from mracnn_jax.coding import tfc_models
-
-            self._z_coder = tfc_models.ZCoder.from_prior(
-                functools.partial(self.pieces.z_likelihood, self.params),
-                self.params["entropy_bottleneck"],
-                self.offsets,
-            )
+            t = self.coding_tables()
+            self._z_coder = coders.ZCoder(t["z_cdf"], t["z_cdf_offset"], t["precision"])
         return self._z_coder
 
     @staticmethod
-    def y_coder():
-        """The tfc y coder (shared by every model)."""
-        from mracnn_jax.coding import tfc_models
-
-        return tfc_models.y_coder()
+    def y_coder() -> coders.YCoder:
+        """The y coder (shared by every model)."""
+        return coders.y_coder()
 
 
 # -------------------------------------------------------------------------------------------------
@@ -480,21 +484,20 @@ class DecompressionResult:
     seconds: dict
 
 
-def _digest_chunks(z_sym, y_syms, z_hat, y_tildes) -> tuple[list[bytes], list[bytes]]:
+def _digest_chunks(z_sym, y_syms, indexes) -> tuple[list[bytes], list[bytes]]:
+    """Integer chunks of the two digests: the symbols (z, then y slice by slice) and the y
+    scale indexes, int32 little-endian, C order. Nothing float is digested: the reconstruction
+    may differ between machines by float noise, the integers may not."""
+
     def ints(a):
         return np.ascontiguousarray(a, "<i4").tobytes()
 
-    def floats(a):
-        return np.ascontiguousarray(a, "<f4").tobytes()
-
-    return [ints(z_sym)] + [ints(s) for s in y_syms], [floats(z_hat)] + [
-        floats(t) for t in y_tildes
-    ]
+    return [ints(z_sym)] + [ints(s) for s in y_syms], [ints(k) for k in indexes]
 
 
-def _digests(z_sym, y_syms, z_hat, y_tildes) -> tuple[bytes, bytes]:
-    symbols, latents = _digest_chunks(z_sym, y_syms, z_hat, y_tildes)
-    return container.digest(symbols), container.digest(latents)
+def _digests(z_sym, y_syms, indexes) -> tuple[bytes, bytes]:
+    symbols, index_chunks = _digest_chunks(z_sym, y_syms, indexes)
+    return container.digest(symbols), container.digest(index_chunks)
 
 
 def _padded_input(rgb: np.ndarray) -> np.ndarray:
@@ -510,8 +513,8 @@ def _crop(x: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 class _Clock:
-    """Wall-clock seconds per kind of work: coder ``setup`` (TensorFlow import, tables; once per
-    process / model), ``network`` (JAX, including compilation on a new shape), ``entropy``
+    """Wall-clock seconds per kind of work: coder ``setup`` (tables, the range coder's start-up;
+    once per process / model), ``network`` (JAX, including compilation on a new shape), ``entropy``
     (range coding)."""
 
     def __init__(self):
@@ -547,21 +550,22 @@ class _Latents:
     z_hat: np.ndarray
     syms: list  # int32 per slice
     tildes: list  # float32 per slice
-    indexes: list  # int32 per slice (encoder only)
+    indexes: list  # int32 per slice
     y_hat: Any  # [1, h, w, M] (JAX array)
+    agreement_bytes: int = 0  # of the scale-index agreement blocks in the y strings
 
-    def digest_into(self, symbols: container.Digest, latents: container.Digest) -> None:
-        sym_chunks, lat_chunks = _digest_chunks(self.z_int, self.syms, self.z_hat, self.tildes)
+    def digest_into(self, symbols: container.Digest, indexes: container.Digest) -> None:
+        sym_chunks, index_chunks = _digest_chunks(self.z_int, self.syms, self.indexes)
         for c in sym_chunks:
             symbols.update(c)
-        for c in lat_chunks:
-            latents.update(c)
+        for c in index_chunks:
+            indexes.update(c)
 
-    def place(self, r: int, c: int, y_canvas: "_Canvas", z_canvas: "_Canvas", keep: bool) -> None:
+    def place(self, r: int, c: int, y_canvas: _Canvas, z_canvas: _Canvas, keep: bool) -> None:
         """Puts tile (r, c)'s ŷ on ``y_canvas``; with ``keep``, also its symbols and latents (and
         on the encoder side its scale indexes) for the caller's inspection."""
         arrays = _latent_arrays(self) if keep else {"y_hat": self.y_hat}
-        if keep and self.indexes:
+        if keep:
             arrays["scale_indexes"] = np.concatenate(self.indexes, axis=-1)
         for name, value in arrays.items():
             (z_canvas if name.startswith("z_") else y_canvas).put(name, r, c, value)
@@ -577,50 +581,55 @@ def _encode_latents(model: LoadedModel, y, z_sym, zc, yc, clock: _Clock) -> _Lat
 
     y_slices = np.split(np.asarray(y), model.num_slices, axis=-1)
     decoded, strings, syms, tildes, indexes = [], [], [], [], []
+    agreement = 0
     for i, y_i in enumerate(y_slices):
-        mu, index, support = clock.network(model.slice_parameters, i, means, scales, decoded)
+        mu, f, support = clock.network(model.slice_parameters, i, means, scales, decoded)
         mu = np.asarray(mu)
         s = np.round(y_i - mu)  # float32, the model's round(y - mu)
         s_int = s.astype(np.int32)
-        idx = np.asarray(index).astype(np.int32)
-        strings.append(clock.entropy(yc.compress, s_int, idx))
+        idx, block = clock.entropy(scale_agreement.encode, np.asarray(f))
+        strings.append(block + clock.entropy(yc.compress, s_int, idx))
+        agreement += len(block)
         y_tilde, y_hat_i = clock.network(model.refine, i, support, mu, s)
         decoded.append(y_hat_i)
         syms.append(s_int)
         tildes.append(np.asarray(y_tilde))
         indexes.append(idx)
     y_hat = jnp.concatenate(decoded, axis=-1)
-    return _Latents(z_string, strings, z_int, z_hat, syms, tildes, indexes, y_hat)
+    return _Latents(z_string, strings, z_int, z_hat, syms, tildes, indexes, y_hat, agreement)
 
 
 def _decode_latents(
     model: LoadedModel, z_string, y_strings, z_shape, zc, yc, clock: _Clock, where: str = ""
 ) -> _Latents:
     """The decoder half: strings -> symbols and latents (``z_shape``: z's spatial size)."""
-    from mracnn_jax.coding.tfc_models import RangeCodingError
-
     try:
         z_int = clock.entropy(zc.decompress, z_string, z_shape)
     except RangeCodingError as e:
-        raise LatentMismatchError(f"{e}{where}; the decoder's entropy parameters differ") from None
+        raise LatentMismatchError(f"{e}{where}; the file does not match this model") from None
     z_hat = z_int.astype(np.float32) + model.offsets
     means, scales = clock.network(model.hyper_synthesis, z_hat)
-    decoded, syms, tildes = [], [], []
+    decoded, syms, tildes, indexes = [], [], [], []
+    agreement = 0
     for i, string in enumerate(y_strings):
-        mu, index, support = clock.network(model.slice_parameters, i, means, scales, decoded)
+        mu, f, support = clock.network(model.slice_parameters, i, means, scales, decoded)
         mu = np.asarray(mu)
-        idx = np.asarray(index).astype(np.int32)
         try:
-            s_int = clock.entropy(yc.decompress, string, idx, f"y slice {i}{where}")
-        except RangeCodingError as e:
-            raise LatentMismatchError(f"{e}; the decoder's entropy parameters differ") from None
+            idx, used = clock.entropy(scale_agreement.decode, np.asarray(f), string)
+            s_int = clock.entropy(yc.decompress, string[used:], idx, f"y slice {i}{where}")
+        except (RangeCodingError, scale_agreement.AgreementError) as e:
+            raise LatentMismatchError(f"{e} (y slice {i}{where})") from None
+        agreement += used
         s = s_int.astype(np.float32)
         y_tilde, y_hat_i = clock.network(model.refine, i, support, mu, s)
         decoded.append(y_hat_i)
         syms.append(s_int)
         tildes.append(np.asarray(y_tilde))
+        indexes.append(idx)
     y_hat = jnp.concatenate(decoded, axis=-1)
-    return _Latents(z_string, list(y_strings), z_int, z_hat, syms, tildes, [], y_hat)
+    return _Latents(
+        z_string, list(y_strings), z_int, z_hat, syms, tildes, indexes, y_hat, agreement
+    )
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -698,8 +707,8 @@ def compress_with_info(
     ``bits`` holds the payload and header sizes and, with ``estimate_bits``, the ideal code
     length of the symbols under the coding tables (``"table"``, ``"z_table"``, ``"y_table"``).
 
-    ``tile=None`` writes an untiled (version 1) file. ``tile=T`` (a multiple of 64) codes
-    ``T x T`` tiles one after another into a version-2 file (``mracnn_jax.coding.tiling``), with
+    ``tile=None`` writes an untiled (version 3) file. ``tile=T`` (a multiple of 64) codes
+    ``T x T`` tiles one after another into a version-4 file (``mracnn_jax.coding.tiling``), with
     ``halo = (analysis, synthesis)`` pixels of context (default ``DEFAULT_HALO``); memory then
     depends on ``T``, not on the image size. ``reconstruct=False`` skips the encoder's prediction
     of the decoded image (the synthesis transform, about 40 % of the encoder's network time;
@@ -726,13 +735,13 @@ def compress_with_info(
         x_hat = np.asarray(clock.network(model.synthesis, lat.y_hat))
         reconstruction = _restore_mode(_crop(x_hat, h, w), mode)
 
-    symbol_digest, latent_digest = _digests(lat.z_int, lat.syms, lat.z_hat, lat.tildes)
+    symbol_digest, index_digest = _digests(lat.z_int, lat.syms, lat.indexes)
     bs = _bitstream(
-        h, w, mode, model, symbol_digest, latent_digest,
+        h, w, mode, model, symbol_digest, index_digest,
         z_string=lat.z_string, y_strings=tuple(lat.y_strings),
     )  # fmt: skip
     data = container.pack(bs)
-    bits = _bits(bs, data)
+    bits = _bits(bs, data, lat.agreement_bytes)
     if estimate_bits:
         y_table = [yc.table_bits(s, k) for s, k in zip(lat.syms, lat.indexes)]
         z_table = zc.table_bits(lat.z_int)
@@ -748,7 +757,7 @@ def compress_with_info(
     )
 
 
-def _bitstream(h, w, mode, model, symbol_digest, latent_digest, **payload) -> Bitstream:
+def _bitstream(h, w, mode, model, symbol_digest, index_digest, **payload) -> Bitstream:
     """A file's header fields for an ``h x w`` image of ``mode`` coded by ``model``, with the
     payload fields (``z_string``/``y_strings`` untiled, ``tiling``/``tiles`` tiled)."""
     return Bitstream(
@@ -758,7 +767,7 @@ def _bitstream(h, w, mode, model, symbol_digest, latent_digest, **payload) -> Bi
         model_name=model.name,
         params_digest=model.identity,
         symbol_digest=symbol_digest,
-        latent_digest=latent_digest,
+        index_digest=index_digest,
         **payload,
     )
 
@@ -774,9 +783,12 @@ def _latent_arrays(lat: _Latents) -> dict:
     }
 
 
-def _bits(bs: Bitstream, data: bytes) -> dict:
+def _bits(bs: Bitstream, data: bytes, agreement_bytes: int) -> dict:
+    """Sizes in bits; ``agreement`` is the part of the y payload that carries the scale-index
+    agreement blocks (``coding.scale_agreement``), the rest of ``y_payload`` is range-coded."""
     return {
         "payload": 8 * bs.payload_bytes(),
+        "agreement": 8 * agreement_bytes,
         "header": 8 * bs.header_bytes(),
         "file": 8 * len(data),
         "z_payload": 8 * bs.z_bytes(),
@@ -791,17 +803,19 @@ def _compress_tiled(
     h, w = rgb.shape[:2]
     grid = tiles.grid(h, w)
     margin = grid.halo_analysis // tiling.LATENT_STRIDE
-    symbols, latents = container.Digest(), container.Digest()
+    symbols, index_digest = container.Digest(), container.Digest()
     y_canvas = _Canvas(grid, tiling.LATENT_STRIDE)
     z_canvas = _Canvas(grid, DOWNSAMPLING)
     coded, z_table, y_table = [], 0.0, [0.0] * model.num_slices
+    agreement = 0
     steps = grid.num_tiles * (2 if reconstruct else 1)
     with _progress(steps, "mracnn compress", progress) as bar:
         for r, c in grid.tiles():
             x = grid.analysis_input(rgb, r, c)
             y, z_sym = clock.network(model.analysis_cropped, x, model.offsets, margin)
             lat = _encode_latents(model, y, z_sym, zc, yc, clock)
-            lat.digest_into(symbols, latents)
+            lat.digest_into(symbols, index_digest)
+            agreement += lat.agreement_bytes
             coded.append(container.TileCode(lat.z_string, tuple(lat.y_strings)))
             lat.place(r, c, y_canvas, z_canvas, keep_latents)
             if estimate_bits:
@@ -815,10 +829,10 @@ def _compress_tiled(
             image = _synthesise_tiles(model, grid, y_canvas.get("y_hat"), clock, bar)
             reconstruction = _restore_mode(image, mode)
     bs = _bitstream(
-        h, w, mode, model, symbols.value(), latents.value(), tiling=tiles, tiles=tuple(coded)
+        h, w, mode, model, symbols.value(), index_digest.value(), tiling=tiles, tiles=tuple(coded)
     )
     data = container.pack(bs)
-    bits = _bits(bs, data)
+    bits = _bits(bs, data, agreement)
     bits["tiles"] = grid.num_tiles
     if estimate_bits:
         bits.update(z_table=z_table, y_table=y_table, table=z_table + sum(y_table))
@@ -840,7 +854,7 @@ def _compress_tiled(
 
 def compress(image: Any, model: LoadedModel, *, tile: int | None = None, **kwargs) -> bytes:
     """``image`` (uint8 [H, W, 3] / [H, W] array or PIL image) -> ``.mrac`` bytes (untiled,
-    version 1; tiled, version 2, with ``tile=T``; ``kwargs`` as ``compress_with_info``). Runs no
+    version 3; tiled, version 4, with ``tile=T``; ``kwargs`` as ``compress_with_info``). Runs no
     synthesis unless asked (``reconstruct=True``): the bytes do not depend on it."""
     kwargs = {"reconstruct": False, **kwargs}
     if tile is not None:
@@ -865,8 +879,8 @@ def decompress_with_info(
     keep_latents: bool = True,
     progress: bool = False,
 ) -> DecompressionResult:
-    """Decodes ``data`` (version 1 or 2); raises ``ContainerError``, ``ModelMismatchError``,
-    ``LatentMismatchError`` or ``tfc_models.RangeCodingError`` (all one-line) on failure.
+    """Decodes ``data`` (version 3 or 4); raises ``ContainerError``, ``ModelMismatchError`` or
+    ``LatentMismatchError`` (all one-line) on failure.
 
     ``check_model=False`` skips the identity check (for testing the latent guard only).
     Tiled files: ``keep_latents=False`` drops the whole-image latent arrays, ``progress`` shows
@@ -889,8 +903,8 @@ def decompress_with_info(
     pw = -(-bs.width // DOWNSAMPLING) * DOWNSAMPLING
     z_shape = (ph // DOWNSAMPLING, pw // DOWNSAMPLING)
     lat = _decode_latents(model, bs.z_string, bs.y_strings, z_shape, zc, yc, clock)
-    symbol_digest, latent_digest = _digests(lat.z_int, lat.syms, lat.z_hat, lat.tildes)
-    _check_digests(bs, symbol_digest, latent_digest)
+    symbol_digest, index_digest = _digests(lat.z_int, lat.syms, lat.indexes)
+    _check_digests(bs, symbol_digest, index_digest)
     x_hat = np.asarray(clock.network(model.synthesis, lat.y_hat))
     image = _restore_mode(_crop(x_hat, bs.height, bs.width), bs.colour_mode)
     clock.seconds["total"] = time.perf_counter() - t_start
@@ -902,16 +916,16 @@ def decompress_with_info(
     )
 
 
-def _check_digests(bs: Bitstream, symbol_digest: bytes, latent_digest: bytes) -> None:
+def _check_digests(bs: Bitstream, symbol_digest: bytes, index_digest: bytes) -> None:
+    if index_digest != bs.index_digest:
+        raise LatentMismatchError(
+            "the decoder's scale indexes differ from the encoder's (digest mismatch): its entropy "
+            "parameters differ by more than the format's tolerance, or the file is damaged"
+        )
     if symbol_digest != bs.symbol_digest:
         raise LatentMismatchError(
-            "decoded latent symbols differ from the encoder's (digest mismatch): the decoder's "
-            "entropy parameters differ from the encoder's (other model, device or library version)"
-        )
-    if latent_digest != bs.latent_digest:
-        raise LatentMismatchError(
-            "decoded latents differ from the encoder's in floating point (digest mismatch): "
-            "decode on the same platform and library versions as the encoder"
+            "decoded latent symbols differ from the encoder's (digest mismatch): the file does "
+            "not match this model's coding tables"
         )
 
 
@@ -919,7 +933,7 @@ def _decompress_tiled(bs, model, clock, zc, yc, t_start, keep_latents, progress)
     grid = bs.grid()
     th, tw = grid.tile_shape
     z_shape = (th // DOWNSAMPLING, tw // DOWNSAMPLING)
-    symbols, latents = container.Digest(), container.Digest()
+    symbols, index_digest = container.Digest(), container.Digest()
     y_canvas = _Canvas(grid, tiling.LATENT_STRIDE)
     z_canvas = _Canvas(grid, DOWNSAMPLING)
     with _progress(2 * grid.num_tiles, "mracnn decompress", progress) as bar:
@@ -928,12 +942,12 @@ def _decompress_tiled(bs, model, clock, zc, yc, t_start, keep_latents, progress)
             lat = _decode_latents(
                 model, code.z_string, code.y_strings, z_shape, zc, yc, clock, where
             )
-            lat.digest_into(symbols, latents)
+            lat.digest_into(symbols, index_digest)
             lat.place(r, c, y_canvas, z_canvas, keep_latents)
             del lat
             bar.update(1)
         # Every tile's latent is checked before any pixel is synthesised.
-        _check_digests(bs, symbols.value(), latents.value())
+        _check_digests(bs, symbols.value(), index_digest.value())
         image = _synthesise_tiles(model, grid, y_canvas.get("y_hat"), clock, bar)
     image = _restore_mode(image, bs.colour_mode)
     clock.seconds["total"] = time.perf_counter() - t_start
@@ -950,5 +964,5 @@ def _decompress_tiled(bs, model, clock, zc, yc, t_start, keep_latents, progress)
 
 
 def decompress(data: bytes, model: LoadedModel, *, progress: bool = False) -> np.ndarray:
-    """``.mrac`` bytes (version 1 or 2) -> uint8 image ``[H, W, 3]`` (RGB) or ``[H, W]``."""
+    """``.mrac`` bytes (version 3 or 4) -> uint8 image ``[H, W, 3]`` (RGB) or ``[H, W]``."""
     return decompress_with_info(data, model, keep_latents=False, progress=progress).image

@@ -24,14 +24,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = [
-    pytest.mark.tf,
-    pytest.mark.skipif(
-        importlib.util.find_spec("tensorflow_compression") is None,
-        reason="tensorflow-compression is not installed",
-    ),
-]
-
 from PIL import Image
 
 from mracnn_jax import codec

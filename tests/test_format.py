@@ -1,4 +1,4 @@
-"""The .mrac container (mracnn_jax/coding/container.py): layout, strict parsing. No model, no TF."""
+"""The .mrac container (mracnn_jax/coding/container.py): layout, strict parsing. No model."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _bitstream(num_slices=5, name="mracnn", h=17, w=300, mode="RGB"):
         model_name=name,
         params_digest=bytes(range(16)),
         symbol_digest=bytes(range(16, 32)),
-        latent_digest=bytes(range(32, 48)),
+        index_digest=bytes(range(32, 48)),
         z_string=rng.bytes(37),
         y_strings=tuple(rng.bytes(int(n)) for n in rng.integers(0, 300, num_slices)),
     )
@@ -33,10 +33,10 @@ def test_round_trip_and_layout():
     data = container.pack(bs)
     assert container.unpack(data) == bs
     # Byte layout of docs/format.md.
-    assert data[:4] == b"MRAC" and data[4] == 1 and data[5] == 0 and data[6] == 5 and data[7] == 6
+    assert data[:4] == b"MRAC" and data[4] == 3 and data[5] == 0 and data[6] == 5 and data[7] == 6
     assert struct.unpack_from("<II", data, 8) == (17, 300)
     assert data[16:32] == bs.params_digest and data[32:48] == bs.symbol_digest
-    assert data[48:64] == bs.latent_digest
+    assert data[48:64] == bs.index_digest
     assert struct.unpack_from("<I", data, 64)[0] == 37
     assert list(struct.unpack_from("<5I", data, 68)) == [len(s) for s in bs.y_strings]
     assert data[88:94] == b"mracnn"
@@ -78,7 +78,7 @@ def test_pack_validates():
         (b"GIF89a....", "not an .mrac file"),
         (b"MRA", "not an .mrac file"),
         (b"MRAC", "truncated"),
-        (b"MRAC\x01" + bytes(20), "truncated"),
+        (b"MRAC\x03" + bytes(20), "truncated"),
     ],
 )
 def test_garbage(data, message):
@@ -88,9 +88,21 @@ def test_garbage(data, message):
 
 def test_wrong_version():
     data = bytearray(container.pack(_bitstream()))
-    data[4] = 3  # versions 1 (untiled) and 2 (tiled) are read
-    with pytest.raises(ContainerError, match="version 3"):
+    data[4] = 5  # versions 3 (untiled) and 4 (tiled) are read
+    with pytest.raises(ContainerError, match="version 5"):
         container.unpack(bytes(data))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_legacy_versions_are_refused_with_the_reason(version):
+    """Versions 1 and 2 (same layouts, float latent digest, no scale-index agreement) decode
+    only with the encoder's exact arithmetic: refused in one line that says so."""
+    data = bytearray(container.pack(_bitstream()))
+    data[4] = version
+    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
+    with pytest.raises(ContainerError, match=f"version {version} .*encode the image again") as e:
+        container.unpack(bytes(data))
+    assert "\n" not in str(e.value)
 
 
 def test_every_truncation_and_extension():

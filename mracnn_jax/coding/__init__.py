@@ -1,9 +1,15 @@
-"""Entropy coding: the only package that imports TensorFlow (tensorflow-compression).
+"""Entropy coding: integer symbols <-> bytes, the same on every machine; no TensorFlow.
 
-* ``container``: the ``.mrac`` byte format (pure Python, no TensorFlow).
-* ``tfc_models``: range-coding tables and coders for z and y, built from a JAX model's
-  parameters. Importing it imports TensorFlow (with GPUs hidden from it); it is loaded lazily,
-  on first attribute access, so ``import mracnn_jax.coding`` stays cheap.
+* ``container``: the ``.mrac`` byte format (pure Python).
+* ``range_coder``: the range coder (numba), byte for byte tensorflow-compression 2.14's.
+* ``tables``: the integer coding tables (z: computed once per model file and stored in it; y: a
+  package asset).
+* ``coders``: the z and y coders of the codec on top of the two.
+* ``scale_agreement``: the y scale indexes that encoder and decoder agree on despite float noise.
+* ``perturbation``: a decoder with noisy entropy parameters, for the portability tests.
+* ``tiling``: tile geometry of tiled files.
+* ``tfc_models``: tensorflow-compression's coders, the reference the tests compare with (imports
+  TensorFlow; loaded lazily, on first attribute access, and only where TensorFlow is installed).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Layout (all integers little-endian; S = number of y slices, N = length of the mo
 
     offset     size  field
     0          4     magic b"MRAC"
-    4          1     format version (1)
+    4          1     format version (3)
     5          1     colour mode: 0 = RGB, 1 = L (grayscale, coded as RGB)
     6          1     S, number of y slices (1..255)
     7          1     N, length of the architecture name (1..255)
@@ -12,7 +12,7 @@ Layout (all integers little-endian; S = number of y slices, N = length of the mo
     12         4     image width (1..65535)
     16         16    params digest: first 16 bytes of the model's SHA-256 parameter digest
     32         16    symbol digest: SHA-256[:16] of the integer symbols of z^ and y^
-    48         16    latent digest: SHA-256[:16] of the float32 quantised latents z^ and y^
+    48         16    index digest: SHA-256[:16] of the y scale indexes (int32)
     64         4     length of the z string
     68         4 S   lengths of the y strings, slice 0 first
     68 + 4 S   N     architecture name (ASCII)
@@ -22,7 +22,7 @@ Layout (all integers little-endian; S = number of y slices, N = length of the mo
 The fixed part (everything but the name, the y lengths and the strings) is 72 bytes
 (``FIXED_OVERHEAD``): 68 bytes of header plus the 4-byte CRC.
 
-Version 2 (tiled; ``mracnn_jax.coding.tiling``) keeps bytes 0..63 and continues::
+Version 4 (tiled; ``mracnn_jax.coding.tiling``) keeps bytes 0..63 and continues::
 
     64         2     tile size T (pixels, a multiple of 64)
     66         2     analysis halo (pixels, a multiple of 16)
@@ -34,8 +34,13 @@ Version 2 (tiled; ``mracnn_jax.coding.tiling``) keeps bytes 0..63 and continues:
     ...              per tile: z string, then its y strings in slice order
     end - 4    4     CRC-32 of every byte before it
 
-(K = R C.) Its fixed part is 78 bytes (``FIXED_OVERHEAD_V2``). Version-1 files are untiled and
-are still written for untiled coding; both versions are read.
+(K = R C.) Its fixed part is 78 bytes (``FIXED_OVERHEAD_V2``).
+
+Each y string starts with the slice's scale-index agreement block
+(``mracnn_jax.coding.scale_agreement``) followed by the range-coded symbols; the container does
+not look inside. Versions 1 and 2 had the same layouts but a float latent digest and no agreement
+blocks: they decode only where the encoder's arithmetic is reproduced exactly, and are refused
+with a one-line ``ContainerError`` that says so.
 
 Parsing is strict and linear in the input size: every length is checked against the bytes that
 are there before anything is sliced, and every failure raises ``ContainerError`` with a one-line
@@ -53,9 +58,10 @@ from collections.abc import Sequence
 from mracnn_jax.coding import tiling as _tiling
 
 MAGIC = b"MRAC"
-VERSION = 1  # untiled files
-VERSION_TILED = 2
+VERSION = 3  # untiled files
+VERSION_TILED = 4
 VERSIONS = (VERSION, VERSION_TILED)
+LEGACY_VERSIONS = (1, 2)  # same layouts, float digests: refused
 DIGEST_BYTES = 16
 MAX_SIDE = 65535
 COLOUR_MODES = ("RGB", "L")
@@ -97,7 +103,7 @@ class Tiling:
 class Bitstream:
     """The parsed contents of a ``.mrac`` file.
 
-    Untiled (version 1): ``z_string`` and ``y_strings``. Tiled (version 2): ``tiling`` and one
+    Untiled (version 3): ``z_string`` and ``y_strings``. Tiled (version 4): ``tiling`` and one
     ``TileCode`` per tile in row-major order; ``z_string`` is empty and ``y_strings`` too.
     """
 
@@ -107,7 +113,7 @@ class Bitstream:
     model_name: str
     params_digest: bytes  # 16 bytes
     symbol_digest: bytes  # 16 bytes
-    latent_digest: bytes  # 16 bytes
+    index_digest: bytes  # 16 bytes
     z_string: bytes = b""
     y_strings: tuple[bytes, ...] = ()
     tiling: Tiling | None = None
@@ -183,7 +189,7 @@ def _check_name(name: str) -> bytes:
 
 
 def pack(bs: Bitstream) -> bytes:
-    """Serialises a ``Bitstream`` (validating every field): version 1 without tiling, 2 with."""
+    """Serialises a ``Bitstream`` (validating every field): version 3 without tiling, 4 with."""
     name = _check_name(bs.model_name)
     if bs.colour_mode not in COLOUR_MODES:
         raise ValueError(f"colour mode {bs.colour_mode!r} not in {COLOUR_MODES}")
@@ -191,7 +197,7 @@ def pack(bs: Bitstream) -> bytes:
         raise ValueError(f"image size {bs.height}x{bs.width} outside 1..{MAX_SIDE}")
     if not 1 <= bs.num_slices <= 255:
         raise ValueError(f"{bs.num_slices} y slices; the format holds 1..255")
-    for field in ("params_digest", "symbol_digest", "latent_digest"):
+    for field in ("params_digest", "symbol_digest", "index_digest"):
         if len(getattr(bs, field)) != DIGEST_BYTES:
             raise ValueError(f"{field} must be {DIGEST_BYTES} bytes")
     head = (
@@ -204,7 +210,7 @@ def pack(bs: Bitstream) -> bytes:
         bs.width,
         bs.params_digest,
         bs.symbol_digest,
-        bs.latent_digest,
+        bs.index_digest,
     )
     if bs.tiling is None:
         if bs.tiles:
@@ -250,6 +256,12 @@ def unpack(data: bytes) -> Bitstream:
     if n < 5:
         raise ContainerError(f"truncated .mrac file ({n} bytes)")
     version = data[4]
+    if version in LEGACY_VERSIONS:
+        raise ContainerError(
+            f".mrac format version {version} was written by an earlier mracnn-jax and decodes only "
+            "with the encoder's exact floating-point arithmetic; this version reads the portable "
+            f"versions {', '.join(map(str, VERSIONS))}: encode the image again"
+        )
     if version not in VERSIONS:
         raise ContainerError(
             f"unsupported .mrac format version {version} (this mracnn-jax reads versions "
@@ -260,7 +272,7 @@ def unpack(data: bytes) -> Bitstream:
     if n < overhead:
         raise ContainerError(f"truncated .mrac file ({n} bytes, the header alone is {overhead})")
     fields = fixed.unpack_from(data, 0)
-    (_, _, mode, num_slices, name_len, height, width, params_dg, symbol_dg, latent_dg) = fields[:10]
+    (_, _, mode, num_slices, name_len, height, width, params_dg, symbol_dg, index_dg) = fields[:10]
     if tiled:
         tile, halo_a, halo_s, rows, cols = fields[10:]
         num_lengths = rows * cols * (num_slices + 1)
@@ -318,7 +330,7 @@ def unpack(data: bytes) -> Bitstream:
         model_name=raw_name.decode("ascii"),
         params_digest=params_dg,
         symbol_digest=symbol_dg,
-        latent_digest=latent_dg,
+        index_digest=index_dg,
     )
     if not tiled:
         return Bitstream(**common, z_string=strings[0], y_strings=tuple(strings[1:]))
@@ -350,6 +362,6 @@ def describe(bs: Bitstream, file_bytes: int | None = None) -> dict:
         "bpp": 8 * total / pixels,
         "payload_bpp": 8 * bs.payload_bytes() / pixels,
         "symbol_digest": bs.symbol_digest.hex(),
-        "latent_digest": bs.latent_digest.hex(),
+        "index_digest": bs.index_digest.hex(),
         "tiling": None if bs.tiling is None else bs.grid().describe(),
     }

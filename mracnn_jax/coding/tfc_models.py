@@ -1,7 +1,11 @@
-"""Range coding with tensorflow-compression: tables for z and y, and their coders.
+"""tensorflow-compression's coders for z and y: the reference the portable coder is tested against.
 
-This is the one module of mracnn-jax that imports TensorFlow; it hides every GPU from TensorFlow
-before any TensorFlow op runs, so JAX keeps the accelerator. Arrays cross the boundary as NumPy.
+The codec codes with ``coding.coders`` (numba, no TensorFlow); this module keeps the coders of
+tensorflow-compression 2.14 that the first ``.mrac`` files were written with, so that the tests
+and ``scripts/check_portability.py`` can show that ours writes the same bytes for the same tables
+and symbols, and ``coding.tables`` that its tables are tfc's. It is the one module of mracnn-jax
+that imports TensorFlow; it hides every GPU from TensorFlow before any TensorFlow op runs, so JAX
+keeps the accelerator. Arrays cross the boundary as NumPy.
 
 z (hyper-latent ``[1, h, w, C]``)
     ``ZCoder``: a ``tfc.ContinuousBatchedEntropyModel`` given precomputed tables
@@ -53,18 +57,14 @@ except (RuntimeError, ValueError):  # already initialised (devices fixed): nothi
 
 import tensorflow_compression as tfc
 
+from mracnn_jax.coding.coders import BitTable
+from mracnn_jax.coding.range_coder import RangeCodingError, Tables  # one error for both coders
+from mracnn_jax.coding.tables import MAX_HALF_WIDTH, PRECISION, TAIL_MASS
 from mracnn_jax.entropy import gaussian
 from mracnn_jax.entropy.factorized import logits_cumulative
 
-TAIL_MASS = 2.0**-8
-PRECISION = 12
-MAX_HALF_WIDTH = 4096  # a z table spans at most this many symbols either side of the median
 MAX_SYMBOL = 2**24  # |symbol| bound: exact in float32, far beyond any sane latent
 DECODE_TIMEOUT_S = float(os.environ.get("MRACNN_DECODE_TIMEOUT_S", "120"))
-
-
-class RangeCodingError(ValueError):
-    """Range encoding or decoding failed (the message says why)."""
 
 
 # -------------------------------------------------------------------------------------------------
@@ -86,39 +86,6 @@ def split_cdf_rows(cdf: np.ndarray) -> list[np.ndarray]:
         while i < len(cdf) and cdf[i] == top:  # padding, if any
             i += 1
     return rows
-
-
-class _BitTable:
-    """Code lengths of every bin of a set of quantised CDF rows, for ``table_bits``."""
-
-    def __init__(self, cdf: np.ndarray, cdf_offset: np.ndarray, precision: int):
-        rows = split_cdf_rows(cdf)
-        self.num_bins = np.array([len(r) - 1 for r in rows], np.int64)  # includes the escape bin
-        width = int(self.num_bins.max())
-        bits = np.zeros((len(rows), width), np.float64)
-        for k, r in enumerate(rows):
-            freq = np.diff(r).astype(np.float64)
-            bits[k, : len(freq)] = precision - np.log2(np.maximum(freq, 1e-300))
-        self.bits = bits
-        self.cdf_offset = np.asarray(cdf_offset, np.int64)
-        self.rows = rows
-        self.precision = precision
-
-    def pmf(self, row: int) -> np.ndarray:
-        """Quantised probabilities of row ``row``: symbols ``cdf_offset + 0, 1, ...``, escape last."""
-        return np.diff(self.rows[row]).astype(np.float64) / 2.0**self.precision
-
-    def code_length(self, symbols: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Bits to code each symbol with the table row given per element (same shapes)."""
-        symbols = np.asarray(symbols, np.int64)
-        rows = np.asarray(rows, np.int64)
-        v = symbols - self.cdf_offset[rows]
-        escape = self.num_bins[rows] - 1  # tfc's max_value: the escape bin's position
-        inside = (v >= 0) & (v < escape)
-        direct = self.bits[rows, np.clip(v, 0, escape)]
-        gamma = np.where(v < 0, -v, v - escape + 1)
-        gamma_bits = 2.0 * np.frexp(np.maximum(gamma, 1).astype(np.float64))[1]  # Elias + sign
-        return np.where(inside, direct, self.bits[rows, escape] + gamma_bits)
 
 
 def _check_symbols(symbols: np.ndarray, what: str) -> np.ndarray:
@@ -233,7 +200,7 @@ class ZCoder:
 
     def __init__(self, cdf: np.ndarray, cdf_offset: np.ndarray, precision: int = PRECISION):
         self.channels = len(cdf_offset)
-        self.table = _BitTable(cdf, cdf_offset, precision)
+        self.table = BitTable(Tables.from_tfc_flat(cdf, cdf_offset, precision))
         self.model = tfc.ContinuousBatchedEntropyModel(
             prior_shape=(self.channels,),
             coding_rank=3,
@@ -299,7 +266,9 @@ class YCoder:
             tail_mass=TAIL_MASS,
             range_coder_precision=precision,
         )
-        self.table = _BitTable(self.model.cdf.numpy(), self.model.cdf_offset.numpy(), precision)
+        self.table = BitTable(
+            Tables.from_tfc_flat(self.model.cdf.numpy(), self.model.cdf_offset.numpy(), precision)
+        )
 
     def _indexes(self, indexes: np.ndarray) -> np.ndarray:
         indexes = np.asarray(indexes)

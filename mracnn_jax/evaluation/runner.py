@@ -22,7 +22,7 @@ Compilation is kept out of encode_s and decode_s: the first image of every padde
 network is compiled once per shape and architecture, shared by all models of one config) is
 coded once beforehand, and that first call's time is reported apart (``first_calls``), with
 the compile estimate first call − timed call of the same image. Building a model's coding
-tables (and TensorFlow's import) is timed apart as ``setup_s``.
+tables (and the range coder's first compilation) is timed apart as ``setup_s``.
 
 Models are grouped into curves: by default one curve per model name (the config's ``name``,
 plus the training loss when the model file records one), each model one point; ``name=``
@@ -303,7 +303,7 @@ class ModelRun:
 
     spec: ModelSpec
     records: list[dict[str, Any]]
-    setup_s: float | None  # coding tables (and TensorFlow's import); None: never loaded
+    setup_s: float | None  # coding tables and coder start-up; None: never loaded
     first_calls: list[dict[str, Any]]  # one per padded shape compiled for this model
     resumed: int = 0  # records taken from an earlier run's journal
 
@@ -468,7 +468,7 @@ class Evaluation:
 def _model_description(specs: Sequence[ModelSpec], dataset: str) -> str:
     models = ", ".join(f"{s.point}: {s.path.name} (params {s.params_digest[:16]})" for s in specs)
     return (
-        f"{specs[0].model_name}; real .mrac files (tensorflow-compression range coding) on "
+        f"{specs[0].model_name}; real .mrac files (portable range coding) on "
         f"{dataset}; points {models}"
     )
 
