@@ -25,6 +25,7 @@ import os
 import sys
 
 PROG = "evaluate.py"
+DESCRIPTION = " ".join((__doc__ or "").split("\n\n")[0].split())  # the docstring's first paragraph
 
 
 def _codec_list(text: str) -> list[str]:
@@ -45,7 +46,7 @@ def _codec_list(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     from mracnn_jax.evaluation.runner import SAMPLES_DIR
 
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     p.add_argument(
         "--model",
         nargs="+",

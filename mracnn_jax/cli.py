@@ -1,14 +1,19 @@
 """The ``mracnn`` command line.
 
-    mracnn compress IN OUT.mrac [--model M | --quality Q] [--tile N | --no-tile]
-    mracnn decompress IN.mrac OUT.png [--model M]
+    mracnn compress IN [OUT.mrac] [--model M | --quality Q] [--tile N | --no-tile]
+    mracnn decompress IN.mrac [OUT.png] [--model M]
     mracnn info IN.mrac
     mracnn export --config configs/mracnn.py --seed 0 OUT.mracnn
     mracnn convert IN.pth OUT.mracnn [--arch wacnn | --arch mracnn] [--config C]
 
 Inputs are checked before anything heavy is imported, every error is one line on stderr with
 exit status 1 (2 for usage errors), and outputs are written to a temporary file that is renamed
-into place only on success, so a failed command leaves nothing behind.
+into place only on success, so a failed command leaves nothing behind; they get the permissions
+``open()`` would give (``mracnn_jax.fileio``). Without OUT, ``compress`` writes ``IN.mrac`` (IN
+with its extension replaced) and ``decompress`` ``IN.png``, beside the input; neither overwrites
+its input, a default OUT never replaces an existing file (``decompress x.mrac`` after ``compress
+x.png`` would replace the original), and ``compress`` refuses an OUT named like an image or a
+model file.
 
 Without ``--model``, ``compress`` uses a model bundled in ``mracnn_jax/assets/models/*.mracnn``:
 the one whose quality (metadata ``quality``, else ``q<N>`` in the file name) equals ``--quality``;
@@ -25,14 +30,18 @@ import json
 import os
 import pathlib
 import re
+import shlex
 import sys
-import tempfile
 import threading
 import warnings
+
+from mracnn_jax import __version__, fileio
 
 PROG = "mracnn"
 BUNDLED_DIR = pathlib.Path(__file__).resolve().parent / "assets" / "models"
 MODEL_SUFFIXES = (".mracnn", ".zip", ".model")
+BITSTREAM_SUFFIX = ".mrac"
+DECODED_SUFFIX = ".png"
 
 
 class CliError(Exception):
@@ -43,18 +52,70 @@ class CliError(Exception):
 # Helpers.
 
 
-def _write_atomic(path: str, write) -> None:
-    """Calls ``write(file)`` on a temporary file beside ``path`` and renames it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-mracnn-", dir=directory)
+def _image_extensions() -> set[str]:
+    """Every file extension Pillow reads or writes an image format under (``.png``, ...)."""
+    from PIL import Image
+
+    Image.init()
+    return set(Image.registered_extensions())
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        return os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def _with_suffix(path: str, suffix: str) -> str:
+    return os.path.splitext(path)[0] + suffix
+
+
+def _default_output(command: str, input_path: str, suffix: str, other: str) -> str:
+    """IN with ``suffix`` for its extension, beside IN: never IN itself nor any existing file (the
+    natural round trip ``compress x.png; decompress x.mrac`` must not replace the original)."""
+    output = _with_suffix(input_path, suffix)
+    if _same_file(output, input_path):
+        raise CliError(
+            f"the default output {output!r} is the input itself: name the output, e.g. {other!r}"
+        )
+    if os.path.lexists(output):
+        raise CliError(
+            f"the default output {output!r} already exists: name the output, e.g. {other!r}, "
+            f"or `{PROG} {command} {shlex.quote(input_path)} {shlex.quote(output)}` to replace it"
+        )
+    return output
+
+
+def _compress_output(args) -> str:
+    """``compress``'s OUT: as given unless named like an image or a model file, else IN.mrac."""
+    if args.output is None:
+        other = _with_suffix(args.input, ".1" + BITSTREAM_SUFFIX)
+        return _default_output("compress", args.input, BITSTREAM_SUFFIX, other)
+    output = args.output
+    ext = os.path.splitext(output)[1].lower()
+    kind = "a model file" if ext in MODEL_SUFFIXES else "an image"
+    if ext in MODEL_SUFFIXES or ext in _image_extensions():
+        raise CliError(
+            f"output {output!r} is named like {kind}, but compress writes an .mrac bitstream: "
+            f"name it {_with_suffix(output, BITSTREAM_SUFFIX)!r}, or leave the output out to "
+            f"write {_with_suffix(args.input, BITSTREAM_SUFFIX)!r}"
+        )
+    if _same_file(output, args.input):
+        raise CliError(f"output {output!r} is the input itself: name another output file")
+    return output
+
+
+def _decompress_output(args) -> str:
+    """``decompress``'s OUT: as given, else IN.png; never the input itself."""
+    if args.output is None:
+        other = _with_suffix(args.input, ".decoded" + DECODED_SUFFIX)
+        return _default_output("decompress", args.input, DECODED_SUFFIX, other)
+    if _same_file(args.output, args.input):
+        raise CliError(f"output {args.output!r} is the input itself: name another output file")
+    return args.output
 
 
 def _check_output(path: str) -> None:
@@ -145,15 +206,52 @@ def _model_for_compress(args) -> str:
                 return path
         known = ", ".join(str(q) for q in sorted(q for q in qualities.values() if q is not None))
         raise CliError(f"no bundled model has quality {args.quality} (bundled: {known or 'none'})")
+    default = _default_bundled(bundled)
+    if default is None:
+        raise CliError("several models are bundled: choose one with --model")
+    return default
+
+
+def _default_bundled(bundled: list[tuple[str, dict]]):
+    """The bundled model ``compress`` uses without --model and --quality (None: no default)."""
     if len(bundled) == 1:
         return bundled[0][0]
     for path, header in bundled:
         if (header.get("metadata") or {}).get("default"):
             return path
-    ranked = sorted((q, p) for p, q in qualities.items() if q is not None)
+    ranked = sorted((q, p) for p, q in ((p, _quality(p, h)) for p, h in bundled) if q is not None)
     if ranked:  # the middle quality
         return ranked[(len(ranked) - 1) // 2][1]
-    raise CliError("several models are bundled: choose one with --model")
+    return None
+
+
+def _quality_help() -> str:
+    """``--quality``'s help: each bundled model's quality with the lambda in its metadata."""
+    text = "choose a bundled model by its quality"
+    try:
+        bundled = _bundled_models()
+    except Exception:  # noqa: BLE001 - the help must print whatever the bundled files hold
+        return text
+    points = sorted(
+        (
+            (q, (h.get("metadata") or {}).get("lmbda"), p)
+            for p, h in bundled
+            if (q := _quality(p, h)) is not None
+        ),
+        key=lambda point: (point[0], point[2]),
+    )
+    if not points:
+        return f"{text} (no model with a quality is bundled)"
+    default = _default_bundled(bundled)
+    items = []
+    for quality, lmbda, path in points:
+        notes = [] if lmbda is None else [f"lambda {lmbda:g}"]
+        notes += ["the default"] if path == default else []
+        items.append(f"{quality} ({', '.join(notes)})" if notes else str(quality))
+    return (
+        f"{text}: {', '.join(items)}; lambda is the rate-distortion weight the model was trained "
+        f"with, a larger one spending more bits for a better image"
+    )
 
 
 def _load_model(path: str, expect=None):
@@ -184,6 +282,9 @@ def _load_model(path: str, expect=None):
 
 
 def cmd_compress(args) -> int:
+    if not os.path.exists(args.input):
+        raise CliError(f"no such file: {args.input!r}")
+    args.output = _compress_output(args)
     from mracnn_jax import codec
 
     _check_output(args.output)
@@ -198,14 +299,14 @@ def cmd_compress(args) -> int:
     _cache(args)
     model = _load_model(model_path)
     image = rgb[:, :, 0] if mode == "L" else rgb
-    options = dict(estimate_bits=False, reconstruct=False)  # the file is all compress writes
+    options = {"estimate_bits": False, "reconstruct": False}  # the file is all compress writes
     if tile is None:
         result = codec.compress_with_info(image, model, **options)
     else:
         result = codec.compress_with_info(
             image, model, tile=tile, keep_latents=False, progress=sys.stderr.isatty(), **options
         )
-    _write_atomic(args.output, lambda f: f.write(result.data))
+    fileio.write_atomic(args.output, lambda f: f.write(result.data))
     tiles = ""
     if result.tiling is not None:
         tiles = f", {result.tiling['rows']}x{result.tiling['cols']} tiles of {tile}"
@@ -241,6 +342,7 @@ def cmd_decompress(args) -> int:
 
     data = _read_bytes(args.input, "an .mrac file")
     bs = container.unpack(data)
+    args.output = _decompress_output(args)
     _check_output(args.output)
     fmt = _image_format(args.output)
     if args.model:
@@ -268,7 +370,7 @@ def cmd_decompress(args) -> int:
         bs, model, keep_latents=False, progress=sys.stderr.isatty()
     ).image
     pil = Image.fromarray(image, "L" if image.ndim == 2 else "RGB")
-    _write_atomic(args.output, lambda f: pil.save(f, format=fmt))
+    fileio.write_atomic(args.output, lambda f: pil.save(f, format=fmt))
     tiles = "" if bs.tiling is None else f", {len(bs.tiles)} tiles of {bs.tiling.tile}"
     print(f"{args.output}: {bs.height}x{bs.width} {bs.colour_mode}{tiles}")
     return 0
@@ -285,11 +387,12 @@ def cmd_info(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from mracnn_jax import codec
     from mracnn_jax.config_files import load_config
 
     _check_output(args.output)
     config = load_config(args.config)
+    from mracnn_jax import codec  # JAX is imported only now
+
     model = codec.LoadedModel.from_config(config, seed=args.seed)
     digest = model.save(
         args.output, {"source": "random initialisation", "config": args.config, "seed": args.seed}
@@ -320,13 +423,19 @@ def cmd_convert(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="MRACNN learned image codec (JAX).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("compress", help="image -> .mrac")
     p.add_argument("input", help="PNG, JPEG, TIFF, BMP or WebP image")
-    p.add_argument("output", help="output .mrac file")
+    p.add_argument(
+        "output",
+        nargs="?",
+        help="output .mrac file (default: the input's name with .mrac for its extension, if no "
+        "such file exists)",
+    )
     p.add_argument("--model", help="model file (default: the bundled model)")
-    p.add_argument("--quality", type=int, help="choose a bundled model by its quality")
+    p.add_argument("--quality", type=int, metavar="Q", help=_quality_help())
     p.add_argument("--cache-dir", help="persistent JAX compilation cache directory")
     from mracnn_jax.coding import tiling as tiles  # pure Python: no JAX imported here
 
@@ -345,7 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decompress", help=".mrac -> image")
     p.add_argument("input", help=".mrac file")
-    p.add_argument("output", help="output image (.png, .bmp, .tif, .webp, .jpg)")
+    p.add_argument(
+        "output",
+        nargs="?",
+        help="output image, .png, .bmp, .tif, .webp or .jpg (default: the input's name with .png "
+        "for its extension, if no such file exists)",
+    )
     p.add_argument("--model", help="model file (default: the bundled model that wrote the file)")
     p.add_argument("--cache-dir", help="persistent JAX compilation cache directory")
     p.set_defaults(func=cmd_decompress)
@@ -355,7 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("export", help="write a randomly initialised model file")
-    p.add_argument("--config", required=True, help="configs/*.py file")
+    p.add_argument(
+        "--config",
+        required=True,
+        help="Python config file with get_config(), e.g. configs/small.py",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("output", help="output model file")
     p.set_defaults(func=cmd_export)

@@ -13,6 +13,11 @@ def load_config(path: str) -> ml_collections.ConfigDict:
     file = pathlib.Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"config file {path!r} does not exist (try configs/mracnn.py)")
+    if file.suffix != ".py":
+        raise ValueError(
+            f"config {path!r} is not a Python config file: pass a .py file with get_config(), "
+            f"e.g. configs/small.py or configs/mracnn.py"
+        )
     spec = importlib.util.spec_from_file_location(f"_mracnn_config_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -87,6 +87,7 @@ import functools
 import math
 import os
 import re
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -106,9 +107,9 @@ __all__ = [
     "ConversionError",
     "ConversionReport",
     "convert_checkpoint",
+    "entropy_bottleneck_from_torch",
     "from_torch_state_dict",
     "gdn_from_torch",
-    "entropy_bottleneck_from_torch",
     "infer_wacnn_config",
     "load_torch_state_dict",
     "normalize_state_dict",
@@ -166,7 +167,7 @@ _EB_NEW_NAMES = re.compile(r"^entropy_bottleneck\.(_?)(matrices|biases|factors)\
 _EB_SINGULAR = {"matrices": "_matrix", "biases": "_bias", "factors": "_factor"}
 
 
-def normalize_state_dict(obj: Mapping[str, Any]) -> "OrderedDict[str, np.ndarray]":
+def normalize_state_dict(obj: Mapping[str, Any]) -> OrderedDict[str, np.ndarray]:
     """``{key: np.ndarray}`` in STF spelling from a state dict or a checkpoint dict holding one.
 
     Unwraps ``obj['state_dict']``, strips a ``module.`` prefix and renames CompressAI 1.2's
@@ -180,8 +181,7 @@ def normalize_state_dict(obj: Mapping[str, Any]) -> "OrderedDict[str, np.ndarray
     out: OrderedDict[str, np.ndarray] = OrderedDict()
     for key, value in obj.items():
         key = str(key)
-        if key.startswith("module."):
-            key = key[len("module.") :]
+        key = key.removeprefix("module.")
         m = _EB_NEW_NAMES.match(key)
         if m:
             key = f"entropy_bottleneck.{_EB_SINGULAR[m.group(2)]}{m.group(3)}"
@@ -201,22 +201,66 @@ def _import_torch():
     return torch
 
 
-def load_torch_state_dict(path: str | os.PathLike) -> "OrderedDict[str, np.ndarray]":
+def load_torch_state_dict(path: str | os.PathLike) -> OrderedDict[str, np.ndarray]:
     """Reads a ``.pth`` / ``.pth.tar`` file (``torch.load(weights_only=True)``, on the CPU).
 
     Returns the normalised state dict (``normalize_state_dict``) as NumPy arrays. Needs torch; no
     model code is imported or executed (``weights_only`` refuses arbitrary pickles).
     """
-    torch = _import_torch()
     path = os.fspath(path)
+    what = _not_a_checkpoint(path) if os.path.exists(path) else None  # needs no torch
+    if what:
+        raise ConversionError(f"{path!r} is {what}, not a PyTorch checkpoint: {_EXPECTED}")
+    torch = _import_torch()
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such checkpoint: {path!r}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds; keep it one line
-        msg = " ".join(str(e).split())[:300]
-        raise ConversionError(f"{path!r} is not a readable PyTorch checkpoint ({msg})") from e
+        with warnings.catch_warnings():
+            # torch's note on a pickle protocol above 2, which changes nothing for a state dict
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds; keep it one line
+        raise ConversionError(
+            f"{path!r} is not a PyTorch checkpoint torch can read ({_torch_reason(e)}): {_EXPECTED}"
+        ) from e
     return normalize_state_dict(obj)
+
+
+_EXPECTED = (
+    "convert takes a .pth / .pth.tar file written by torch.save holding a state dict of "
+    "CompressAI / STF layout (tensors only, bare or under 'state_dict')"
+)
+
+
+def _not_a_checkpoint(path: str) -> str | None:
+    """What a file is when it is plainly no checkpoint (empty, a directory, an image), else None."""
+    if os.path.isdir(path):
+        return "a directory"
+    if os.path.getsize(path) == 0:
+        return "empty"
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return f"a {im.format} image"
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def _torch_reason(e: BaseException) -> str:
+    """The part of torch's message that says what was wrong, as one sentence.
+
+    ``weights_only`` failures wrap the reason (``Unsupported operand 80``, ``Unsupported global:
+    GLOBAL foo.Net was not an allowed global``) in several sentences about the PyTorch 2.6 default;
+    other errors lead with it (``PytorchStreamReader failed reading zip archive: ...``).
+    """
+    text = str(e).strip() or type(e).__name__
+    match = re.search(r"WeightsUnpickler error:\s*(.*)", text, re.DOTALL)
+    if match and match.group(1).strip():
+        text = match.group(1).strip()
+    text = " ".join(re.split(r"\n\s*\n", text, maxsplit=1)[0].split())  # the first paragraph
+    text = re.split(r"(?<=[.!?]) (?=[A-Z])", text, maxsplit=1)[0].rstrip(".")
+    return text
 
 
 def save_torch_state_dict(state_dict: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
@@ -450,7 +494,7 @@ def _flat_paths(
 
 def torch_key_map(
     params_or_shapes: Mapping[str, Any], model_config
-) -> "OrderedDict[str, tuple[str, str, int]]":
+) -> OrderedDict[str, tuple[str, str, int]]:
     """``{flax path 'a/b/kernel': (torch key, kind, arg)}`` for every parameter of the tree."""
     cfg = _frozen(model_config)
     out: OrderedDict[str, tuple[str, str, int]] = OrderedDict()
@@ -475,7 +519,10 @@ def torch_key_map(
 
 def _gdn_buffers(prefix: str) -> dict[str, np.ndarray]:
     """CompressAI GDN's buffers (``prefix`` ends with '.' or is empty) and their values."""
-    f = lambda v: np.asarray([v], np.float32)  # noqa: E731
+
+    def f(v):
+        return np.asarray([v], np.float32)
+
     return {
         f"{prefix}beta_reparam.pedestal": f(PEDESTAL),
         f"{prefix}beta_reparam.lower_bound.bound": f((BETA_MIN + PEDESTAL) ** 0.5),
@@ -622,7 +669,12 @@ def infer_wacnn_config(state_dict: Mapping[str, np.ndarray]):
     window_n, window_m = (math.isqrt(table_n[0]) + 1) // 2, (math.isqrt(table_m[0]) + 1) // 2
     cfg.wam.heads = table_n[1]
     cfg.wam.update(
-        dict(window_n=window_n, shift_n=window_n // 2, window_m=window_m, shift_m=window_m // 2)
+        {
+            "window_n": window_n,
+            "shift_n": window_n // 2,
+            "window_m": window_m,
+            "shift_m": window_m // 2,
+        }
     )
     return cfg
 
@@ -769,7 +821,7 @@ def from_torch_state_dict(
 
 def to_torch_state_dict(
     params: Mapping[str, Any], model_config, *, buffers: bool = True
-) -> "OrderedDict[str, np.ndarray]":
+) -> OrderedDict[str, np.ndarray]:
     """Flax ``params`` -> PyTorch-style state dict ``{key: np.ndarray}`` (sorted keys).
 
     Key names and layouts as in the module docstring (STF's for WACNN). With ``buffers`` the
