@@ -1,47 +1,72 @@
 #!/usr/bin/env bash
 # Trains the three bundled models (configs/bundled.py at quality 1, 2 and 3) side by side on one
-# GPU for a fixed wall-clock budget, then exports each as a float16 model file.
+# GPU for a fixed wall-clock budget, then keeps each only if it is sane and better than it started.
 #
 #   benchmarks/gpu_train_bundled.sh DATA_ROOT OUT_DIR [SECONDS]
 #
-# INIT_FROM=DIR continues from the model files DIR/mracnn-bundled-q{1,2,3}.mracnn (e.g.
-# mracnn_jax/assets/models; links to one file fork all three from it) with a fresh optimiser,
-# instead of a random initialisation. LR (default 2e-4), BATCH (16), CROP (256), WORKERS (5) and
-# MEM_FRACTION (0.3) override the run's settings.
-# DATA_ROOT has the layout of ../shared/data (train/bsds500/{train,test,val}, train/cid22).
-# The three runs share the GPU (each may take 30 % of its memory) and stop cleanly when SECONDS
-# (default 420, compilation included) are spent: checkpoint, validation on 8 held-out images,
-# export. OUT_DIR receives mracnn-bundled-q{1,2,3}.mracnn in 15 MiB parts, logs.tar.gz (config, metrics.jsonl and
-# the log of each run) and summary.txt. A run that fails still leaves its last checkpoint, from
-# which the model is exported.
+# INIT_FROM=DIR continues each quality from its own model file DIR/mracnn-bundled-qN.mracnn (e.g.
+# mracnn_jax/assets/models, or the files benchmarks/gpu_lease.sh unpacks from the kit) with a fresh
+# optimiser, instead of a random initialisation. DATA_ROOT has the layout of ../shared/data
+# (train/bsds500/{train,test,val}, train/cid22; benchmarks/make_gpu_kit.py's .kit/data has it).
+# The three runs share the GPU (each may take MEM_FRACTION, default 30 %, of its memory) and stop
+# cleanly when SECONDS (default 420, imports excluded, compilation included) are spent:
+# checkpoint, validation, float16 export. Validation (the first EVAL_IMAGES=8 files of
+# DATA_ROOT/train/bsds500/val, centre crops of EVAL_CROP=256) runs at step 0 on the starting
+# weights (train.eval_at_start), every EVAL_EVERY=500 steps and at the end.
+# benchmarks/gpu_keep_or_drop.py then KEEPs a model only if train.py succeeded, no training loss
+# and no parameter is NaN/Inf, and the validation RD loss (λ·255²·MSE + bpp) at the end is lower
+# than at step 0; else DROP.
+# OUT_DIR receives, at most 8 files (the device tool's limit; 16 MiB each, 64 MiB in all):
+#   mracnn-bundled-qN.mracnn.part00, .part01  for each KEPT model, in 15 MiB parts; join with
+#                                             cat mracnn-bundled-qN.mracnn.part* > ...qN.mracnn
+#   summary.txt                               the machine, the versions and each quality's verdict
+#   logs.tar.gz                               WORK without checkpoints, model files, site/ and
+#                                             init/: config.json, metrics.jsonl and the log of each
+#                                             run, decisions.json, the benchmark's log if any
+# Settings: LR (default 1e-4, constant after WARMUP=200 steps), BATCH (16), CROP (256), WORKERS
+# (5 data threads per run), LOG_EVERY (50), QUALITIES ("1 2 3"), PYTHON (python3), WORK
+# (/tmp/bundled: the runs' work directories, emptied first). A CPU smoke test of the whole lease:
+#   OUT=/tmp/o WORK=/tmp/w PYTHON=.venv-new/bin/python DEADLINE=420 MARGIN=60 CROP=64 BATCH=2 \
+#   WORKERS=1 EVAL_IMAGES=2 EVAL_CROP=64 LOG_EVERY=2 WARMUP=0 bash benchmarks/gpu_lease.sh .kit
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=$(readlink -f "$1"); OUT=$(readlink -f "$2"); BUDGET=${3:-420}
 PYTHON=${PYTHON:-python3}
 WORK=${WORK:-/tmp/bundled}
+QUALITIES=${QUALITIES:-1 2 3}
+export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # The λ of each quality, from the one place that defines them.
 declare -A LAMBDA
-read -r LAMBDA[1] LAMBDA[2] LAMBDA[3] < <(PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -c \
+read -r LAMBDA[1] LAMBDA[2] LAMBDA[3] < <("$PYTHON" -c \
   "from configs.bundled import QUALITY_LAMBDAS as q; print(q[1], q[2], q[3])")
 [ -n "${LAMBDA[3]:-}" ] || { echo "cannot read configs/bundled.py's QUALITY_LAMBDAS" >&2; exit 1; }
 mkdir -p "$OUT" "$WORK"
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader \
-  2>/dev/null
-"$PYTHON" -c "import sys, jax, flax, optax, numpy, orbax.checkpoint as o; \
+for q in $QUALITIES; do rm -rf "$WORK/q$q" "$WORK/q$q.log" "$WORK/q$q.rc"; done
+rm -f "$WORK/decisions.json" "$WORK/keep.txt"
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader \
+    2>/dev/null
+  "$PYTHON" -c "import sys, jax, flax, optax, numpy, orbax.checkpoint as o; \
 print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, 'optax', \
 optax.__version__, 'orbax', o.__version__, 'numpy', numpy.__version__, jax.devices())"
+  echo "budget $BUDGET s per run; LR ${LR:-1e-4}, warm-up ${WARMUP:-200}, batch ${BATCH:-16} of" \
+    "${CROP:-256}x${CROP:-256}; init from ${INIT_FROM:-(random)}; data $DATA"
+} 2>&1 | tee "$WORK/env.log"
 
-for q in 1 2 3; do
+for q in $QUALITIES; do
   wd="$WORK/q$q"
-  MRACNN_DATA="$DATA" XLA_PYTHON_CLIENT_MEM_FRACTION=${MEM_FRACTION:-0.3} PYTHONUNBUFFERED=1 \
+  MRACNN_DATA="$DATA" XLA_PYTHON_CLIENT_MEM_FRACTION=${MEM_FRACTION:-0.3} \
   "$PYTHON" train.py --config=configs/bundled.py --workdir="$wd" \
     --config.train.lmbda="${LAMBDA[$q]}" \
     --config.train.batch_size="${BATCH:-16}" --config.train.crop_size="${CROP:-256}" \
-    --config.train.learning_rate="${LR:-2e-4}" --config.train.lr_schedule=constant \
-    --config.train.warmup_steps=200 --config.train.num_steps=1000000 \
-    --config.train.time_limit_s="$BUDGET" --config.train.checkpoint_every=500 \
-    --config.train.keep_checkpoints=1 --config.train.log_every=50 \
-    --config.train.eval_every=1000 --config.train.num_eval_images=8 \
+    --config.train.learning_rate="${LR:-1e-4}" --config.train.lr_schedule=constant \
+    --config.train.warmup_steps="${WARMUP:-200}" --config.train.num_steps=1000000 \
+    --config.train.time_limit_s="$BUDGET" --config.train.checkpoint_every=1000000 \
+    --config.train.keep_checkpoints=1 --config.train.log_every="${LOG_EVERY:-50}" \
+    --config.train.eval_at_start=true --config.train.eval_every="${EVAL_EVERY:-500}" \
+    --config.train.num_eval_images="${EVAL_IMAGES:-8}" \
+    --config.train.eval_crop_size="${EVAL_CROP:-256}" \
     --config.train.export_dtype=float16 --config.train.export_name="mracnn-bundled-q$q.mracnn" \
     --config.data.backend=python --config.data.num_workers="${WORKERS:-5}" \
     --config.train.init_from="${INIT_FROM:+$INIT_FROM/mracnn-bundled-q$q.mracnn}" \
@@ -49,27 +74,24 @@ for q in 1 2 3; do
   pids[$q]=$!
 done
 
-for q in 1 2 3; do
+for q in $QUALITIES; do
   wait "${pids[$q]}"; rc=$?
-  wd="$WORK/q$q"; model="$wd/mracnn-bundled-q$q.mracnn"
+  echo "$rc" > "$WORK/q$q.rc"
   echo "q$q: train.py exit status $rc"
-  if [ ! -f "$model" ] && [ -d "$wd/checkpoints" ]; then
-    "$PYTHON" train.py --export_only --workdir="$wd" --export_path="$model" \
-      --export_dtype=float16 >>"$wd.log" 2>&1 && echo "q$q: exported from the last checkpoint"
-  fi
-  # Files over 15 MiB are split (the device tool brings back at most 16 MiB per file):
-  # join with  cat mracnn-bundled-qN.mracnn.part* > mracnn-bundled-qN.mracnn
-  [ -f "$model" ] && split -b 15M -d "$model" "$OUT/$(basename "$model").part" \
-    && sha256sum "$model"
-  tail -c 1500 "$wd.log" | tr '\r' '\n' | grep -v '^\s*$' | tail -4
+  tr '\r' '\n' < "$WORK/q$q.log" | grep -E 'train_lib.py.*(eval:|time limit|exported)|Error' \
+    | sed 's/^.*train_lib.py:[0-9]*\] /  /' | cut -c1-160 | tail -4
 done
 
-{
-  for q in 1 2 3; do
-    echo "== q$q (lambda ${LAMBDA[$q]})"
-    grep '"split": "train"' "$WORK/q$q/metrics.jsonl" 2>/dev/null | tail -2
-    grep '"split": "eval"' "$WORK/q$q/metrics.jsonl" 2>/dev/null | tail -3
-  done
-} | tee "$OUT/summary.txt"
-tar -czf "$OUT/logs.tar.gz" -C "$WORK" --exclude=checkpoints --exclude='*.mracnn' .
-ls -la "$OUT"
+# shellcheck disable=SC2086  # QUALITIES is a list
+"$PYTHON" benchmarks/gpu_keep_or_drop.py "$WORK" $QUALITIES > "$WORK/decisions.txt" 2>&1
+for q in $(cat "$WORK/keep.txt" 2>/dev/null); do
+  model="$WORK/q$q/mracnn-bundled-q$q.mracnn"
+  # Parts of 15 MiB: the device tool brings back at most 16 MiB per file.
+  split -b 15M -d "$model" "$OUT/mracnn-bundled-q$q.mracnn.part" || echo "q$q: split failed"
+  echo "q$q: $(sha256sum "$model" | cut -d' ' -f1)  mracnn-bundled-q$q.mracnn (kept)" \
+    >> "$WORK/decisions.txt"
+done
+cat "$WORK/env.log" "$WORK/decisions.txt" > "$OUT/summary.txt"
+echo "== summary"; cat "$WORK/decisions.txt"
+tar -czf "$OUT/logs.tar.gz" -C "$WORK" --exclude=./site --exclude=./init --exclude=checkpoints \
+  --exclude='*.mracnn' --exclude=tb .

@@ -437,6 +437,23 @@ def test_train_loop_writes_metrics_config_checkpoints_and_model(tmp_path):
     assert_trees_equal(params, jax.device_get(state.params))
 
 
+def test_eval_at_start_writes_a_step_0_record_with_the_rd_loss(tmp_path):
+    def records(workdir):
+        return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+    config = tiny_config(tmp_path, num_steps=2, checkpoint_every=2, log_every=1, eval_at_start=True)
+    _train(config, tmp_path / "wd")
+    eval_recs = [r for r in records(tmp_path / "wd") if r["split"] == "eval"]
+    assert [r["step"] for r in eval_recs] == [0, 2]
+    lmbda = config.train.lmbda
+    for r in eval_recs:  # the training loss's formula on the validation means
+        assert r["loss"] == pytest.approx(lmbda * 255.0**2 * r["mse"] + r["bpp"], rel=1e-6)
+    # Without the option, the first validation is the end's, as before.
+    config = tiny_config(tmp_path, num_steps=2, checkpoint_every=2, log_every=1)
+    _train(config, tmp_path / "wd2")
+    assert [r["step"] for r in records(tmp_path / "wd2") if r["split"] == "eval"] == [2]
+
+
 def test_time_limit_stops_cleanly_with_checkpoint_and_export(tmp_path):
     from mracnn_jax.model_file import load_model
 

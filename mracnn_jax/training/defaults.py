@@ -111,6 +111,10 @@ def training_config() -> ml_collections.ConfigDict:
     c.log_every = 100
     # Validate on data.val_dir every this many steps (0: only at the end; negative: never).
     c.eval_every = 10_000
+    # Also validate before the first step (step 0 of a new run, the checkpoint's step on a
+    # resume): the baseline that the end of the run is compared with (e.g. when training on from
+    # train.init_from). Costs one validation (and its compilation) before training starts.
+    c.eval_at_start = False
     # Number of validation images (sorted by path, the first ones), each a fixed centre crop of
     # eval_crop_size. 0 disables validation.
     c.num_eval_images = 24

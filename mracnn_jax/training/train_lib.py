@@ -28,6 +28,13 @@ and checked every ``train.log_every`` steps and before every checkpoint: a NaN/I
 parameters with a fresh optimiser. ``train.time_limit_s`` ends a run early, cleanly (checkpoint, validation, export), after the step
 during which the wall-clock budget ran out.
 
+Validation
+----------
+On ``data.val_dir`` every ``train.eval_every`` steps and at the end; with ``train.eval_at_start``
+also before the first step (step 0 of a new run), so that a run's end can be compared with the
+parameters it started from. Each ``"eval"`` record has the per-image means (bpp, mse, psnr,
+ms_ssim) and ``loss``, the training loss's formula on them (``eval_rd_loss``).
+
 Outputs in ``workdir``
 ----------------------
 ``config.json`` (+ ``config.yaml``), ``metrics.jsonl`` (one JSON object per log/eval point, with
@@ -390,6 +397,16 @@ def evaluate(
     return {k: v / n for k, v in sums.items()}
 
 
+def eval_rd_loss(metrics: dict[str, float], train_config) -> float:
+    """The training loss's formula on validation means: ``λ·255²·mse + bpp`` ('mse'), or
+    ``λ·(1 − ms_ssim) + bpp`` ('ms-ssim'; NaN without an ``ms_ssim`` value). Both terms are
+    linear, so the mean over images of the per-image loss equals this."""
+    lmbda = float(train_config.lmbda)
+    if str(train_config.loss_metric) == "ms-ssim":
+        return lmbda * (1.0 - metrics.get("ms_ssim", math.nan)) + metrics["bpp"]
+    return lmbda * 255.0**2 * metrics["mse"] + metrics["bpp"]
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, *, model=None
 ) -> TrainState:
@@ -513,11 +530,21 @@ def train_and_evaluate(
         }
         ckpts.save(step, state, extra)
 
+    def run_eval(step: int) -> dict[str, float]:
+        res = evaluate(eval_fn, state.params, eval_images, int(t.get("eval_batch_size", 8)), mesh)
+        res["loss"] = eval_rd_loss(res, t)
+        writer.write(step, "eval", res)
+        logger.info("step %d eval: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in res.items()))
+        return res
+
     pbar = _progress_bar(num_steps, start_step, enabled=is_main)
     step = start_step
     time_limit = float(t.get("time_limit_s", 0.0))
     deadline = run_t0 + time_limit if time_limit > 0 else math.inf
     try:
+        if eval_fn is not None and t.get("eval_at_start", False) and step < num_steps:
+            run_eval(step)
+            window_t0 = time.perf_counter()  # the first window's rate excludes this validation
         while step < num_steps:
             t0 = time.perf_counter()
             batch = make_global_batch(next(train_iter), mesh)
@@ -537,15 +564,7 @@ def train_and_evaluate(
             if step % log_every == 0 or do_ckpt or do_eval:
                 flush(step)
             if do_eval:
-                last_eval = evaluate(
-                    eval_fn, state.params, eval_images, int(t.get("eval_batch_size", 8)), mesh
-                )
-                writer.write(step, "eval", last_eval)
-                logger.info(
-                    "step %d eval: %s",
-                    step,
-                    ", ".join(f"{k}={v:.4f}" for k, v in last_eval.items()),
-                )
+                last_eval = run_eval(step)
             if do_ckpt:
                 save(step)
         ckpts.wait()

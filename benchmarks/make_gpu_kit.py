@@ -1,0 +1,331 @@
+"""Build ``.kit/``: what a GPU machine lacks to train the bundled models (benchmarks/gpu_lease.sh).
+
+    python benchmarks/make_gpu_kit.py [--kit .kit] [--data ../shared/data] [--limit-mib 63]
+    python benchmarks/make_gpu_kit.py unpack-model IN.mracnn.f16s.xz OUT.mracnn   (on the GPU side)
+
+A device call carries the working tree (tracked + untracked-not-ignored files) and the carried
+folders, 64 MiB in all. The three tracked model files (19.9 MB each) are moved aside for the call,
+so the budget is: the rest of the working tree + ``.kit`` <= ``--limit-mib`` (63 MiB, leaving 1 MiB
+for files that appear in the tree before the call). The builder fills the training data up to
+``--target-mib`` (62.5 MiB), prints every part's size and exits with status 1 when the total is
+over the limit. What it writes:
+
+* ``models/mracnn-bundled-q{1,2,3}.mracnn.f16s.xz``: the bundled models, each losslessly packed
+  ("f16s": the float16 parameters' low and high bytes stored as two separate streams, the rest of
+  the zip as it is; the file's SHA-256 is stored and checked on unpacking) and compressed with
+  ``xz -9 -T2``. The low byte of a float16 is mantissa noise (8.0 bits/byte), the high byte
+  sign/exponent (5.7 bits/byte); interleaved, xz gets 17.46 MB per model, split 16.44 MB: 3 MB
+  more for the data. ``unpack-model`` (numpy and the standard library only) restores the exact file.
+* ``whl/``: wheels of the Python packages the GPU machine lacks (``pip download --no-deps
+  --only-binary=:all: --python-version 3.12``): only ml_collections (absl-py, PyYAML, flax, optax,
+  orbax-checkpoint, numpy, pillow and tqdm are in its image; grain and TensorFlow are not needed
+  by training). ``--wheels`` names others (e.g. pinned flax, optax, orbax-checkpoint versions).
+* ``data/train/bsds500/val/``: the held-out validation set, unchanged: the first 8 files (sorted
+  by path) of ../shared/data/train/bsds500/val, the ones ``load_eval_images`` reads for
+  ``num_eval_images = 8``, so the validation numbers compare with docs/models.md.
+* ``data/train/{bsds500/train,bsds500/test,cid22}/``: the training subset, in ../shared/data's
+  layout (``MRACNN_DATA=.kit/data`` makes the default ``data.train_dirs`` read it). One random
+  256x256 crop per photo, each from a different photo, taken in a seeded random order of all 586
+  photos (400 BSDS500 train+test, 186 CID22) until the budget is spent, so the subset keeps the
+  mixture the models were trained on. Why: at about 29 KB a crop the budget holds only about two
+  thirds of the photos, and distinct photos are worth more than more pixels of the same photo
+  (training at batch 16 for ~1,000 steps sees each file ~35 times; two crops of one photo, or a
+  bigger crop to shift a 256 window in, would share content; the model has seen all 586 photos
+  before, so the subset is a sample of its own training distribution). JPEG quality 92 with 4:4:4
+  chroma (optimised Huffman tables, progressive): 40.6 dB mean, 35.4 dB minimum against the crop
+  (80 crops measured), 10 dB or more above the models' own distortion (26-30 dB), where quality
+  85 (28 % smaller) reaches only 32 dB on textured crops; 4:2:0 would blur the chroma the models learn to code. The input
+  pipeline reads .png/.jpg only (no WebP/AVIF), and a PNG crop would cost 4 times as much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import lzma
+import os
+import random
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MIB = 1 << 20
+QUALITIES = (1, 2, 3)
+F16S_MAGIC = b"MRACNN-F16SPLIT1\n"
+TRAIN_FOLDERS = ("bsds500/train", "bsds500/test", "cid22")
+VAL_FOLDER = "bsds500/val"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+# -------------------------------------------------------------------------------------------------
+# Models: the float16 byte split ("f16s").
+
+
+def _float16_regions(data: bytes) -> list[tuple[int, int]]:
+    """(offset, nbytes) of every float16 .npy payload stored in the model zip ``data``."""
+    import numpy as np
+
+    regions = []
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for info in z.infolist():
+            if not info.filename.endswith(".npy") or info.compress_type != zipfile.ZIP_STORED:
+                continue
+            h = info.header_offset
+            name_len = int.from_bytes(data[h + 26 : h + 28], "little")
+            extra_len = int.from_bytes(data[h + 28 : h + 30], "little")
+            start = h + 30 + name_len + extra_len
+            f = io.BytesIO(data[start : start + info.file_size])
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                _, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                _, _, dtype = np.lib.format.read_array_header_2_0(f)
+            payload = info.file_size - f.tell()
+            if dtype == np.dtype("<f2") and payload % 2 == 0 and payload > 0:
+                regions.append((start + f.tell(), payload))
+    return sorted(regions)
+
+
+def pack_f16s(data: bytes) -> bytes:
+    """``data`` (a model file) with its float16 payloads' low and high bytes moved to the end."""
+    regions = _float16_regions(data)
+    rest, lo, hi, pos = [], [], [], 0
+    for off, n in regions:
+        rest.append(data[pos:off])
+        lo.append(data[off : off + n : 2])
+        hi.append(data[off + 1 : off + n : 2])
+        pos = off + n
+    rest.append(data[pos:])
+    index = json.dumps(
+        {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "regions": regions}
+    ).encode()
+    return b"".join([F16S_MAGIC, len(index).to_bytes(8, "little"), index, *rest, *lo, *hi])
+
+
+def unpack_f16s(packed: bytes) -> bytes:
+    """The inverse of ``pack_f16s``; raises ValueError when the result's SHA-256 is wrong."""
+    if not packed.startswith(F16S_MAGIC):
+        raise ValueError("not an f16s-packed model file")
+    p = len(F16S_MAGIC)
+    n = int.from_bytes(packed[p : p + 8], "little")
+    index = json.loads(packed[p + 8 : p + 8 + n])
+    body = memoryview(packed)[p + 8 + n :]
+    total = sum(k for _, k in index["regions"])
+    rest_len = index["size"] - total
+    rest = body[:rest_len]
+    lo, hi = body[rest_len : rest_len + total // 2], body[rest_len + total // 2 :]
+    out = bytearray(index["size"])
+    pos = rpos = half = 0
+    for off, k in index["regions"]:
+        seg = off - pos
+        out[pos:off] = rest[rpos : rpos + seg]
+        rpos += seg
+        out[off : off + k : 2] = lo[half : half + k // 2]
+        out[off + 1 : off + k : 2] = hi[half : half + k // 2]
+        half += k // 2
+        pos = off + k
+    out[pos:] = rest[rpos:]
+    if hashlib.sha256(out).hexdigest() != index["sha256"]:
+        raise ValueError("unpacked model file has the wrong SHA-256")
+    return bytes(out)
+
+
+def unpack_model(src: str, dst: str) -> None:
+    """``src`` (``.mracnn.f16s.xz``, or a plain ``.mracnn.xz``) → ``dst``, the exact model file."""
+    with lzma.open(src) as f:
+        data = f.read()
+    if data.startswith(F16S_MAGIC):
+        data = unpack_f16s(data)
+    tmp = dst + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, dst)
+    print(f"{dst}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
+
+
+def build_model(src: Path, dst: Path) -> None:
+    packed = pack_f16s(src.read_bytes())
+    if unpack_f16s(packed) != src.read_bytes():  # unpack_f16s checks the SHA-256 too
+        raise RuntimeError(f"f16s round trip of {src} failed")
+    tmp = dst.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        subprocess.run(["xz", "-9", "-T2", "-c"], input=packed, stdout=f, check=True)
+    os.replace(tmp, dst)
+
+
+# -------------------------------------------------------------------------------------------------
+# Sizes.
+
+
+def working_tree_bytes() -> tuple[int, int]:
+    """(bytes, files) of what a device call sends without the carried folders: tracked and
+    untracked-not-ignored files, less the bundled model files that are moved aside for it."""
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, check=True, capture_output=True,
+    ).stdout.decode()
+    total = files = 0
+    for rel in sorted(set(filter(None, out.split("\0")))):
+        if rel.startswith("mracnn_jax/assets/models/") and rel.endswith(".mracnn"):
+            continue
+        p = REPO / rel
+        if p.is_file() and not p.is_symlink():
+            total += p.stat().st_size
+            files += 1
+    return total, files
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# -------------------------------------------------------------------------------------------------
+# Data.
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def crop_jpeg(path: Path, crop: int, quality: int, seed: int) -> bytes:
+    """One random ``crop``² window of ``path`` (seeded by the file name), as a JPEG."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        rng = random.Random(f"{seed}:{path.name}")
+        x = rng.randrange(0, max(w - crop, 0) + 1)
+        y = rng.randrange(0, max(h - crop, 0) + 1)
+        c = im.crop((x, y, x + min(crop, w), y + min(crop, h)))
+    buf = io.BytesIO()
+    c.save(buf, "JPEG", quality=quality, subsampling=0, optimize=True, progressive=True)
+    return buf.getvalue()
+
+
+def build_data(args, kit: Path, budget: int) -> tuple[int, int, dict[str, int]]:
+    """Writes the training crops, in a seeded random order of all photos, until ``budget`` bytes
+    are used. Returns (bytes, files, files per folder)."""
+    root = Path(args.data) / "train"
+    photos = [(sub, p) for sub in TRAIN_FOLDERS for p in list_images(root / sub)]
+    random.Random(args.seed).shuffle(photos)
+    used = files = 0
+    per: dict[str, int] = dict.fromkeys(TRAIN_FOLDERS, 0)
+    for sub in TRAIN_FOLDERS:
+        (kit / "data" / "train" / sub).mkdir(parents=True, exist_ok=True)
+    for sub, p in photos:
+        jpeg = crop_jpeg(p, args.crop, args.quality, args.seed)
+        if used + len(jpeg) > budget:
+            break
+        (kit / "data" / "train" / sub / (p.stem + ".jpg")).write_bytes(jpeg)
+        used += len(jpeg)
+        files += 1
+        per[sub] += 1
+    return used, files, per
+
+
+# -------------------------------------------------------------------------------------------------
+
+
+def build(args) -> int:
+    kit = Path(args.kit).resolve()
+    models_src = REPO / "mracnn_jax" / "assets" / "models"
+    (kit / "models").mkdir(parents=True, exist_ok=True)
+    (kit / "whl").mkdir(exist_ok=True)
+    sizes: list[tuple[str, int]] = []
+
+    tree, tree_files = working_tree_bytes()
+    sizes.append((f"working tree without the 3 model files ({tree_files} files)", tree))
+
+    for q in QUALITIES:
+        src = models_src / f"mracnn-bundled-q{q}.mracnn"
+        dst = kit / "models" / f"mracnn-bundled-q{q}.mracnn.f16s.xz"
+        for old in (kit / "models").glob(f"mracnn-bundled-q{q}.mracnn*"):
+            if old != dst:
+                old.unlink()
+        if args.force or not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
+            print(f"packing {src.name} (xz -9 -T2) ...", flush=True)
+            build_model(src, dst)
+        sizes.append((f"models/{dst.name} (from {src.stat().st_size} bytes)", dst.stat().st_size))
+
+    want = args.wheels.split()
+    have = list((kit / "whl").glob("*.whl"))
+    norm = lambda s: s.split("==")[0].replace("-", "_").lower()
+    if sorted(norm(w) for w in want) != sorted(h.name.split("-")[0].lower() for h in have):
+        for h in have:
+            h.unlink()
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+             "--python-version", "3.12", "--implementation", "cp", "--platform",
+             "manylinux2014_x86_64", "-d", str(kit / "whl"), *want],
+            check=True,
+        )
+    for h in sorted((kit / "whl").glob("*.whl")):
+        sizes.append((f"whl/{h.name}", h.stat().st_size))
+
+    # The data are rebuilt each time (a few seconds), so the budget is always the current one.
+    shutil.rmtree(kit / "data", ignore_errors=True)
+    val_dst = kit / "data" / "train" / VAL_FOLDER
+    val_dst.mkdir(parents=True)
+    val = list_images(Path(args.data) / "train" / VAL_FOLDER)[: args.num_val]
+    for p in val:
+        shutil.copyfile(p, val_dst / p.name)
+    sizes.append((f"data/train/{VAL_FOLDER}: the first {len(val)} files", tree_bytes(val_dst)))
+
+    for stray in set(kit.iterdir()) - {kit / "models", kit / "whl", kit / "data"}:
+        shutil.rmtree(stray) if stray.is_dir() else stray.unlink()
+    budget = int(args.target_mib * MIB) - tree - tree_bytes(kit)
+    if budget <= 0:
+        print(f"no room for training data: {budget} bytes", file=sys.stderr)
+        return 1
+    used, files, per = build_data(args, kit, budget)
+    sizes.append(
+        (f"data/train: {files} crops of {args.crop}x{args.crop}, JPEG q{args.quality} 4:4:4 ("
+         + ", ".join(f"{k} {v}" for k, v in per.items()) + ")", used)
+    )
+    kit_total = tree_bytes(kit)
+    total = tree + kit_total
+    for name, size in sizes:
+        print(f"{size:>12,d}  {name}")
+    print(f"{kit_total:>12,d}  .kit in all ({kit})")
+    print(f"{total:>12,d}  TOTAL {total / MIB:.2f} MiB (limit {args.limit_mib:g} MiB; "
+          "a device call carries 64 MiB)")
+    if total > args.limit_mib * MIB:
+        print(f"over the limit of {args.limit_mib} MiB", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["unpack-model"]:
+        if len(argv) != 3:
+            print("usage: make_gpu_kit.py unpack-model IN.xz OUT.mracnn", file=sys.stderr)
+            return 2
+        unpack_model(argv[1], argv[2])
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--kit", default=str(REPO / ".kit"))
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--limit-mib", type=float, default=63.0, help="fail above this total")
+    p.add_argument("--target-mib", type=float, default=62.5, help="fill the data up to this total")
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--quality", type=int, default=92)
+    p.add_argument("--num-val", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--wheels", default="ml_collections==1.1.0", help="pip specs, space-separated")
+    p.add_argument("--force", action="store_true", help="repack the models even if up to date")
+    return build(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
