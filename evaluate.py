@@ -91,14 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from mracnn_jax import zoo
     from mracnn_jax.evaluation import runner
 
     try:
         models = args.model
         if not models:
-            models = [str(p) for p in runner.bundled_model_files()]
+            models = [str(e.path) for e in zoo.bundled()]
             if not models and not args.anchors:
-                raise runner.EvaluationError(runner.no_model_message())
+                raise runner.EvaluationError(zoo.no_model_message() + ", or only --anchors")
         runner.resolve_model_files(models)  # fail on a bad path before importing JAX
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         if args.cache_dir:

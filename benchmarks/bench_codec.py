@@ -68,7 +68,7 @@ def _child(args) -> dict:
 
     peaks = {}
     t0 = time.perf_counter()
-    from mracnn_jax import codec
+    from mracnn_jax import codec, images
     from mracnn_jax.config_files import load_config
 
     if args.export_to and args.from_torch:  # the PyTorch reference's weights, converted
@@ -87,7 +87,7 @@ def _child(args) -> dict:
     peaks["model"] = peak_mib()
     _log(f"[{model.name}] model loaded in {load_s:.1f} s")
 
-    rgb, mode = codec.read_image(args.image)
+    rgb, mode = images.read_image(args.image)
     image = rgb[:, :, 0] if mode == "L" else rgb
     h, w = rgb.shape[:2]
 

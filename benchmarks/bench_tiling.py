@@ -86,13 +86,13 @@ _ENCODE = r"""
 import json, sys, time
 import numpy as np
 from PIL import Image
-from mracnn_jax import codec
+from mracnn_jax import codec, images
 from mracnn_jax.coding import container
 model_path, image_path, out_path, pred_path, tile, predict = sys.argv[1:7]
 tile = int(tile) or None
 full = predict == "full" or tile is None
 model = codec.LoadedModel.load(model_path)
-rgb, mode = codec.read_image(image_path)
+rgb, mode = images.read_image(image_path)
 t = time.perf_counter()
 r = codec.compress_with_info(rgb, model, tile=tile, estimate_bits=False, keep_latents=False,
                              reconstruct=full)

@@ -62,7 +62,7 @@ def main() -> int:
     mesh = train_lib.make_mesh()
     tx = make_optimizer(config.train)
     init_key, noise_key = train_lib.root_keys(0)
-    state = train_lib.init_train_state(model, tx, init_key, a.crop, mesh)
+    state = train_lib.init_train_state(model, tx, init_key, mesh)
     step_fn = train_lib.jit_train_step(train_lib.make_train_step(model, tx, config.train), mesh)
     batch = jax.device_put(
         (jax.random.uniform(jax.random.PRNGKey(1), (a.batch, a.crop, a.crop, 3)) * 255).astype(jnp.uint8),

@@ -83,9 +83,9 @@ def main() -> int:
     work = Path(a.work)
     if a.decode_only:
         return decode(work)
-    from mracnn_jax.evaluation import runner
+    from mracnn_jax import zoo
 
-    models = [Path(m) for m in a.model] if a.model else runner.bundled_model_files()
+    models = [Path(m) for m in a.model] if a.model else [e.path for e in zoo.bundled()]
     encode(models, Path(a.data), work)
     return subprocess.run([sys.executable, __file__, "--work", str(work), "--decode-only"]).returncode
 

@@ -3,6 +3,7 @@
     mracnn compress IN [OUT.mrac] [--model M | --quality Q] [--tile N | --no-tile]
     mracnn decompress IN.mrac [OUT.png] [--model M]
     mracnn info IN.mrac
+    mracnn models
     mracnn export --config configs/mracnn.py --seed 0 OUT.mracnn
     mracnn convert IN.pth OUT.mracnn [--arch wacnn | --arch mracnn] [--config C]
 
@@ -15,10 +16,11 @@ its input, a default OUT never replaces an existing file (``decompress x.mrac`` 
 x.png`` would replace the original), and ``compress`` refuses an OUT named like an image or a
 model file.
 
-Without ``--model``, ``compress`` uses a model bundled in ``mracnn_jax/assets/models/*.mracnn``:
-the one whose quality (metadata ``quality``, else ``q<N>`` in the file name) equals ``--quality``;
-without ``--quality`` the only one, the one with metadata ``default: true``, or the middle quality.
-``decompress`` picks the bundled model whose parameter digest the file names. ``--cache-dir``
+Without ``--model``, ``compress`` uses a model bundled in ``mracnn_jax/assets/models/*.mracnn``
+(``mracnn_jax.zoo``; ``mracnn models`` lists them): the one whose quality (metadata ``quality``,
+else ``q<N>`` in the file name) equals ``--quality``; without ``--quality`` the only one, the one
+with metadata ``default: true``, or the middle quality. ``decompress`` picks the bundled model
+whose parameter digest the file names. ``--cache-dir``
 (or ``$MRACNN_JAX_CACHE_DIR``) keeps compiled JAX functions on disk between runs. Set
 ``MRACNN_DEBUG=1`` for tracebacks.
 """
@@ -28,18 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
-import re
 import shlex
 import sys
 import threading
 import warnings
 
-from mracnn_jax import __version__, fileio
+from mracnn_jax import __version__, fileio, zoo
 
 PROG = "mracnn"
-BUNDLED_DIR = pathlib.Path(__file__).resolve().parent / "assets" / "models"
-MODEL_SUFFIXES = (".mracnn", ".zip", ".model")
 BITSTREAM_SUFFIX = ".mrac"
 DECODED_SUFFIX = ".png"
 
@@ -96,8 +94,8 @@ def _compress_output(args) -> str:
         return _default_output("compress", args.input, BITSTREAM_SUFFIX, other)
     output = args.output
     ext = os.path.splitext(output)[1].lower()
-    kind = "a model file" if ext in MODEL_SUFFIXES else "an image"
-    if ext in MODEL_SUFFIXES or ext in _image_extensions():
+    kind = "a model file" if zoo.is_model_name(output) else "an image"
+    if zoo.is_model_name(output) or ext in _image_extensions():
         raise CliError(
             f"output {output!r} is named like {kind}, but compress writes an .mrac bitstream: "
             f"name it {_with_suffix(output, BITSTREAM_SUFFIX)!r}, or leave the output out to "
@@ -162,92 +160,32 @@ def _cache(args) -> None:
         codec.enable_compilation_cache(path)
 
 
-def _bundled_models() -> list[tuple[str, dict]]:
-    """(path, header) of every model file in the package's assets."""
-    from mracnn_jax import model_file
-
-    out = []
-    if BUNDLED_DIR.is_dir():
-        for p in sorted(BUNDLED_DIR.iterdir()):
-            if p.suffix in MODEL_SUFFIXES:
-                try:
-                    out.append((str(p), model_file.read_header(p)))
-                except (ValueError, OSError):
-                    continue
-    return out
-
-
-def _no_model_message() -> str:
-    return (
-        f"no --model given and no model is bundled in {BUNDLED_DIR}; pass --model FILE "
-        f"(make one with `{PROG} export --config configs/mracnn.py --seed 0 model.mracnn`)"
-    )
-
-
-def _quality(path: str, header: dict):
-    """A bundled model's quality: metadata ``quality``, else ``q<N>`` / ``quality<N>`` in its name."""
-    quality = (header.get("metadata") or {}).get("quality")
-    if quality is None:
-        match = re.search(r"(?:^|[^a-z])q(?:uality)?[-_]?(\d+)", pathlib.Path(path).stem.lower())
-        quality = int(match.group(1)) if match else None
-    return quality
-
-
 def _model_for_compress(args) -> str:
+    """``--model``, else the bundled model of ``--quality``, else the default one."""
     if args.model:
         return args.model
-    bundled = _bundled_models()
-    if not bundled:
-        raise CliError(_no_model_message())
-    qualities = {path: _quality(path, header) for path, header in bundled}
-    if args.quality is not None:
-        for path, quality in qualities.items():
-            if quality == args.quality:
-                return path
-        known = ", ".join(str(q) for q in sorted(q for q in qualities.values() if q is not None))
-        raise CliError(f"no bundled model has quality {args.quality} (bundled: {known or 'none'})")
-    default = _default_bundled(bundled)
-    if default is None:
-        raise CliError("several models are bundled: choose one with --model")
-    return default
-
-
-def _default_bundled(bundled: list[tuple[str, dict]]):
-    """The bundled model ``compress`` uses without --model and --quality (None: no default)."""
-    if len(bundled) == 1:
-        return bundled[0][0]
-    for path, header in bundled:
-        if (header.get("metadata") or {}).get("default"):
-            return path
-    ranked = sorted((q, p) for p, q in ((p, _quality(p, h)) for p, h in bundled) if q is not None)
-    if ranked:  # the middle quality
-        return ranked[(len(ranked) - 1) // 2][1]
-    return None
+    entry = zoo.default() if args.quality is None else zoo.by_quality(args.quality)
+    return str(entry.path)
 
 
 def _quality_help() -> str:
     """``--quality``'s help: each bundled model's quality with the lambda in its metadata."""
     text = "choose a bundled model by its quality"
     try:
-        bundled = _bundled_models()
+        entries = sorted(
+            (e for e in zoo.bundled() if e.quality is not None),
+            key=lambda e: (e.quality, e.path),
+        )
+        default = zoo.default().path if entries else None
     except Exception:  # noqa: BLE001 - the help must print whatever the bundled files hold
         return text
-    points = sorted(
-        (
-            (q, (h.get("metadata") or {}).get("lmbda"), p)
-            for p, h in bundled
-            if (q := _quality(p, h)) is not None
-        ),
-        key=lambda point: (point[0], point[2]),
-    )
-    if not points:
+    if not entries:
         return f"{text} (no model with a quality is bundled)"
-    default = _default_bundled(bundled)
     items = []
-    for quality, lmbda, path in points:
-        notes = [] if lmbda is None else [f"lambda {lmbda:g}"]
-        notes += ["the default"] if path == default else []
-        items.append(f"{quality} ({', '.join(notes)})" if notes else str(quality))
+    for entry in entries:
+        notes = [] if entry.lmbda is None else [f"lambda {entry.lmbda:g}"]
+        notes += ["the default"] if entry.path == default else []
+        items.append(f"{entry.quality} ({', '.join(notes)})" if notes else str(entry.quality))
     return (
         f"{text}: {', '.join(items)}; lambda is the rate-distortion weight the model was trained "
         f"with, a larger one spending more bits for a better image"
@@ -255,7 +193,8 @@ def _quality_help() -> str:
 
 
 def _load_model(path: str, expect=None):
-    """Loads a model file; with ``expect`` (a Bitstream) checks its identity from the header first."""
+    """Loads a model file; with ``expect`` (a Bitstream) first checks from the file's header that
+    it is the model that wrote it (``zoo.identity_error``, as the codec does after loading)."""
     from mracnn_jax import model_file
 
     if not os.path.exists(path):
@@ -263,18 +202,20 @@ def _load_model(path: str, expect=None):
     if expect is not None:
         header = model_file.read_header(path)
         name = (header.get("model_config") or {}).get("name")
-        if (
-            not str(header["params_digest"]).startswith(expect.params_digest.hex())
-            or name != expect.model_name
-        ):
-            raise CliError(
-                f"{path!r} is not the model that wrote this file (the file needs "
-                f"{expect.model_name!r} with params {expect.params_digest.hex()}, the model file "
-                f"holds {name!r} with params {str(header['params_digest'])[:32]})"
-            )
+        source = f"the model file {path!r}"
+        message = zoo.identity_error(expect, name, header["params_digest"], source)
+        if message is not None:
+            raise CliError(message)
     from mracnn_jax import codec  # JAX is imported only now
 
     return codec.LoadedModel.load(path)
+
+
+def _size(num_bytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:.1f} {unit}"
+    return f"{num_bytes} B"
 
 
 # -------------------------------------------------------------------------------------------------
@@ -285,12 +226,12 @@ def cmd_compress(args) -> int:
     if not os.path.exists(args.input):
         raise CliError(f"no such file: {args.input!r}")
     args.output = _compress_output(args)
-    from mracnn_jax import codec
+    from mracnn_jax import codec, images
 
     _check_output(args.output)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rgb, mode = codec.read_image(args.input)
+        rgb, mode = images.read_image(args.input)
     for w in caught:
         print(f"{PROG}: warning: {w.message}", file=sys.stderr)
     h, w = rgb.shape[:2]
@@ -348,18 +289,10 @@ def cmd_decompress(args) -> int:
     if args.model:
         model_path = args.model
     else:
-        bundled = _bundled_models()
-        if not bundled:
-            raise CliError(_no_model_message())
-        matches = [
-            p for p, h in bundled if str(h["params_digest"]).startswith(bs.params_digest.hex())
-        ]
-        if not matches:
-            raise CliError(
-                f"the file was written by model {bs.model_name!r} (params "
-                f"{bs.params_digest.hex()}), which is not bundled: pass --model FILE"
-            )
-        model_path = matches[0]
+        entry = zoo.by_digest(bs.params_digest)
+        if entry is None:
+            raise zoo.NoModelError(zoo.no_model_message(bitstream=bs))
+        model_path = str(entry.path)
     _cache(args)
     model = _load_model(model_path, expect=bs)
     from PIL import Image
@@ -383,6 +316,35 @@ def cmd_info(args) -> int:
     bs = container.unpack(data)
     info = {"file": args.input, **container.describe(bs, len(data))}
     print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_models(args) -> int:
+    """The bundled models as a table, by quality."""
+    entries = zoo.bundled()
+    if not entries:
+        raise zoo.NoModelError(zoo.no_model_message())
+    try:
+        default = zoo.default().path
+    except zoo.NoModelError:
+        default = None
+    rows = [("quality", "lambda", "size", "params", "name", "file")]
+    for e in sorted(entries, key=lambda e: (e.quality is None, e.quality or 0, e.path.name)):
+        quality = "-" if e.quality is None else str(e.quality)
+        rows.append(
+            (
+                quality + (" *" if e.path == default else ""),
+                "-" if e.lmbda is None else f"{e.lmbda:g}",
+                _size(e.size),
+                e.params_digest[:16],
+                e.name or "-",
+                e.path.name,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print(f"* the default (compress without --model and --quality); folder {zoo.BUNDLED_DIR}")
     return 0
 
 
@@ -468,6 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help=".mrac file")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser(
+        "models", help="list the bundled models: quality, lambda, size, params digest, name"
+    )
+    p.set_defaults(func=cmd_models)
+
     p = sub.add_parser("export", help="write a randomly initialised model file")
     p.add_argument(
         "--config",
@@ -511,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if os.environ.get("MRACNN_DEBUG"):
             raise
-        prefix = "" if isinstance(e, (CliError, ValueError, OSError)) else f"{type(e).__name__}: "
+        known = (CliError, zoo.NoModelError, ValueError, OSError)
+        prefix = "" if isinstance(e, known) else f"{type(e).__name__}: "
         print(f"{PROG}: error: {prefix}{_one_line(e)}", file=sys.stderr)
         sys.stderr.flush()
         if any(t.name.startswith("mracnn-") and t.is_alive() for t in threading.enumerate()):

@@ -32,10 +32,11 @@ parameters differ beyond the tolerance, or a damaged file, fails loudly instead 
 wrong image. Nothing float is digested: decoders on other machines return the same image up to
 float noise.
 
-Colour: RGB is coded as is; grayscale (``L``, ``1``, 16-bit ``I;16`` reduced to 8 bits with a
-warning) is coded as RGB with equal channels and decoded back to ``L`` (ITU-R 601 luma of the
-reconstruction); palette images without transparency, CMYK and YCbCr are coded and decoded as RGB.
-Images with an alpha channel and 32-bit integer or float images are refused.
+Colour (the rules of ``mracnn_jax.images``): RGB is coded as is; grayscale (``L``, ``1``, 16-bit
+``I;16`` reduced to 8 bits with a warning) is coded as RGB with equal channels and decoded back to
+``L`` (ITU-R 601 luma of the reconstruction); palette images without transparency, CMYK and YCbCr
+are coded and decoded as RGB. Images with an alpha channel and 32-bit integer or float images are
+refused (``ImageError``, also an ``images.ImageError``), and so are sides beyond 65535 pixels.
 
 Tiled coding (``tile=T``, version-4 files, ``mracnn_jax.coding.tiling``): the image is cut into
 ``T x T`` tiles coded one after another, each with its own z, hyperprior and strings; optionally g_a
@@ -53,7 +54,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import warnings
 from typing import Any
 
 import jax
@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mracnn_jax import model_file
+from mracnn_jax import images, model_file, zoo
 from mracnn_jax.coding import coders, container, scale_agreement, tables, tiling
 from mracnn_jax.coding.container import Bitstream, ContainerError
 from mracnn_jax.coding.range_coder import RangeCodingError
@@ -90,9 +90,7 @@ __all__ = [
     "decompress_with_info",
     "enable_compilation_cache",
     "pieces_for",
-    "read_image",
     "resolve_tiling",
-    "to_rgb_array",
 ]
 
 
@@ -107,8 +105,8 @@ class CodecError(ValueError):
     """Compression or decompression failed (the message, one line, says why)."""
 
 
-class ImageError(CodecError):
-    """The input is not an image this codec accepts."""
+class ImageError(CodecError, images.ImageError):
+    """The input is not an image this codec accepts (also an ``images.ImageError``)."""
 
 
 class ModelMismatchError(CodecError):
@@ -137,95 +135,19 @@ def enable_compilation_cache(path: str | os.PathLike | None) -> None:
 
 
 # -------------------------------------------------------------------------------------------------
-# Images.
+# Images: read by mracnn_jax.images (its rules); the codec adds its size limit.
 
 
-def to_rgb_array(image: Any) -> tuple[np.ndarray, str]:
-    """``(uint8 [H, W, 3], colour mode)`` for a NumPy array or PIL image; mode is 'RGB' or 'L'.
-
-    Raises ``ImageError`` for anything the codec does not code (see the module docstring).
-    """
-    if isinstance(image, np.ndarray):
-        arr = image
-        if arr.dtype != np.uint8:
-            raise ImageError(f"image array must be uint8, got {arr.dtype}")
-        if arr.ndim == 3 and arr.shape[2] == 1:
-            arr = arr[:, :, 0]
-        if arr.ndim == 2:
-            mode, arr = "L", np.repeat(arr[:, :, None], 3, axis=2)
-        elif arr.ndim == 3 and arr.shape[2] == 3:
-            mode = "RGB"
-        elif arr.ndim == 3 and arr.shape[2] in (2, 4):
-            raise ImageError(f"image has {arr.shape[2]} channels (an alpha channel); code RGB only")
-        else:
-            raise ImageError(f"image array must be [H, W, 3] or [H, W], got shape {arr.shape}")
-    else:
-        arr, mode = _pil_to_rgb(image)
-    h, w = arr.shape[:2]
+def _coded_image(image: Any) -> tuple[np.ndarray, str]:
+    """``images.to_rgb_array(image)`` within the format's size limit; raises ``ImageError``."""
+    try:
+        rgb, mode = images.to_rgb_array(image)
+    except images.ImageError as e:
+        raise ImageError(str(e)) from None
+    h, w = rgb.shape[:2]
     if not (1 <= h <= container.MAX_SIDE and 1 <= w <= container.MAX_SIDE):
         raise ImageError(f"image size {h}x{w} outside 1..{container.MAX_SIDE} pixels per side")
-    return np.ascontiguousarray(arr), mode
-
-
-def _pil_to_rgb(img) -> tuple[np.ndarray, str]:
-    from PIL import Image
-
-    if not isinstance(img, Image.Image):
-        raise ImageError(f"expected a uint8 NumPy array or a PIL image, got {type(img).__name__}")
-    mode = img.mode
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
-        raise ImageError(
-            f"image has an alpha channel (mode {mode}); the codec codes opaque images only: "
-            "flatten it onto a background first"
-        )
-    if mode == "RGB":
-        return np.asarray(img, np.uint8), "RGB"
-    if mode in ("L", "1"):
-        g = np.asarray(img.convert("L"), np.uint8)
-        return np.repeat(g[:, :, None], 3, axis=2), "L"
-    if mode.startswith("I;16") or mode == "I":
-        a = np.asarray(img).astype(np.int64)
-        if a.size and (a.min() < 0 or a.max() > 65535):
-            raise ImageError(f"32-bit integer image (mode {mode}) with values outside 0..65535")
-        warnings.warn(f"16-bit image (mode {mode}) reduced to 8 bits", stacklevel=3)
-        g = ((a + 128) // 257).astype(np.uint8)
-        return np.repeat(g[:, :, None], 3, axis=2), "L"
-    if mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
-        return np.asarray(img.convert("RGB"), np.uint8), "RGB"
-    raise ImageError(
-        f"unsupported image mode {mode!r} (RGB, grayscale and palette images are coded)"
-    )
-
-
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
-    """Reads PNG, JPEG, TIFF, BMP, WebP (anything Pillow opens): ``(uint8 [H, W, 3], mode)``."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path!r}")
-    if os.path.isdir(path):
-        raise ImageError(f"{path!r} is a directory, not an image")
-    if os.path.getsize(path) == 0:
-        raise ImageError(f"{path!r} is empty (0 bytes), not an image")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb_array(img)
-    except UnidentifiedImageError:
-        raise ImageError(f"{path!r} is not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        if isinstance(e, ImageError):
-            raise
-        raise ImageError(f"cannot read image {path!r}: {e}") from None
-
-
-def _restore_mode(rgb: np.ndarray, mode: str) -> np.ndarray:
-    if mode == "RGB":
-        return rgb
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(rgb, "RGB").convert("L"), np.uint8)
+    return rgb, mode
 
 
 # -------------------------------------------------------------------------------------------------
@@ -716,7 +638,7 @@ def compress_with_info(
     whole-image latent arrays but ``y_hat``, ``progress`` shows a bar over the tiles.
     """
     t_start = time.perf_counter()
-    rgb, mode = to_rgb_array(image)
+    rgb, mode = _coded_image(image)
     tiles = resolve_tiling(tile, halo)
     clock = _Clock()
     zc = clock.setup(model.z_coder)
@@ -733,7 +655,7 @@ def compress_with_info(
     reconstruction = None
     if reconstruct:
         x_hat = np.asarray(clock.network(model.synthesis, lat.y_hat))
-        reconstruction = _restore_mode(_crop(x_hat, h, w), mode)
+        reconstruction = images.restore_mode(_crop(x_hat, h, w), mode)
 
     symbol_digest, index_digest = _digests(lat.z_int, lat.syms, lat.indexes)
     bs = _bitstream(
@@ -827,7 +749,7 @@ def _compress_tiled(
         reconstruction = None
         if reconstruct:
             image = _synthesise_tiles(model, grid, y_canvas.get("y_hat"), clock, bar)
-            reconstruction = _restore_mode(image, mode)
+            reconstruction = images.restore_mode(image, mode)
     bs = _bitstream(
         h, w, mode, model, symbols.value(), index_digest.value(), tiling=tiles, tiles=tuple(coded)
     )
@@ -863,12 +785,11 @@ def compress(image: Any, model: LoadedModel, *, tile: int | None = None, **kwarg
 
 
 def check_identity(bs: Bitstream, model: LoadedModel) -> None:
-    """Raises ``ModelMismatchError`` unless ``bs`` was written by ``model``."""
-    if bs.params_digest != model.identity or bs.model_name != model.name:
-        raise ModelMismatchError(
-            f"the file was written by model {bs.model_name!r} (params {bs.params_digest.hex()}), "
-            f"not by the loaded {model.name!r} (params {model.identity.hex()}); pass its model file"
-        )
+    """Raises ``ModelMismatchError`` unless ``bs`` was written by ``model`` (``zoo.identity_error``,
+    the check the CLI runs on a model file's header too)."""
+    message = zoo.identity_error(bs, model.name, model.identity, "the loaded model")
+    if message is not None:
+        raise ModelMismatchError(message)
 
 
 def decompress_with_info(
@@ -906,7 +827,7 @@ def decompress_with_info(
     symbol_digest, index_digest = _digests(lat.z_int, lat.syms, lat.indexes)
     _check_digests(bs, symbol_digest, index_digest)
     x_hat = np.asarray(clock.network(model.synthesis, lat.y_hat))
-    image = _restore_mode(_crop(x_hat, bs.height, bs.width), bs.colour_mode)
+    image = images.restore_mode(_crop(x_hat, bs.height, bs.width), bs.colour_mode)
     clock.seconds["total"] = time.perf_counter() - t_start
     return DecompressionResult(
         image=np.ascontiguousarray(image),
@@ -949,7 +870,7 @@ def _decompress_tiled(bs, model, clock, zc, yc, t_start, keep_latents, progress)
         # Every tile's latent is checked before any pixel is synthesised.
         _check_digests(bs, symbols.value(), index_digest.value())
         image = _synthesise_tiles(model, grid, y_canvas.get("y_hat"), clock, bar)
-    image = _restore_mode(image, bs.colour_mode)
+    image = images.restore_mode(image, bs.colour_mode)
     clock.seconds["total"] = time.perf_counter() - t_start
     return DecompressionResult(
         image=np.ascontiguousarray(image),

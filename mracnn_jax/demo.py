@@ -102,6 +102,7 @@ def matched_rate_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mracnn_jax import zoo
     from mracnn_jax.evaluation import runner
 
     p = argparse.ArgumentParser(prog="python -m mracnn_jax.demo", description=__doc__,
@@ -112,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="model files (default: the bundled models)")
     a = p.parse_args(argv)
 
-    models = a.model or runner.bundled_model_files()
+    models = a.model or [e.path for e in zoo.bundled()]
     if not models:
-        print(runner.no_model_message(), file=sys.stderr)
+        print(zoo.no_model_message(), file=sys.stderr)
         return 1
     try:
         ev = runner.run_evaluation(

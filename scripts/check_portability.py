@@ -30,8 +30,7 @@ import time
 
 import numpy as np
 
-from mracnn_jax import codec
-from mracnn_jax.cli import BUNDLED_DIR
+from mracnn_jax import codec, images, zoo
 from mracnn_jax.coding import container, perturbation
 
 
@@ -84,23 +83,24 @@ def main(argv: list[str] | None = None) -> int:
         "--models",
         type=pathlib.Path,
         nargs="+",
-        default=sorted(BUNDLED_DIR.glob("mracnn-bundled-q*.mracnn")),
+        default=[e.path for e in zoo.bundled()],
     )
     p.add_argument("--relative", type=float, default=1e-4)
     p.add_argument("--limit", type=int, default=0, help="first N images only")
     p.add_argument("--out", type=pathlib.Path)
     args = p.parse_args(argv)
-    images = sorted(args.data.glob("*.png"))[: args.limit or None]
-    if not images:
-        print(f"no PNG images in {args.data}", file=sys.stderr)
+    paths = images.list_images(args.data) if args.data.is_dir() else []
+    paths = paths[: args.limit or None]
+    if not paths:
+        print(f"no images in {args.data}", file=sys.stderr)
         return 2
     tfc = importlib.util.find_spec("tensorflow_compression") is not None
     rows, failures = [], 0
     for mpath in args.models:
         model = codec.LoadedModel.load(mpath)
-        for n, img in enumerate(images):
+        for n, img in enumerate(paths):
             t = time.perf_counter()
-            rgb, _ = codec.read_image(img)
+            rgb, _ = images.read_image(img)
             row = {
                 "model": mpath.name,
                 "image": img.name,

@@ -31,8 +31,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from mracnn_jax import codec
-from mracnn_jax.cli import BUNDLED_DIR
+from mracnn_jax import codec, images, zoo
 
 SAMPLES = pathlib.Path(codec.__file__).resolve().parent / "assets" / "samples"
 TILE = 256
@@ -50,17 +49,16 @@ def _stack() -> dict:
 
 
 def _models() -> dict[str, codec.LoadedModel]:
-    paths = sorted(BUNDLED_DIR.glob("mracnn-bundled-q*.mracnn"))
-    return {p.stem.rsplit("-", 1)[1]: codec.LoadedModel.load(p) for p in paths}
+    return {f"q{e.quality}": codec.LoadedModel.load(e.path) for e in zoo.bundled()}
 
 
-def encode(out: pathlib.Path, images: list[pathlib.Path], tiled_image: pathlib.Path) -> None:
+def encode(out: pathlib.Path, paths: list[pathlib.Path], tiled_image: pathlib.Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     models = _models()
-    jobs = [(q, img, None) for q in models for img in images]
+    jobs = [(q, img, None) for q in models for img in paths]
     jobs.append(("q2", tiled_image, TILE))
     for q, img, tile in jobs:
-        rgb, _ = codec.read_image(img)
+        rgb, _ = images.read_image(img)
         name = f"{'tiled-' if tile else ''}{q}-{img.stem}"
         res = codec.compress_with_info(rgb, models[q], tile=tile, estimate_bits=False)
         (out / f"{name}.mrac").write_bytes(res.data)
@@ -116,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("encode")
     e.add_argument("out", type=pathlib.Path)
-    e.add_argument("--images", type=pathlib.Path, nargs="+", default=sorted(SAMPLES.glob("*.png")))
+    e.add_argument("--images", type=pathlib.Path, nargs="+", default=images.list_images(SAMPLES))
     e.add_argument("--tiled-image", type=pathlib.Path, default=SAMPLES / "kodim23.png")
     d = sub.add_parser("decode")
     d.add_argument("src", type=pathlib.Path)

@@ -25,7 +25,7 @@ from PIL import Image
 
 import mracnn_jax
 import mracnn_jax.coding
-from mracnn_jax import cli, fileio
+from mracnn_jax import cli, fileio, zoo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 IMAGE_EXTENSIONS = ("png", "PNG", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "ppm")
@@ -78,7 +78,6 @@ def _fake_unpack(data):
 @pytest.fixture
 def fake_codec(monkeypatch):
     codec = types.SimpleNamespace(
-        read_image=lambda path: (np.asarray(Image.open(path).convert("RGB")), "RGB"),
         auto_tile=lambda h, w: None,
         compress_with_info=_fake_compress,
         decompress_with_info=lambda bs, model, **kw: types.SimpleNamespace(image=bs.image),
@@ -333,10 +332,10 @@ def test_quality_help_reads_the_model_files(tmp_path, monkeypatch, capsys):
         tmp_path / "a-q4.mracnn", {"name": "a"}, params, metadata={"lmbda": 7e-4, "default": True}
     )
     model_file.save_model(tmp_path / "a-q9.mracnn", {"name": "a"}, params)  # no λ recorded
-    monkeypatch.setattr(cli, "BUNDLED_DIR", tmp_path)
+    monkeypatch.setattr(zoo, "BUNDLED_DIR", tmp_path)
     text = _compress_help(capsys)
     assert "quality: 1 (lambda 0.123), 4 (lambda 0.0007, the default), 9;" in text, text
-    monkeypatch.setattr(cli, "BUNDLED_DIR", tmp_path / "none")
+    monkeypatch.setattr(zoo, "BUNDLED_DIR", tmp_path / "none")
     assert "(no model with a quality is bundled)" in _compress_help(capsys)
 
 

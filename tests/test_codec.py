@@ -29,7 +29,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mracnn_jax import cli, codec, model_file
+from mracnn_jax import cli, codec, model_file, zoo
+from mracnn_jax import images as image_io
 from mracnn_jax.coding import container
 from mracnn_jax.models import presets
 
@@ -447,7 +448,7 @@ def test_image_modes_in_process(model, tmp_path):
     gray16 = rng.integers(0, 65536, (40, 50)).astype(np.uint16)
     Image.fromarray(gray16).save(tmp_path / "g16.png")
     with pytest.warns(UserWarning, match="16-bit"):
-        rgb, mode = codec.read_image(tmp_path / "g16.png")
+        rgb, mode = image_io.read_image(tmp_path / "g16.png")
     assert mode == "L" and rgb.shape == (40, 50, 3)
     np.testing.assert_array_equal(
         rgb[:, :, 0], ((gray16.astype(np.int64) + 128) // 257).astype(np.uint8)
@@ -457,12 +458,15 @@ def test_image_modes_in_process(model, tmp_path):
     assert image.shape == (40, 50) and image.dtype == np.uint8
     np.testing.assert_array_equal(image, result.reconstruction)
     palette = Image.fromarray(rng.integers(0, 256, (9, 11, 3)).astype(np.uint8)).convert("P")
-    arr, mode = codec.to_rgb_array(palette)
+    arr, mode = image_io.to_rgb_array(palette)
     assert mode == "RGB" and arr.shape == (9, 11, 3)
-    with pytest.raises(codec.ImageError, match="alpha"):
-        codec.to_rgb_array(np.zeros((4, 4, 4), np.uint8))
-    with pytest.raises(codec.ImageError, match="uint8"):
-        codec.to_rgb_array(np.zeros((4, 4, 3), np.float32))
+    # The codec's refusals are ImageErrors of both modules (and CodecErrors).
+    with pytest.raises(codec.ImageError, match="alpha.*flatten"):
+        codec.compress(np.zeros((4, 4, 4), np.uint8), model)
+    with pytest.raises(image_io.ImageError, match="uint8"):
+        codec.compress(np.zeros((4, 4, 3), np.float32), model)
+    with pytest.raises(codec.CodecError, match="outside 1..65535"):
+        codec.compress(np.zeros((1, 65536), np.uint8), model)
 
 
 def test_export(exported, base_model):
@@ -483,7 +487,7 @@ def test_cli_bundled_models(model, base_model, tmp_path, monkeypatch, capsys):
     bundled.mkdir()
     base_model.save(bundled / "mracnn-small-q1.mracnn")
     model.save(bundled / "mracnn-small-q2.mracnn", {"quality": 2})
-    monkeypatch.setattr(cli, "BUNDLED_DIR", bundled)
+    monkeypatch.setattr(zoo, "BUNDLED_DIR", bundled)
     rng = np.random.default_rng(3)
     Image.fromarray(rng.integers(0, 256, (20, 30, 3)).astype(np.uint8)).save(tmp_path / "in.png")
     out, png = tmp_path / "out.mrac", tmp_path / "out.png"

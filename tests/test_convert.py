@@ -435,7 +435,7 @@ def test_codec_codes_the_symbols_of_the_pytorch_compressai_codec(torch, ref):
     same medians: both code the same y symbols (a symbol may differ where round(y - mu) sits on a
     rounding boundary and the frameworks' float32 sums differ), and each decodes its own stream
     to exactly the encoder's latents."""
-    from mracnn_jax import codec
+    from mracnn_jax import codec, images
     from mracnn_jax.evaluation.runner import SAMPLES_DIR
 
     compressai = import_compressai()
@@ -451,7 +451,7 @@ def test_codec_codes_the_symbols_of_the_pytorch_compressai_codec(torch, ref):
         theirs.eb.quantiles[:, 0, 1] = torch.from_numpy(ours.offsets.copy())
     theirs.eb.update(force=True)
 
-    rgb = codec.read_image(SAMPLES_DIR / "kodim23.png")[0][200:328, 300:428]
+    rgb = images.read_image(SAMPLES_DIR / "kodim23.png")[0][200:328, 300:428]
     x = torch.from_numpy(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
     coded = theirs.compress(x)
     result = codec.compress_with_info(rgb, ours, estimate_bits=False)

@@ -26,7 +26,7 @@ import pytest
 
 from PIL import Image
 
-from mracnn_jax import codec
+from mracnn_jax import codec, zoo
 from mracnn_jax.evaluation import bd_rate, results, runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -230,7 +230,7 @@ def test_missing_model_folder_is_one_clear_line(tmp_path, data_dir):
 
 
 def test_no_bundled_model(tmp_path, data_dir, monkeypatch, capsys):
-    monkeypatch.setattr(runner, "BUNDLED_MODELS_DIR", tmp_path / "models")
+    monkeypatch.setattr(zoo, "BUNDLED_DIR", tmp_path / "models")
     out = tmp_path / "out"
     assert evaluate.main(["--data", str(data_dir), "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()

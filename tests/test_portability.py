@@ -13,19 +13,18 @@ import pathlib
 import numpy as np
 import pytest
 
-from mracnn_jax import codec, model_file
-from mracnn_jax.cli import BUNDLED_DIR
+from mracnn_jax import codec, images, model_file, zoo
 from mracnn_jax.coding import perturbation
 
 SAMPLE = pathlib.Path(codec.__file__).resolve().parent / "assets" / "samples" / "kodim23.png"
-BUNDLED = sorted(BUNDLED_DIR.glob("mracnn-bundled-q*.mracnn"))
+BUNDLED = [e.path for e in zoo.bundled()]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.stem)
 def test_bundled_files_survive_a_perturbed_decoder(path):
     model = codec.LoadedModel.load(path)
-    rgb, _ = codec.read_image(SAMPLE)
+    rgb, _ = images.read_image(SAMPLE)
     enc = codec.compress_with_info(rgb, model)
     dec = codec.decompress_with_info(enc.data, perturbation.perturbed(model, 1e-4, seed=1))
     np.testing.assert_array_equal(dec.z_symbols, enc.z_symbols)

@@ -24,11 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mracnn_jax import model_file
+from mracnn_jax import model_file, zoo
 from mracnn_jax.coding import tables
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-BUNDLED = sorted((REPO / "mracnn_jax" / "assets" / "models").glob("mracnn-bundled-q*.mracnn"))
+BUNDLED = [e.path for e in zoo.bundled()]
 TFC_REASON = "tensorflow_compression is not importable here: no comparison with tfc"
 TABLE_KEYS = ("z_offsets", "z_cdf", "z_cdf_offset", "precision", "tail_mass")
 
@@ -272,7 +272,7 @@ def test_z_tables_equal_tfc_models(tfc_env, copy_of_small_model):
     _, _, tfc_models = tfc_env
     cfg, params, _ = model_file.load_model(copy_of_small_model)
     perturbed = dict(params, entropy_bottleneck=_perturbed_prior(params["entropy_bottleneck"], 1))
-    q2 = REPO / "mracnn_jax" / "assets" / "models" / "mracnn-bundled-q2.mracnn"
+    q2 = zoo.by_quality(2).path
     cfg2, params2, _ = model_file.load_model(q2)
     for c, p in ((cfg, params), (cfg, perturbed), (cfg2, params2)):
         ours = tables.z_coding_tables(p["entropy_bottleneck"])

@@ -605,7 +605,7 @@ def test_small_config_learns_on_the_shared_training_photos(tmp_path):
     model = build_model(config.model)
     mesh = make_mesh()
     images, _ = input_pipeline.load_eval_images(config.data.val_dir, 64, 8)
-    initial = init_train_state(model, make_optimizer(t), root_keys(t.seed)[0], 64, mesh)
+    initial = init_train_state(model, make_optimizer(t), root_keys(t.seed)[0], mesh)
     before = evaluate(jax.jit(make_eval_step(model, 64)), initial.params, images, 8, mesh)
 
     state = train_and_evaluate(config, str(tmp_path / "wd"), model=model)
@@ -646,7 +646,7 @@ def _shard_child(out_path: str) -> None:
     results = {}
     for name, devices in (("one", jax.devices()[:1]), ("four", jax.devices())):
         mesh = train_lib.make_mesh(devices)
-        state = train_lib.init_train_state(model, tx, init_key, 64, mesh)
+        state = train_lib.init_train_state(model, tx, init_key, mesh)
         step = train_lib.jit_train_step(train_lib.make_train_step(model, tx, config.train), mesh)
         gb = train_lib.make_global_batch(batch, mesh)
         assert len(gb.sharding.device_set) == len(devices)

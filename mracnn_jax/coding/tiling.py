@@ -166,12 +166,6 @@ class TileGrid:
         x = _canvas_window(image, self.offset, self.canvas, r0, r1, c0, c1)
         return (x.astype(np.float32) / np.float32(255.0))[None]
 
-    def latent_block(self, r: int, c: int) -> tuple[slice, slice]:
-        """Rows and columns of tile ``(r, c)``'s block in the latent canvas."""
-        th, tw = self.tile_shape
-        lh, lw = th // LATENT_STRIDE, tw // LATENT_STRIDE
-        return slice(r * lh, (r + 1) * lh), slice(c * lw, (c + 1) * lw)
-
     def block(self, r: int, c: int, stride: int) -> tuple[slice, slice]:
         """Rows and columns of tile ``(r, c)`` in a canvas of the given stride (16: y, 64: z)."""
         th, tw = self.tile_shape

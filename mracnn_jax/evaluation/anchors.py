@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image, features
 
+from mracnn_jax import images
 from mracnn_jax.evaluation import metrics
 
 CODECS: tuple[str, ...] = ("jpeg", "webp", "jpeg2000", "avif")
@@ -154,18 +155,17 @@ def encode_decode(image: np.ndarray, codec: str, quality: float, **options: Any)
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8 `[H, W, 3]`."""
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    """Read an image file as RGB uint8 `[H, W, 3]` by the codec's rules (`images.read_image`:
+    grayscale as three equal channels; an image with alpha raises `images.ImageError`)."""
+    return images.read_image(path)[0]
 
 
-def load_image_dir(
-    directory: str | Path, pattern: str = "*.png"
-) -> tuple[list[str], list[np.ndarray]]:
-    """All images matching `pattern` in `directory`, sorted by name: (names, RGB uint8 arrays)."""
-    paths = sorted(Path(directory).glob(pattern))
+def load_image_dir(directory: str | Path) -> tuple[list[str], list[np.ndarray]]:
+    """The images of `directory` (`images.list_images`), sorted by name: (names, RGB uint8
+    arrays)."""
+    paths = images.list_images(directory)
     if not paths:
-        raise FileNotFoundError(f"no files matching {pattern!r} in {directory}")
+        raise FileNotFoundError(f"no images ({', '.join(images.SUFFIXES)}) in {directory}")
     return [p.name for p in paths], [load_rgb(p) for p in paths]
 
 

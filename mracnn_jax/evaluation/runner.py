@@ -53,15 +53,14 @@ from typing import Any
 
 import numpy as np
 
+from mracnn_jax import zoo
 from mracnn_jax.evaluation import journal
+from mracnn_jax.images import SUFFIXES as IMAGE_SUFFIXES
+from mracnn_jax.images import ImageError, list_images, read_image
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-#: Where the trained models shipped with the package live (``mracnn`` uses the same folder).
-BUNDLED_MODELS_DIR = PACKAGE_DIR / "assets" / "models"
 #: The default image set: three Kodak images, two portrait and one landscape.
 SAMPLES_DIR = PACKAGE_DIR / "assets" / "samples"
-MODEL_SUFFIXES = (".mracnn",)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 #: Columns of the per-image CSV of a model curve, in order.
 MODEL_COLUMNS = (
@@ -105,33 +104,16 @@ class ModelSpec:
     params_digest: str
 
 
-def bundled_model_files(directory: str | Path | None = None) -> list[Path]:
-    """The model files shipped in ``directory`` (default ``BUNDLED_MODELS_DIR``), sorted."""
-    directory = Path(BUNDLED_MODELS_DIR if directory is None else directory)
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if p.suffix in MODEL_SUFFIXES and p.is_file())
-
-
-def no_model_message(directory: str | Path | None = None) -> str:
-    """The one-line message for a run without ``--model`` when nothing is bundled."""
-    directory = BUNDLED_MODELS_DIR if directory is None else directory
-    return (
-        f"no --model given and no model is bundled in {directory} (no *.mracnn there yet); pass "
-        "--model FILE [FILE ...] (e.g. from `mracnn export --config configs/small.py --seed 0 "
-        "small.mracnn` or `python train.py --export_only --workdir W`), or only --anchors"
-    )
-
-
 def resolve_model_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Model files from ``paths``: each a model file, or a folder whose ``*.mracnn`` files are
-    all taken (sorted). EvaluationError for a missing path or a folder without models."""
+    """Model files from ``paths``: each a model file, or a folder whose model files
+    (``zoo.model_files``: ``*.mracnn``) are all taken (sorted). EvaluationError for a missing path
+    or a folder without models."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = bundled_model_files(p)
+            found = zoo.model_files(p)
             if not found:
-                raise EvaluationError(f"model folder {str(p)!r} holds no *.mracnn files")
+                raise EvaluationError(f"model folder {str(p)!r} holds no *{zoo.SUFFIX} files")
             out.extend(found)
         elif p.is_file():
             out.append(p)
@@ -183,11 +165,11 @@ def describe_models(paths: Sequence[str | Path], name: str | None = None) -> lis
 
 
 def image_files(directory: str | Path) -> list[Path]:
-    """The image files of a folder (``IMAGE_SUFFIXES``), sorted by name."""
+    """The image files of a folder (``images.list_images``, not recursive), sorted by name."""
     directory = Path(directory)
     if not directory.is_dir():
         raise EvaluationError(f"image folder {str(directory)!r} does not exist")
-    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = list_images(directory)
     if not paths:
         raise EvaluationError(
             f"no images in {str(directory)!r} (looked for {', '.join(IMAGE_SUFFIXES)})"
@@ -197,14 +179,13 @@ def image_files(directory: str | Path) -> list[Path]:
 
 def load_images(directory: str | Path) -> tuple[list[str], list[np.ndarray]]:
     """(names, RGB uint8 ``[H, W, 3]`` arrays) of every image in ``directory``; grayscale and
-    palette images become RGB, images with alpha are refused (as the codec does)."""
-    from mracnn_jax import codec
-
+    palette images become RGB, images with alpha are refused (``images.read_image``, the
+    codec's rules)."""
     names, images = [], []
     for p in image_files(directory):
         try:
-            rgb, _ = codec.read_image(p)
-        except codec.ImageError as e:
+            rgb, _ = read_image(p)
+        except ImageError as e:
             raise EvaluationError(str(e)) from None
         names.append(p.name)
         images.append(rgb)

@@ -135,7 +135,8 @@ def data_config() -> ml_collections.ConfigDict:
     """The ``config.data`` block: where the images are and how they are read."""
     root = default_data_root()
     c = ml_collections.ConfigDict()
-    # Training folders: every .png/.jpg/.jpeg under them (recursive, case-insensitive suffix).
+    # Training folders: every image under them (recursive; the suffixes of images.SUFFIXES, in
+    # any case).
     # The default is BSDS500 train+test and the 186 CID22 photos (686 images); use OpenImages or
     # CLIC for real runs.
     c.train_dirs = [

@@ -1,15 +1,17 @@
-"""Training and validation images: folders of PNG/JPEG files → uint8 batches `[B, c, c, 3]`.
+"""Training and validation images: folders of image files → uint8 batches `[B, c, c, 3]`.
 
 Training stream
 ---------------
-The images under ``data.train_dirs`` (recursive; .png/.jpg/.jpeg in any case; sorted by path) are
-read in an endless, seeded, epoch-wise shuffled order. With N files and P processes, one epoch is
-``E = N − N mod P`` positions (so every process sees the same number per epoch); the global
+The images under ``data.train_dirs`` (recursive; ``images.list_images``: the suffixes of
+``images.SUFFIXES`` in any case, hidden files left out; sorted by path) are read in an endless,
+seeded, epoch-wise shuffled order. With N files and P processes, one epoch is ``E = N − N mod P``
+positions (so every process sees the same number per epoch); the global
 position p maps to epoch ``e = p // E`` and file ``perm_e[p mod E]``, where ``perm_e`` is a
 permutation of all N files drawn from ``(seed, e)``. Process i reads the positions
 ``p ≡ i (mod P)``, so within an epoch the processes read disjoint files.
 
-Each file is decoded (grayscale, palette, CMYK, alpha and 16-bit images become 8-bit RGB), randomly
+Each file is decoded by ``images.read_image`` (the codec's rules: grayscale, palette, CMYK and
+16-bit images become 8-bit RGB; images with an alpha channel are refused, so skipped), randomly
 cropped to ``crop_size``² and randomly flipped, with a NumPy generator seeded by ``(seed, p)``:
 the crop of a position does not depend on the number of workers, the backend or a restart.
 
@@ -60,11 +62,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image
+
+from mracnn_jax import images
+from mracnn_jax.training.defaults import DATA_BACKENDS, SMALL_IMAGE_POLICIES
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 
 try:  # grain is optional (absent on the GPU machines); see the 'python' backend.
     import grain.python as _grain
@@ -82,30 +84,26 @@ def grain_available() -> bool:
 
 
 def list_images(dirs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    """All image files under ``dirs`` (recursive, symlinks followed), sorted by path.
+    """All image files under ``dirs`` (``images.list_images``, recursive, symlinks followed),
+    sorted by path.
 
     Raises FileNotFoundError for a folder that does not exist and ValueError when there is no
     image at all.
     """
     if isinstance(dirs, (str, os.PathLike)):
         dirs = [dirs]
-    paths: list[str] = []
+    paths: set[str] = set()
     for d in dirs:
         d = os.fspath(d)
         if not os.path.isdir(d):
             raise FileNotFoundError(
                 f"image folder {d!r} does not exist; set config.data.train_dirs / val_dir "
-                "(or $MRACNN_DATA) to folders of .png/.jpg files"
+                "(or $MRACNN_DATA) to folders of images"
             )
-        for root, subdirs, files in os.walk(d, followlinks=True):
-            subdirs.sort()
-            for name in files:
-                if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
-                    paths.append(os.path.join(root, name))
-    paths = sorted(set(paths))
+        paths.update(os.fspath(p) for p in images.list_images(d, recursive=True))
     if not paths:
-        raise ValueError(f"no {'/'.join(IMAGE_EXTENSIONS)} files under {list(map(str, dirs))}")
-    return paths
+        raise ValueError(f"no {'/'.join(images.SUFFIXES)} files under {list(map(str, dirs))}")
+    return sorted(paths)
 
 
 class ImageFileSource:
@@ -197,18 +195,9 @@ class StreamSampler:
 
 
 def decode_rgb(path: str) -> np.ndarray:
-    """Decodes an image file to uint8 RGB ``[H, W, 3]``. Raises on an unreadable file."""
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            a = np.asarray(im).astype(np.float64)
-            a = np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8)
-            arr = np.repeat(a[..., None], 3, axis=-1)
-        else:
-            arr = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
-    if arr.ndim != 3 or arr.shape[-1] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"decoded to an unexpected shape {arr.shape}")
-    return arr
+    """Decodes an image file to uint8 RGB ``[H, W, 3]`` (``images.read_image``, grayscale as
+    three equal channels). Raises on an unreadable or refused file."""
+    return images.read_image(path)[0]
 
 
 def pad_to_at_least(img: np.ndarray, size: int) -> np.ndarray:
@@ -260,8 +249,10 @@ class DecodeCropFlip(_Base):
     """
 
     def __init__(self, crop_size: int, flip_lr: bool, flip_ud: bool, small_images: str = "pad"):
-        if small_images not in ("pad", "skip"):
-            raise ValueError(f"small_images must be 'pad' or 'skip', got {small_images!r}")
+        if small_images not in SMALL_IMAGE_POLICIES:
+            raise ValueError(
+                f"small_images must be one of {SMALL_IMAGE_POLICIES}, got {small_images!r}"
+            )
         self.crop_size = int(crop_size)
         self.flip_lr, self.flip_ud = bool(flip_lr), bool(flip_ud)
         self.small_images = small_images
@@ -296,8 +287,8 @@ class DecodeCropFlip(_Base):
 
 
 def _resolve_backend(backend: str) -> str:
-    if backend not in ("auto", "grain", "python"):
-        raise ValueError(f"data.backend must be 'auto', 'grain' or 'python', got {backend!r}")
+    if backend not in DATA_BACKENDS:
+        raise ValueError(f"data.backend must be one of {DATA_BACKENDS}, got {backend!r}")
     if backend == "grain" and _grain is None:
         raise ImportError(
             "data.backend='grain' but grain is not installed; `pip install grain` or use "
@@ -567,7 +558,7 @@ def _main() -> None:
 
     p = argparse.ArgumentParser(description="Measure the training input pipeline (images/s).")
     p.add_argument("--dirs", nargs="+", required=True)
-    p.add_argument("--backend", default="auto", choices=("auto", "grain", "python"))
+    p.add_argument("--backend", default="auto", choices=DATA_BACKENDS)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--batches", type=int, default=40)
     p.add_argument("--batch_size", type=int, default=8)

@@ -21,8 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from mracnn_jax.evaluation.metrics import ms_ssim as _ms_ssim
-
-LOSS_METRICS = ("mse", "ms-ssim")
+from mracnn_jax.training.defaults import LOSS_METRICS
 
 
 def total_bits(likelihoods: Any) -> jnp.ndarray:

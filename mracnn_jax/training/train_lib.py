@@ -65,6 +65,7 @@ from mracnn_jax import model_file
 from mracnn_jax.models.registry import init_params
 from mracnn_jax.training import checkpoint as ckpt_lib
 from mracnn_jax.training import input_pipeline
+from mracnn_jax.training.defaults import LOSS_METRICS
 from mracnn_jax.training.losses import bits_per_image, rate_distortion_loss
 from mracnn_jax.training.train_state import TrainState, make_lr_schedule, make_optimizer
 
@@ -102,15 +103,14 @@ def root_keys(seed: int) -> tuple[jax.Array, jax.Array]:
 
 
 def init_train_state(
-    model, tx: optax.GradientTransformation, init_key: jax.Array, crop_size: int, mesh: Mesh
+    model, tx: optax.GradientTransformation, init_key: jax.Array, mesh: Mesh
 ) -> TrainState:
     """A fresh, replicated train state.
 
     Parameters come from ``init_params`` (eager on purpose: a jitted Flax ``init`` compiles one
-    key derivation per parameter and takes minutes on CPU); ``crop_size`` is unused since the
-    parameter shapes do not depend on the image size.
+    key derivation per parameter and takes minutes on CPU); their shapes do not depend on the
+    image size.
     """
-    del crop_size
     params = init_params(model, init_key)
     return place_replicated(TrainState.create(params, tx), mesh)
 
@@ -350,8 +350,8 @@ def _validate(config: ml_collections.ConfigDict, num_devices: int, num_processes
         )
     if t.crop_size % 64:
         raise ValueError(f"train.crop_size = {t.crop_size} must be a multiple of 64")
-    if t.loss_metric not in ("mse", "ms-ssim"):
-        raise ValueError(f"train.loss_metric must be 'mse' or 'ms-ssim', got {t.loss_metric!r}")
+    if t.loss_metric not in LOSS_METRICS:
+        raise ValueError(f"train.loss_metric must be one of {LOSS_METRICS}, got {t.loss_metric!r}")
     if t.loss_metric == "ms-ssim":
         from mracnn_jax.evaluation.metrics import min_size_for_ms_ssim
 
@@ -440,7 +440,7 @@ def train_and_evaluate(
 
     tx = make_optimizer(t)
     init_key, noise_key = root_keys(t.seed)
-    state = init_train_state(model, tx, init_key, int(t.crop_size), mesh)
+    state = init_train_state(model, tx, init_key, mesh)
     noise_key = place_replicated(np.asarray(jax.device_get(noise_key)), mesh)
 
     ckpt_dir = os.path.join(workdir, "checkpoints")

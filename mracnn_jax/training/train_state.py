@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mracnn_jax.training.defaults import LR_SCHEDULES
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -59,7 +61,7 @@ def make_lr_schedule(train_config) -> optax.Schedule:
                 boundaries[b] = boundaries.get(b, 1.0) * factor
         main = optax.piecewise_constant_schedule(lr, boundaries)
     else:
-        raise ValueError(f"train.lr_schedule must be 'constant', 'cosine' or 'step', got {kind!r}")
+        raise ValueError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got {kind!r}")
     if warmup > 0:
         return optax.join_schedules(
             [optax.linear_schedule(0.0, lr, warmup), main], boundaries=[warmup]

@@ -1,0 +1,179 @@
+"""Reading and listing images: one set of rules for the codec, training and evaluation.
+
+    rgb, mode = read_image("photo.png")      # also a PIL image or a uint8 array
+    paths = list_images(folder, recursive=True)
+    out = restore_mode(rgb, mode)            # [H, W, 3] for 'RGB', [H, W] for 'L'
+
+The rules:
+
+* Result: ``(rgb, mode)``: ``rgb`` a C-contiguous uint8 ``[H, W, 3]`` array (at least one pixel
+  per side), ``mode`` the colour mode to give the image back in, ``'RGB'`` or ``'L'``.
+* RGB is taken as is. Grayscale (PIL ``L`` and ``1``, arrays ``[H, W]`` and ``[H, W, 1]``) becomes
+  three equal channels with mode ``'L'``; ``restore_mode`` turns RGB back into ``L`` with
+  Pillow's ITU-R 601 luma, which gives the same gray back for three equal channels.
+* 16-bit grayscale (PIL ``I;16*``, and ``I`` with values in 0..65535) becomes 8 bits by
+  ``v8 = (v + 128) // 257``, with a warning. That is round-half-up of ``v / 257``; as
+  ``v / 257`` is never exactly half-way between two integers, every rounding of it (NumPy's
+  ``round(v / 257)`` included) gives the same byte. Mode ``'L'``.
+* Palette images without transparency, CMYK, YCbCr, LAB and HSV become RGB (Pillow's
+  conversion), mode ``'RGB'``.
+* Alpha is refused: ``RGBA``, ``LA``, ``PA``, ``RGBa``, ``La``, palette images with a
+  transparency entry, and arrays with 2 or 4 channels raise ``ImageError`` ("flatten it onto a
+  background first"). Dropping the alpha channel silently would code, train on or score pixels
+  nobody sees.
+* Also refused with ``ImageError``: arrays that are not uint8, float and other modes, 32-bit
+  integer images outside 0..65535, and files that are empty, directories or not images Pillow
+  reads. A missing file raises ``FileNotFoundError``. Every message is one line.
+* Listing: the files whose suffix, in any case, is one of ``SUFFIXES``, not hidden (a name that
+  starts with ``.``), sorted by path; ``recursive=True`` walks subfolders too (following
+  symbolic links).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "SUFFIXES",
+    "ImageError",
+    "is_image_name",
+    "list_images",
+    "read_image",
+    "restore_mode",
+    "to_rgb_array",
+]
+
+#: The image files ``list_images`` lists (compared in lower case).
+SUFFIXES: tuple[str, ...] = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"
+)  # fmt: skip
+
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_RGB_MODES = ("P", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+class ImageError(ValueError):
+    """The input is not an image these rules accept (the message, one line, says why)."""
+
+
+def _alpha_error(what: str) -> ImageError:
+    return ImageError(
+        f"image has an alpha channel ({what}); only opaque images are read: "
+        "flatten it onto a background first"
+    )
+
+
+def to_rgb_array(image: Any) -> tuple[np.ndarray, str]:
+    """``(uint8 [H, W, 3], mode)`` of a uint8 NumPy array or a PIL image (see the rules)."""
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype != np.uint8:
+            raise ImageError(f"image array must be uint8, got {arr.dtype}")
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        if arr.ndim == 2:
+            mode, arr = "L", np.repeat(arr[:, :, None], 3, axis=2)
+        elif arr.ndim == 3 and arr.shape[2] == 3:
+            mode = "RGB"
+        elif arr.ndim == 3 and arr.shape[2] in (2, 4):
+            raise _alpha_error(f"{arr.shape[2]} channels")
+        else:
+            raise ImageError(f"image array must be [H, W, 3] or [H, W], got shape {arr.shape}")
+    else:
+        arr, mode = _pil_to_rgb(image)
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageError(f"image has no pixels (size {arr.shape[0]}x{arr.shape[1]})")
+    return np.ascontiguousarray(arr), mode
+
+
+def _pil_to_rgb(img: Any) -> tuple[np.ndarray, str]:
+    from PIL import Image
+
+    if not isinstance(img, Image.Image):
+        raise ImageError(f"expected a uint8 NumPy array or a PIL image, got {type(img).__name__}")
+    mode = img.mode
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in img.info):
+        raise _alpha_error(f"mode {mode}")
+    if mode == "RGB":
+        return np.asarray(img, np.uint8), "RGB"
+    if mode in ("L", "1"):
+        g = np.asarray(img.convert("L"), np.uint8)
+        return np.repeat(g[:, :, None], 3, axis=2), "L"
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(img).astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ImageError(f"32-bit integer image (mode {mode}) with values outside 0..65535")
+        warnings.warn(f"16-bit image (mode {mode}) reduced to 8 bits", stacklevel=3)
+        g = ((a + 128) // 257).astype(np.uint8)
+        return np.repeat(g[:, :, None], 3, axis=2), "L"
+    if mode in _RGB_MODES:
+        return np.asarray(img.convert("RGB"), np.uint8), "RGB"
+    raise ImageError(
+        f"unsupported image mode {mode!r} (RGB, grayscale and palette images are read)"
+    )
+
+
+def read_image(source: Any) -> tuple[np.ndarray, str]:
+    """``(uint8 [H, W, 3], mode)`` of an image file (a path: PNG, JPEG, TIFF, BMP, WebP, anything
+    Pillow opens), a PIL image or a uint8 array."""
+    if not isinstance(source, (str, os.PathLike)):
+        return to_rgb_array(source)
+    from PIL import Image, UnidentifiedImageError
+
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path!r}")
+    if os.path.isdir(path):
+        raise ImageError(f"{path!r} is a directory, not an image")
+    if os.path.getsize(path) == 0:
+        raise ImageError(f"{path!r} is empty (0 bytes), not an image")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return to_rgb_array(img)
+    except UnidentifiedImageError:
+        raise ImageError(f"{path!r} is not an image Pillow can read") from None
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(f"cannot read image {path!r}: {e}") from None
+
+
+def restore_mode(rgb: np.ndarray, mode: str) -> np.ndarray:
+    """``rgb`` (uint8 ``[H, W, 3]``) in colour mode ``mode``: as is for ``'RGB'``, the ITU-R 601
+    luma ``[H, W]`` for ``'L'``."""
+    if mode == "RGB":
+        return rgb
+    if mode != "L":
+        raise ValueError(f"colour mode must be 'RGB' or 'L', got {mode!r}")
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb, "RGB").convert("L"), np.uint8)
+
+
+def is_image_name(name: str) -> bool:
+    """True for a file name ``list_images`` lists: a suffix of ``SUFFIXES``, not hidden."""
+    return name.lower().endswith(SUFFIXES) and not name.startswith(".")
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """The image files in ``folder`` (with ``recursive``, in its subfolders too), sorted by path.
+
+    Raises ``FileNotFoundError`` when ``folder`` is not a folder; an empty list is no error.
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"image folder {folder!r} does not exist")
+    paths: list[str] = []
+    if recursive:
+        for root, _, files in os.walk(folder, followlinks=True):
+            paths.extend(os.path.join(root, name) for name in files if is_image_name(name))
+    else:
+        with os.scandir(folder) as entries:
+            paths.extend(e.path for e in entries if is_image_name(e.name) and e.is_file())
+    return [Path(p) for p in sorted(set(paths))]

@@ -1,0 +1,163 @@
+"""Tests of mracnn_jax.images: the one reader and lister the codec, training and evaluation use."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mracnn_jax import images
+from mracnn_jax.evaluation import anchors, runner
+from mracnn_jax.training import input_pipeline
+
+# --------------------------------------------------------------------------- 16 bits
+
+
+def test_16_bit_rule_on_every_value(tmp_path):
+    v = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    # Independent: round-half-up of v / 257 in exact rational arithmetic.
+    exact = [Fraction(int(x), 257) for x in range(65536)]
+    assert all(q - math.floor(q) != Fraction(1, 2) for q in exact)  # no value is a tie
+    want = np.array([math.floor(q + Fraction(1, 2)) for q in exact]).reshape(256, 256)
+    # ... which is also NumPy's round-half-even (the training pipeline's former rule).
+    np.testing.assert_array_equal(want, np.round(v / 257.0))
+    Image.fromarray(v).save(tmp_path / "g16.png")
+    sources = {
+        "file": tmp_path / "g16.png",
+        "I;16": Image.fromarray(v),
+        "I": Image.fromarray(v.astype(np.int32), "I"),
+    }
+    for name, source in sources.items():
+        with pytest.warns(UserWarning, match="16-bit"):
+            rgb, mode = images.read_image(source)
+        assert mode == "L" and rgb.dtype == np.uint8 and rgb.shape == (256, 256, 3), name
+        for c in range(3):
+            np.testing.assert_array_equal(rgb[:, :, c], want, err_msg=name)
+    with pytest.warns(UserWarning, match="16-bit"):
+        np.testing.assert_array_equal(input_pipeline.decode_rgb(str(tmp_path / "g16.png")), rgb)
+    with pytest.raises(images.ImageError, match="outside 0..65535"):
+        images.read_image(Image.fromarray(np.full((2, 2), 70000, np.int32), "I"))
+
+
+# --------------------------------------------------------------------------- alpha
+
+
+def _alpha_files(folder):
+    folder.mkdir()
+    Image.new("RGBA", (8, 8), (1, 2, 3, 255)).save(folder / "rgba.png")
+    Image.new("LA", (8, 8), (7, 255)).save(folder / "la.png")
+    p = Image.new("P", (8, 8), 0)
+    p.info["transparency"] = 0
+    p.save(folder / "p.png", transparency=0)
+    return sorted(folder.iterdir())
+
+
+def _one_line_alpha(e: pytest.ExceptionInfo) -> None:
+    message = str(e.value)
+    assert "alpha" in message and "flatten it onto a background first" in message
+    assert "\n" not in message
+
+
+def test_alpha_refused_by_reader_codec_training_and_evaluation(tmp_path):
+    from mracnn_jax import codec
+
+    paths = _alpha_files(tmp_path / "alpha")
+    arrays = [np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 2), np.uint8)]
+    for source in [*paths, *arrays]:
+        with pytest.raises(images.ImageError) as e:
+            images.read_image(source)
+        _one_line_alpha(e)
+    for path in paths:
+        with pytest.raises(images.ImageError) as e:  # evaluation, where it used to drop alpha
+            anchors.load_rgb(path)
+        _one_line_alpha(e)
+        with pytest.raises(images.ImageError):  # training: skipped like an undecodable file
+            input_pipeline.decode_rgb(str(path))
+        # The codec refuses before it looks at the model.
+        with Image.open(path) as im, pytest.raises(codec.ImageError) as e:
+            codec.compress(im, None)
+        _one_line_alpha(e)
+        assert isinstance(e.value, codec.CodecError) and isinstance(e.value, images.ImageError)
+    with pytest.raises(runner.EvaluationError, match="alpha.*flatten"):
+        runner.load_images(tmp_path / "alpha")
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def test_one_suffix_list(tmp_path):
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.PNG", format="PNG")
+    Image.fromarray(rgb).save(tmp_path / "b.jpg")
+    Image.fromarray(rgb).save(tmp_path / "c.tif")
+    Image.fromarray(rgb).save(tmp_path / ".hidden.png")
+    (tmp_path / "notes.txt").write_text("not an image\n")
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "sub" / "d.png")
+    (tmp_path / "folder.png").mkdir()  # a folder, not an image
+
+    flat = ["a.PNG", "b.jpg", "c.tif"]
+    deep = ["a.PNG", "b.jpg", "c.tif", "sub/d.png"]
+
+    def rel(paths):
+        return [Path(p).relative_to(tmp_path).as_posix() for p in paths]
+
+    assert rel(images.list_images(tmp_path)) == flat
+    assert rel(images.list_images(tmp_path, recursive=True)) == deep
+    # Training lists recursively, evaluation one folder: the same suffixes and order.
+    assert rel(input_pipeline.list_images(tmp_path)) == deep
+    assert rel(runner.image_files(tmp_path)) == flat
+    names, arrays = anchors.load_image_dir(tmp_path)
+    assert names == flat and all(a.shape == (4, 4, 3) for a in arrays)
+    assert runner.IMAGE_SUFFIXES is images.SUFFIXES
+    assert all(s == s.lower() and s.startswith(".") for s in images.SUFFIXES)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        images.list_images(tmp_path / "nope")
+
+
+# --------------------------------------------------------------------------- grayscale
+
+
+def test_grayscale_round_trip(tmp_path):
+    gray = np.random.default_rng(0).integers(0, 256, (5, 7), dtype=np.uint8)
+    Image.fromarray(gray, "L").save(tmp_path / "g.png")
+    sources = [tmp_path / "g.png", Image.fromarray(gray, "L"), gray, gray[:, :, None]]
+    for source in sources:
+        rgb, mode = images.read_image(source)
+        assert mode == "L" and rgb.shape == (5, 7, 3) and rgb.flags.c_contiguous
+        assert (rgb == gray[:, :, None]).all()
+        back = images.restore_mode(rgb, mode)
+        assert back.shape == (5, 7) and back.dtype == np.uint8
+        np.testing.assert_array_equal(back, gray)
+    # Bilevel images are grayscale too; RGB stays RGB.
+    rgb, mode = images.read_image(Image.fromarray(gray > 127))
+    assert mode == "L" and set(np.unique(rgb)) <= {0, 255}
+    colour = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    rgb, mode = images.read_image(colour)
+    assert mode == "RGB" and images.restore_mode(rgb, mode) is rgb
+    np.testing.assert_array_equal(rgb, colour)
+
+
+def test_refusals_are_one_line(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image\n")
+    Image.fromarray(np.ones((3, 3), np.float32), "F").save(tmp_path / "float.tif")
+    cases = [
+        (tmp_path / "empty.png", "empty"),
+        (tmp_path / "text.png", "not an image Pillow can read"),
+        (tmp_path / "float.tif", "unsupported image mode 'F'"),
+        (tmp_path, "is a directory"),
+        (np.zeros((4, 4, 3), np.float32), "must be uint8"),
+        (np.zeros((0, 4, 3), np.uint8), "no pixels"),
+        (object(), "expected a uint8 NumPy array or a PIL image"),
+    ]
+    for source, message in cases:
+        with pytest.raises(images.ImageError, match=message) as e:
+            images.read_image(source)
+        assert "\n" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        images.read_image(tmp_path / "missing.png")
