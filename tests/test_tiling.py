@@ -170,7 +170,7 @@ def _tiled_bitstream(h=200, w=130, tile=64, slices=3):
 def test_container_v2_layout():
     bs = _tiled_bitstream()
     data = container.pack(bs)
-    assert data[4] == 2 and container.unpack(data) == bs
+    assert data[4] == 4 and container.unpack(data) == bs
     assert struct.unpack_from("<HHHHH", data, 64) == (64, 64, 32, 4, 3)
     k, s = 12, 3
     lengths = struct.unpack_from(f"<{k * (s + 1)}I", data, 74)
@@ -257,7 +257,7 @@ def test_untiled_files_decode(model):
 
 def test_guard_covers_tiles(tiled, model):
     params = jax.tree_util.tree_map(np.array, model.params)
-    params["entropy"]["cc_scale_0"]["conv_2"]["bias"] += np.float32(0.05)
+    params["entropy"]["cc_scale_0"]["conv_2"]["bias"] += np.float32(1.0)
     other = codec.LoadedModel(model.config, params)
     with pytest.raises(codec.ModelMismatchError):
         codec.decompress(tiled.data, other)
@@ -317,10 +317,10 @@ def test_cli_tiling_flags(model, model_path, image, tmp_path, monkeypatch, capsy
     assert container.unpack(out.read_bytes()).tiling.tile == 64
     small_base = ["compress", str(small), str(out), "--model", str(model_path)]
     assert cli.main(small_base + ["--no-tile"]) == 0
-    assert "tiles" not in capsys.readouterr().err and out.read_bytes()[4] == 1
+    assert "tiles" not in capsys.readouterr().err and out.read_bytes()[4] == 3
     monkeypatch.setattr(codec, "AUTO_TILE_PIXELS", 4096)  # 40x50 = 2000: not tiled
     assert cli.main(small_base) == 0
-    assert capsys.readouterr().err == "" and out.read_bytes()[4] == 1
+    assert capsys.readouterr().err == "" and out.read_bytes()[4] == 3
 
     # decompress and info read version 4.
     assert cli.main(base + ["--tile", "64"]) == 0
