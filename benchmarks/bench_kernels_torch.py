@@ -86,7 +86,7 @@ def _cases():
 
         torch_args = (tx.permute(0, 3, 1, 2).contiguous(), tw.permute(3, 2, 0, 1).contiguous())
         if gradient:
-            loss = lambda x, w: jnp.sum(xla_conv(x, w) ** 2)  # noqa: E731
+            loss = lambda x, w: jnp.sum(xla_conv(x, w) ** 2)
             xla = jax.jit(jax.grad(loss, argnums=(0, 1)))
             return (name, 3 * flops, (xla, (x, w)), (torch_conv_grad, torch_args))
         return (name, flops, (jax.jit(xla_conv), (x, w)), (torch_conv, torch_args))

@@ -103,7 +103,6 @@ def _child(config: str, impl: str, phase: str, repeats: int) -> dict:
 
 def _matmul_gflops() -> float:
     import jax
-    import jax.numpy as jnp
 
     a = jax.random.normal(jax.random.PRNGKey(0), (2048, 2048))
     f = jax.jit(lambda a: a @ a)
@@ -146,7 +145,9 @@ def _interleaved(configs, impl: str, phases, rounds: int) -> list[dict]:
         "train": bench_torch.make_train_step(net, ref, torch.rand(4, 3, 256, 256), 0.013),
     }
 
-    def torch_forward(x=torch.rand(1, 3, 512, 768)):
+    forward_input = torch.rand(1, 3, 512, 768)
+
+    def torch_forward(x=forward_input):
         net.eval()
         with torch.no_grad():
             net(x)
@@ -214,7 +215,8 @@ def main() -> int:
     torch_ref = None
     if a.torch != "none" and pathlib.Path(a.torch).exists():
         out = subprocess.run([a.torch, str(REPO / "benchmarks" / "bench_torch_wacnn.py"), "--threads", "2",
-                              "--repeats", str(a.repeats), "--no-macs"], capture_output=True, text=True)
+                              "--repeats", str(a.repeats), "--no-macs"],
+                             capture_output=True, text=True, check=False)
         if out.returncode == 0:
             torch_ref = json.loads(out.stdout.strip().splitlines()[-1])
     report["torch"] = torch_ref

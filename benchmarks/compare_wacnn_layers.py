@@ -130,13 +130,16 @@ def main() -> int:
         layer = make_flax()
         params = layer.init(jax.random.PRNGKey(1), x)
         grad = jax.jit(
-            jax.grad(lambda p, v: 0.5 * jnp.sum(jnp.square(layer.apply(p, v))), argnums=(0, 1))
+            jax.grad(
+                lambda p, v, layer=layer: 0.5 * jnp.sum(jnp.square(layer.apply(p, v))),
+                argnums=(0, 1),
+            )
         )
         jax.block_until_ready(grad(params, x))
         t_layer = make_torch()
         xt = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
 
-        def torch_step():
+        def torch_step(xt=xt, t_layer=t_layer):
             v = xt.clone().requires_grad_(True)
             for q in t_layer.parameters():
                 q.grad = None

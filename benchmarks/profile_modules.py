@@ -99,10 +99,10 @@ def main() -> int:
             jax.random.normal(jax.random.PRNGKey(3), (b, h // 64, w // 64, int(cfg.model.Z)))
         )
 
-        def part(method):
+        def part(method, model=model):
             return lambda p, v: model.apply({"params": p}, v, method=method)
 
-        def whole(p, v):
+        def whole(p, v, model=model):
             if not a.grad:
                 return model.apply({"params": p}, v, train=False)
             out = model.apply({"params": p}, v, train=True, rngs={"noise": jax.random.PRNGKey(4)})

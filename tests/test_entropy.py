@@ -26,7 +26,7 @@ def prior():
 
 
 def test_factorized_parameter_count_and_names(prior):
-    module, params = prior
+    _module, params = prior
     p = params["params"]
     assert sorted(p) == sorted(
         [f"matrix_{k}" for k in range(5)] + [f"bias_{k}" for k in range(5)] + [f"factor_{k}" for k in range(4)]
@@ -44,7 +44,7 @@ def test_factorized_cdf_is_monotone_and_density_integrates_to_one(prior):
     assert np.all(np.diff(cdf, axis=0) >= -1e-7)
     assert cdf.min() >= 0.0 and cdf.max() <= 1.0
     # density of channel c = d CDF_c / d z_c (channels are independent)
-    cdf_sum = lambda row: jnp.sum(module.apply(params, row[None], method=module.cdf))  # noqa: E731
+    cdf_sum = lambda row: jnp.sum(module.apply(params, row[None], method=module.cdf))
     density = np.asarray(jax.vmap(jax.grad(cdf_sum))(z), np.float64)
     assert np.all(density >= 0.0)
     trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy 2 renamed it
@@ -58,7 +58,7 @@ def test_factorized_likelihood_is_bin_mass_and_sums_to_one(prior):
     z = jnp.broadcast_to(ints[:, None], (ints.size, 4))
     p = np.asarray(module.apply(params, z), np.float64)
     np.testing.assert_allclose(p.sum(0), 1.0, atol=1e-4)
-    cdf = lambda v: np.asarray(module.apply(params, v, method=module.cdf), np.float64)  # noqa: E731
+    cdf = lambda v: np.asarray(module.apply(params, v, method=module.cdf), np.float64)
     np.testing.assert_allclose(p, np.maximum(cdf(z + 0.5) - cdf(z - 0.5), 1e-9), atol=1e-6)
 
 
@@ -75,7 +75,7 @@ def test_gaussian_likelihood_matches_closed_form():
     mu = rng.standard_normal(1000)
     sigma = np.exp(rng.uniform(np.log(0.05), np.log(50), 1000))
     s = np.maximum(sigma, 0.11)
-    phi = lambda t: 0.5 * np.vectorize(math.erfc)(-t / math.sqrt(2))  # noqa: E731
+    phi = lambda t: 0.5 * np.vectorize(math.erfc)(-t / math.sqrt(2))
     ref = np.maximum(phi((y - mu + 0.5) / s) - phi((y - mu - 0.5) / s), 1e-9)
     got = gaussian_likelihood(jnp.asarray(y, jnp.float32), jnp.asarray(mu, jnp.float32), jnp.asarray(sigma, jnp.float32))
     np.testing.assert_allclose(got, ref, rtol=2e-3, atol=1e-7)

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from PIL import Image
 
 from mracnn_jax import codec, zoo
@@ -218,6 +217,7 @@ def test_missing_model_folder_is_one_clear_line(tmp_path, data_dir):
         text=True,
         timeout=120,
         cwd=REPO,
+        check=False,
     )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()

@@ -13,8 +13,8 @@ import pytest
 from mracnn_jax.layers.conv import (
     Conv2d,
     ConvTranspose2d,
-    conv_transpose_dilated,
     conv_stride2,
+    conv_transpose_dilated,
     conv_transpose_subpixel,
     depth_to_space,
     pointwise_conv,
@@ -70,7 +70,7 @@ def test_conv_transpose_module_impls_share_parameters_and_gradients(c_out):
     assert jax.tree_util.tree_map(jnp.shape, params) == jax.tree_util.tree_map(
         jnp.shape, slow.init(jax.random.PRNGKey(1), x)
     )
-    f = lambda m: jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), argnums=(0, 1))  # noqa: E731
+    f = lambda m: jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), argnums=(0, 1))
     (gp1, gx1), (gp2, gx2) = f(fast)(params, x), f(slow)(params, x)
     np.testing.assert_allclose(gx1, gx2, atol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(gp1), jax.tree_util.tree_leaves(gp2)):
@@ -105,8 +105,8 @@ def test_conv2d_stride2_gradient_on_even_and_odd_sizes():
         x = jax.random.normal(jax.random.PRNGKey(3), shape)
         params = layer.init(jax.random.PRNGKey(4), x)
         kernel, bias = params["params"]["kernel"], params["params"]["bias"]
-        loss = lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x)))  # noqa: E731
-        ref = lambda k, x: jnp.sum(jnp.sin(_xla_conv_stride2(x, k) + bias))  # noqa: E731
+        loss = lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x)))
+        ref = lambda k, x, bias=bias: jnp.sum(jnp.sin(_xla_conv_stride2(x, k) + bias))
         (g_p, g_x), (g_k, g_x_ref) = jax.grad(loss, (0, 1))(params, x), jax.grad(ref, (0, 1))(kernel, x)
         assert g_x.shape == shape
         np.testing.assert_allclose(g_x, g_x_ref, atol=1e-5)
@@ -121,12 +121,12 @@ def test_conv2d_1x1_is_xla_convolution_with_its_gradients():
     params = layer.init(jax.random.PRNGKey(6), x)
     kernel, bias = params["params"]["kernel"], params["params"]["bias"]
     assert kernel.shape == (1, 1, 6, 7)
-    xla = lambda k, x: jax.lax.conv_general_dilated(  # noqa: E731
+    xla = lambda k, x: jax.lax.conv_general_dilated(
         x, k, (1, 1), ((0, 0), (0, 0)), dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
     np.testing.assert_allclose(pointwise_conv(x, kernel), xla(kernel, x), atol=1e-6, rtol=1e-6)
-    loss = lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x)))  # noqa: E731
-    ref = lambda k, x: jnp.sum(jnp.sin(xla(k, x) + bias))  # noqa: E731
+    loss = lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x)))
+    ref = lambda k, x: jnp.sum(jnp.sin(xla(k, x) + bias))
     (g_p, g_x), (g_k, g_x_ref) = jax.grad(loss, (0, 1))(params, x), jax.grad(ref, (0, 1))(kernel, x)
     np.testing.assert_allclose(g_x, g_x_ref, atol=1e-5)
     np.testing.assert_allclose(g_p["params"]["kernel"], g_k, atol=1e-5)
@@ -225,7 +225,10 @@ def test_mracb_parameter_counts_and_shapes():
 def test_wam_parameter_count():
     for c, window, shift, expected in ((192, 8, 4, 908_232), (320, 4, 2, 2_514_632)):
         x = jnp.zeros((1, 2 * window, 2 * window, c))
-        assert count(jax.eval_shape(lambda: WAM(8, window, shift).init(jax.random.PRNGKey(0), x))) == expected
+        init = lambda window=window, shift=shift, x=x: WAM(8, window, shift).init(
+            jax.random.PRNGKey(0), x
+        )
+        assert count(jax.eval_shape(init)) == expected
 
 
 def naive_window_attention(x, params, heads, window, shift):

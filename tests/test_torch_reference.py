@@ -60,7 +60,7 @@ def test_parameter_counts(model):
     assert dict(counts) == EXPECTED
     # WAM break-down (architecture.md 1.5)
     wam192, wam320 = model.g_a[4], model.g_a[8]
-    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    n = lambda m: sum(p.numel() for p in m.parameters())
     assert n(wam192) == 908_232 and n(wam320) == 2_514_632
     assert n(wam192.conv_a) == 360_576 and n(wam192.conv_b[0]) == 150_024
     assert n(wam320.conv_b[0]) == 411_272

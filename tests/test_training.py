@@ -485,7 +485,7 @@ def test_init_from_starts_a_new_run_from_an_exported_model(tmp_path):
     assert int(state.step) == 1  # a new run: the step count starts again
     assert_trees_equal(jax.device_get(state.params), exported)  # lr 0: the imported values
     # A model file of another shape is refused, naming the parameter.
-    cfg, params, meta = load_model(tmp_path / "a" / "model.mracnn")
+    cfg, params, _meta = load_model(tmp_path / "a" / "model.mracnn")
     leaf_path = jax.tree_util.tree_leaves_with_path(params)[0][0]
     bad = jax.tree_util.tree_map_with_path(
         lambda p, a: np.zeros((2, 2), a.dtype) if p == leaf_path else a, params

@@ -323,15 +323,15 @@ def unpack(data: bytes) -> Bitstream:
     for length in lengths:
         strings.append(data[pos : pos + length])
         pos += length
-    common = dict(
-        height=height,
-        width=width,
-        colour_mode=COLOUR_MODES[mode],
-        model_name=raw_name.decode("ascii"),
-        params_digest=params_dg,
-        symbol_digest=symbol_dg,
-        index_digest=index_dg,
-    )
+    common = {
+        "height": height,
+        "width": width,
+        "colour_mode": COLOUR_MODES[mode],
+        "model_name": raw_name.decode("ascii"),
+        "params_digest": params_dg,
+        "symbol_digest": symbol_dg,
+        "index_digest": index_dg,
+    }
     if not tiled:
         return Bitstream(**common, z_string=strings[0], y_strings=tuple(strings[1:]))
     k = num_slices + 1

@@ -58,7 +58,9 @@ def _ceil_to(n: int, multiple: int) -> int:
 def check_tiling(tile: int, halo_analysis: int = 0, halo_synthesis: int = 0) -> None:
     """Raises ``ValueError`` (one line) for a tile size or halo the format does not hold."""
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)):
-        raise ValueError(f"tile size must be an integer, got {tile!r}")
+        # ValueError, not TypeError: the documented contract, which codec.resolve_tiling turns
+        # into a CodecError (one line at the command line).
+        raise ValueError(f"tile size must be an integer, got {tile!r}")  # noqa: TRY004
     if tile < BLOCK or tile % BLOCK or tile > MAX_TILE:
         raise ValueError(
             f"tile size {tile} is not a positive multiple of {BLOCK} up to {MAX_TILE} "

@@ -21,7 +21,7 @@ the coder slice by slice, so training and coding cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -68,7 +68,7 @@ class ChannelContextModel(nn.Module):
         if self.support_attention not in ("clab", "none"):
             raise ValueError(f"unknown support_attention {self.support_attention!r}")
         width = self.slice_channels
-        stack = lambda: ConvStack(tuple(self.cc_widths), width, self.cc_kernel)  # noqa: E731
+        stack = lambda: ConvStack(tuple(self.cc_widths), width, self.cc_kernel)
         self.cc_mean = [stack() for _ in range(self.num_slices)]
         self.cc_scale = [stack() for _ in range(self.num_slices)]
         self.lrp = [stack() for _ in range(self.num_slices)]

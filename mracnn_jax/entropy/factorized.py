@@ -25,7 +25,7 @@ parameter with an auxiliary loss, which we do not need.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

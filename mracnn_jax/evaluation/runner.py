@@ -631,16 +631,21 @@ def _summary_markdown(
     lines = [md.rstrip("\n"), ""]
     if anchor is not None:
         lines += [
-            "BD-rates marked – are not computable: fewer than 2 points, quality not increasing "
-            "with rate, or no overlap with the anchor. Published rows are the papers' Kodak "
-            "figures (PSNR only) and compare with this anchor only when the data is Kodak.",
+            (
+                "BD-rates marked – are not computable: fewer than 2 points, quality not "
+                "increasing with rate, or no overlap with the anchor. Published rows are the "
+                "papers' Kodak figures (PSNR only) and compare with this anchor only when the data "
+                "is Kodak."
+            ),
             "",
         ]
     if runs:
         lines += [
-            "Models: file rate against the ideal code length (est. bpp, from the likelihoods "
-            "under the coding tables), and the first call on each padded shape (compilation "
-            "included; the timed calls above exclude it):",
+            (
+                "Models: file rate against the ideal code length (est. bpp, from the likelihoods "
+                "under the coding tables), and the first call on each padded shape (compilation "
+                "included; the timed calls above exclude it):"
+            ),
             "",
             "| curve | point | model | bpp | est. bpp | file / est. | setup (s) | first calls |",
             "|---|---|---|---:|---:|---:|---:|---|",

@@ -30,7 +30,7 @@ scatter loop). The parameter is stored the same way in both, so the choice is a 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

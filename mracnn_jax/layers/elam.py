@@ -21,15 +21,15 @@ from mracnn_jax.layers.residual import gated_residual
 
 def local_attention(cfg, dim: int, name: str) -> nn.Module:
     """Builds the ELSA variant named by ``cfg.block`` ('bare': X + ELSA(X); 'block': ELSABlock)."""
-    common = dict(
-        dim=dim,
-        num_heads=cfg.heads,
-        kernel_size=cfg.kernel,
-        group_width=cfg.group_width,
-        lam=cfg.lam,
-        gamma=cfg.gamma,
-        name=name,
-    )
+    common = {
+        "dim": dim,
+        "num_heads": cfg.heads,
+        "kernel_size": cfg.kernel,
+        "group_width": cfg.group_width,
+        "lam": cfg.lam,
+        "gamma": cfg.gamma,
+        "name": name,
+    }
     if cfg.block == "bare":
         return ELSA(qk_scale=cfg.qk_scale, **common)
     if cfg.block == "block":

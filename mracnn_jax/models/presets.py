@@ -31,7 +31,15 @@ import ml_collections
 
 def _elsa(**overrides) -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict(
-        dict(kernel=7, heads=8, group_width=8, lam=1.0, gamma=1.0, block="bare", mlp_ratio=3)
+        {
+            "kernel": 7,
+            "heads": 8,
+            "group_width": 8,
+            "lam": 1.0,
+            "gamma": 1.0,
+            "block": "bare",
+            "mlp_ratio": 3,
+        }
     )
     cfg.qk_scale = ml_collections.FieldReference(None, field_type=float)
     cfg.update(overrides)
@@ -41,31 +49,31 @@ def _elsa(**overrides) -> ml_collections.ConfigDict:
 def mracnn() -> ml_collections.ConfigDict:
     """Reconstruction A of architecture.md §4 (55,346,739 parameters with quantiles)."""
     return ml_collections.ConfigDict(
-        dict(
-            name="mracnn",
-            N=192,
-            M=320,
-            Z=192,
-            transform="mracb",
-            attention="elam",
-            third_elam=False,
-            mracb_kernel=3,
-            deconv_impl="subpixel",
-            elsa=_elsa(),
-            wam=dict(heads=8, window_n=8, shift_n=4, window_m=4, shift_m=2),
-            hyper_analysis_widths=(320, 288, 256, 224),
-            hyper_synthesis_widths=(192, 224, 256, 288),
-            entropy=dict(
-                num_slices=5,
-                max_support=-1,
-                cc_widths=(224, 128),
-                cc_kernel=3,
-                support_attention="clab",
-                clab_dim=128,
-            ),
-            prior_filters=(3, 3, 3, 3),
-            prior_init_scale=10.0,
-        )
+        {
+            "name": "mracnn",
+            "N": 192,
+            "M": 320,
+            "Z": 192,
+            "transform": "mracb",
+            "attention": "elam",
+            "third_elam": False,
+            "mracb_kernel": 3,
+            "deconv_impl": "subpixel",
+            "elsa": _elsa(),
+            "wam": {"heads": 8, "window_n": 8, "shift_n": 4, "window_m": 4, "shift_m": 2},
+            "hyper_analysis_widths": (320, 288, 256, 224),
+            "hyper_synthesis_widths": (192, 224, 256, 288),
+            "entropy": {
+                "num_slices": 5,
+                "max_support": -1,
+                "cc_widths": (224, 128),
+                "cc_kernel": 3,
+                "support_attention": "clab",
+                "clab_dim": 128,
+            },
+            "prior_filters": (3, 3, 3, 3),
+            "prior_init_scale": 10.0,
+        }
     )
 
 
@@ -76,7 +84,12 @@ def wacnn() -> ml_collections.ConfigDict:
     cfg.transform = "conv5"
     cfg.attention = "wam"
     cfg.entropy.update(
-        dict(num_slices=10, max_support=5, cc_widths=(224, 176, 128, 64), support_attention="none")
+        {
+            "num_slices": 10,
+            "max_support": 5,
+            "cc_widths": (224, 176, 128, 64),
+            "support_attention": "none",
+        }
     )
     return cfg
 

@@ -30,7 +30,7 @@ def import_compressai() -> types.SimpleNamespace:
         raise ImportError("compressai is not installed")
     try:
         import compressai  # noqa: F401
-    except Exception:  # torchvision (or another optional dependency) does not load
+    except Exception:  # noqa: BLE001  # torchvision (or another optional dependency) does not load
         for name in [m for m in sys.modules if m == "compressai" or m.startswith("compressai.")]:
             del sys.modules[name]
         parent = types.ModuleType("compressai")

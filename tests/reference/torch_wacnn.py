@@ -32,19 +32,18 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Dict, Mapping, Optional, Tuple
+from collections.abc import Mapping
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = [
-    "WACNN",
     "GDN",
-    "WindowAttentionModule",
+    "WACNN",
     "EntropyBottleneck",
     "GaussianConditional",
+    "WindowAttentionModule",
     "count_parameters",
     "load_stf_state_dict",
     "rate_distortion_loss",
@@ -200,7 +199,7 @@ class WindowMSA(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=True)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         # x: (num_windows * B, n, C); mask: (num_windows, n, n) or None
         bw, n, c = x.shape
         h = self.num_heads
@@ -254,7 +253,7 @@ class WinBasedAttention(nn.Module):
         self.window_size = window_size
         self.shift_size = shift_size
         self.attn = WindowMSA(dim, window_size, num_heads)
-        self._mask_cache: Dict[Tuple[int, int, str], Tensor] = {}
+        self._mask_cache: dict[tuple[int, int, str], Tensor] = {}
 
     def _mask(self, hh: int, ww: int, device: torch.device, dtype: torch.dtype) -> Tensor:
         key = (hh, ww, str(device))
@@ -264,7 +263,7 @@ class WinBasedAttention(nn.Module):
         return self._mask_cache[key].to(dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, c, hh, ww = x.shape
+        b, _c, hh, ww = x.shape
         w, s = self.window_size, self.shift_size
         if hh % w or ww % w:
             raise ValueError(f"feature map {hh}x{ww} is not a multiple of window {w}")
@@ -316,7 +315,7 @@ class _EntropyModelBase(nn.Module):
         self.register_buffer("_cdf_length", torch.zeros(0, dtype=torch.int32))
 
     @staticmethod
-    def quantize(x: Tensor, mode: str, means: Optional[Tensor] = None) -> Tensor:
+    def quantize(x: Tensor, mode: str, means: Tensor | None = None) -> Tensor:
         if mode == "noise":
             return x + torch.empty_like(x).uniform_(-0.5, 0.5)
         if mode == "dequantize":
@@ -332,7 +331,7 @@ class EntropyBottleneck(_EntropyModelBase):
     target: Tensor
 
     def __init__(self, channels: int, tail_mass: float = 1e-9, init_scale: float = 10.0,
-                 filters: Tuple[int, ...] = (3, 3, 3, 3)):
+                 filters: tuple[int, ...] = (3, 3, 3, 3)):
         super().__init__()
         self.channels = int(channels)
         self.filters = tuple(int(f) for f in filters)
@@ -384,10 +383,10 @@ class EntropyBottleneck(_EntropyModelBase):
         logits = self._logits_cumulative(self.quantiles, stop_gradient=True)
         return torch.abs(logits - self.target).sum()
 
-    def forward(self, x: Tensor, training: Optional[bool] = None) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, training: bool | None = None) -> tuple[Tensor, Tensor]:
         if training is None:
             training = self.training
-        b, c = x.shape[:2]
+        _b, c = x.shape[:2]
         perm = (1, 0) + tuple(range(2, x.dim()))
         t = x.permute(*perm).contiguous()
         shape = t.shape
@@ -416,15 +415,15 @@ class GaussianConditional(_EntropyModelBase):
     def _standardized_cumulative(x: Tensor) -> Tensor:
         return 0.5 * torch.erfc(-(2.0**-0.5) * x)
 
-    def _likelihood(self, x: Tensor, scales: Tensor, means: Optional[Tensor] = None) -> Tensor:
+    def _likelihood(self, x: Tensor, scales: Tensor, means: Tensor | None = None) -> Tensor:
         values = torch.abs(x - means if means is not None else x)
         scales = self.lower_bound_scale(scales)
         upper = self._standardized_cumulative((0.5 - values) / scales)
         lower = self._standardized_cumulative((-0.5 - values) / scales)
         return upper - lower
 
-    def forward(self, x: Tensor, scales: Tensor, means: Optional[Tensor] = None,
-                training: Optional[bool] = None) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, scales: Tensor, means: Tensor | None = None,
+                training: bool | None = None) -> tuple[Tensor, Tensor]:
         if training is None:
             training = self.training
         out = self.quantize(x, "noise" if training else "dequantize", means)
@@ -437,7 +436,7 @@ class GaussianConditional(_EntropyModelBase):
 # ----------------------------------------------------------------------------------------------
 
 
-def _hyper_synthesis(z: int = 192, widths: Tuple[int, ...] = (192, 224, 256, 288),
+def _hyper_synthesis(z: int = 192, widths: tuple[int, ...] = (192, 224, 256, 288),
                      m: int = 320) -> nn.Sequential:
     w = tuple(widths) + (m,)
     return nn.Sequential(
@@ -449,7 +448,7 @@ def _hyper_synthesis(z: int = 192, widths: Tuple[int, ...] = (192, 224, 256, 288
     )
 
 
-def _slice_transform(cin: int, hidden: Tuple[int, ...] = (224, 176, 128, 64),
+def _slice_transform(cin: int, hidden: tuple[int, ...] = (224, 176, 128, 64),
                      out: int = 32) -> nn.Sequential:
     """3x3 convs cin -> 224 -> 176 -> 128 -> 64 -> 32 with GELU between (keys 0,2,4,6,8)."""
     widths = (cin,) + tuple(hidden) + (out,)
@@ -465,9 +464,9 @@ class WACNN(nn.Module):
     """WACNN (N=192, M=320): WAM transforms, mean-scale hyperprior, 10-slice channel context."""
 
     def __init__(self, N: int = 192, M: int = 320, *, Z: int = 192,
-                 hyper_analysis_widths: Tuple[int, ...] = (320, 288, 256, 224),
-                 hyper_synthesis_widths: Tuple[int, ...] = (192, 224, 256, 288),
-                 cc_widths: Tuple[int, ...] = (224, 176, 128, 64),
+                 hyper_analysis_widths: tuple[int, ...] = (320, 288, 256, 224),
+                 hyper_synthesis_widths: tuple[int, ...] = (192, 224, 256, 288),
+                 cc_widths: tuple[int, ...] = (224, 176, 128, 64),
                  num_slices: int = 10, max_support_slices: int = 5, num_heads: int = 8):
         """The defaults are the public model; the keyword widths exist for small test models
         (the public code hard-codes them: h_a 320-320-288-256-224-192, h_s 192-224-256-288-320,
@@ -519,7 +518,7 @@ class WACNN(nn.Module):
     def aux_loss(self) -> Tensor:
         return self.entropy_bottleneck.loss()
 
-    def forward(self, x: Tensor) -> Dict[str, object]:
+    def forward(self, x: Tensor) -> dict[str, object]:
         """Training mode: noisy likelihoods, STE-rounded latents fed forward.
 
         Eval mode: everything rounded (z around the entropy-bottleneck medians, y around mu).
@@ -564,8 +563,8 @@ class WACNN(nn.Module):
 
 
 @torch.no_grad()
-def spread_latents(model: "WACNN", y_gain: float = 30.0, z_gain: float = 50.0,
-                   scale_offset: float = 2.0) -> "WACNN":
+def spread_latents(model: WACNN, y_gain: float = 30.0, z_gain: float = 50.0,
+                   scale_offset: float = 2.0) -> WACNN:
     """Make a randomly initialised WACNN's latents worth coding (in place; returns the model).
 
     PyTorch's default initialisation shrinks activations layer by layer, so that y and z of a
@@ -582,9 +581,9 @@ def spread_latents(model: "WACNN", y_gain: float = 30.0, z_gain: float = 50.0,
     return model
 
 
-def count_parameters(model: nn.Module) -> "OrderedDict[str, int]":
+def count_parameters(model: nn.Module) -> OrderedDict[str, int]:
     """Parameter count per top-level sub-module (in definition order) plus ``"total"``."""
-    counts: "OrderedDict[str, int]" = OrderedDict()
+    counts: OrderedDict[str, int] = OrderedDict()
     for name, child in model.named_children():
         counts[name] = sum(p.numel() for p in child.parameters())
     counts["total"] = sum(p.numel() for p in model.parameters())
@@ -592,7 +591,7 @@ def count_parameters(model: nn.Module) -> "OrderedDict[str, int]":
 
 
 def rate_distortion_loss(out: Mapping[str, object], target: Tensor,
-                         lmbda: float) -> Dict[str, Tensor]:
+                         lmbda: float) -> dict[str, Tensor]:
     """STF/CompressAI loss: lambda * 255^2 * MSE + bpp, bpp = sum(log p) / (-ln 2 * B*H*W)."""
     b, _, h, w = target.shape
     num_pixels = b * h * w
@@ -633,7 +632,7 @@ def load_stf_state_dict(model: WACNN, state_dict: Mapping[str, Tensor], strict: 
     if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
         state_dict = state_dict["state_dict"]  # type: ignore[assignment]
     sd = OrderedDict(
-        (_canonical_key(k[len("module."):] if k.startswith("module.") else k), v)
+        (_canonical_key(k.removeprefix("module.")), v)
         for k, v in state_dict.items())
     for mod_name, bufs in _DYNAMIC_BUFFERS.items():
         module = getattr(model, mod_name)
