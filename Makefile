@@ -10,7 +10,8 @@ VENV_NEW := .venv-new
 PYTEST_ARGS ?=
 NEW_ENV_TESTS ?= tests/test_elsa.py tests/test_model.py tests/test_training.py tests/test_checkpoint.py \
     tests/test_format.py tests/test_scale_agreement.py tests/test_range_coder.py tests/test_tables.py \
-    tests/test_codec.py tests/test_tiling.py tests/test_portability.py tests/test_images.py tests/test_zoo.py
+    tests/test_codec.py tests/test_tiling.py tests/test_portability.py tests/test_images.py tests/test_zoo.py \
+    tests/test_bench_train_step.py
 
 .PHONY: install install-new test test-torch demo clean
 
