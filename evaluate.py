@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cache-dir",
         default=os.environ.get("MRACNN_JAX_CACHE_DIR"),
-        help="persistent JAX compilation cache (default: $MRACNN_JAX_CACHE_DIR)",
+        help="persistent JAX compilation cache (default: $MRACNN_JAX_CACHE_DIR; none if unset "
+        "or off)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise runner.EvaluationError(zoo.no_model_message() + ", or only --anchors")
         runner.resolve_model_files(models)  # fail on a bad path before importing JAX
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        if args.cache_dir:
+        if args.cache_dir and args.cache_dir.strip().lower() != "off":  # as `mracnn` reads it
             from mracnn_jax import codec
 
             codec.enable_compilation_cache(args.cache_dir)

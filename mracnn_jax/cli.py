@@ -1,7 +1,9 @@
 """The ``mracnn`` command line.
 
     mracnn compress IN [OUT.mrac] [--model M | --quality Q] [--tile N | --no-tile]
+    mracnn compress IN... -o OUTDIR [options]        images and folders -> OUTDIR/<stem>.mrac
     mracnn decompress IN.mrac [OUT.png] [--model M]
+    mracnn decompress IN.mrac... -o OUTDIR [options] files and folders -> OUTDIR/<stem>.png
     mracnn info IN.mrac
     mracnn models
     mracnn export --config configs/mracnn.py --seed 0 OUT.mracnn
@@ -20,9 +22,23 @@ Without ``--model``, ``compress`` uses a model bundled in ``mracnn_jax/assets/mo
 (``mracnn_jax.zoo``; ``mracnn models`` lists them): the one whose quality (metadata ``quality``,
 else ``q<N>`` in the file name) equals ``--quality``; without ``--quality`` the only one, the one
 with metadata ``default: true``, or the middle quality. ``decompress`` picks the bundled model
-whose parameter digest the file names. ``--cache-dir``
-(or ``$MRACNN_JAX_CACHE_DIR``) keeps compiled JAX functions on disk between runs. Set
-``MRACNN_DEBUG=1`` for tracebacks.
+whose parameter digest the file names.
+
+Batch form (``-o OUTDIR``, created if missing): every input image (a folder stands for the images
+``images.list_images`` finds in it; for ``decompress``, its ``*.mrac`` files) is coded in this one
+process, the model loaded once (``decompress``: each model the files name, once), so the
+compiled network is reused for every image of a padded shape already seen. One line per file as
+in the single form, then a summary line (files, bytes, mean bpp, seconds); a file that fails gets
+its one-line error and the others go on; the exit status is 1 if any failed. Outputs are
+``OUTDIR/<stem>.mrac`` (``.png``); an existing file there is not replaced without
+``--overwrite``, and two inputs of one stem are refused. Several inputs need ``-o``; ``-o`` takes
+no OUT.
+
+Compiled JAX functions are kept on disk between runs (JAX's persistent compilation cache), by
+default in ``$XDG_CACHE_HOME/mracnn-jax/xla`` (``~/.cache/mracnn-jax/xla``): ``--cache-dir DIR``
+or ``$MRACNN_JAX_CACHE_DIR`` chooses another folder, ``--no-cache`` or
+``MRACNN_JAX_CACHE_DIR=off`` turns it off (``compilation_cache_dir``). Set ``MRACNN_DEBUG=1`` for
+tracebacks.
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ import os
 import shlex
 import sys
 import threading
+import time
 import warnings
 
 from mracnn_jax import __version__, fileio, zoo
@@ -44,6 +61,10 @@ DECODED_SUFFIX = ".png"
 
 class CliError(Exception):
     """A user-facing error: printed as one line, exit status 1."""
+
+
+class UsageError(CliError):
+    """Arguments that do not say what to do (e.g. several inputs without -o): one line, exit 2."""
 
 
 # -------------------------------------------------------------------------------------------------
@@ -71,15 +92,18 @@ def _with_suffix(path: str, suffix: str) -> str:
     return os.path.splitext(path)[0] + suffix
 
 
-def _default_output(command: str, input_path: str, suffix: str, other: str) -> str:
-    """IN with ``suffix`` for its extension, beside IN: never IN itself nor any existing file (the
-    natural round trip ``compress x.png; decompress x.mrac`` must not replace the original)."""
+def _default_output(
+    command: str, input_path: str, suffix: str, other: str, overwrite: bool = False
+) -> str:
+    """IN with ``suffix`` for its extension, beside IN: never IN itself nor, unless
+    ``overwrite``, any existing file (the natural round trip ``compress x.png; decompress x.mrac``
+    must not replace the original)."""
     output = _with_suffix(input_path, suffix)
     if _same_file(output, input_path):
         raise CliError(
             f"the default output {output!r} is the input itself: name the output, e.g. {other!r}"
         )
-    if os.path.lexists(output):
+    if os.path.lexists(output) and not overwrite:
         raise CliError(
             f"the default output {output!r} already exists: name the output, e.g. {other!r}, "
             f"or `{PROG} {command} {shlex.quote(input_path)} {shlex.quote(output)}` to replace it"
@@ -91,7 +115,7 @@ def _compress_output(args) -> str:
     """``compress``'s OUT: as given unless named like an image or a model file, else IN.mrac."""
     if args.output is None:
         other = _with_suffix(args.input, ".1" + BITSTREAM_SUFFIX)
-        return _default_output("compress", args.input, BITSTREAM_SUFFIX, other)
+        return _default_output("compress", args.input, BITSTREAM_SUFFIX, other, args.overwrite)
     output = args.output
     ext = os.path.splitext(output)[1].lower()
     kind = "a model file" if zoo.is_model_name(output) else "an image"
@@ -110,7 +134,7 @@ def _decompress_output(args) -> str:
     """``decompress``'s OUT: as given, else IN.png; never the input itself."""
     if args.output is None:
         other = _with_suffix(args.input, ".decoded" + DECODED_SUFFIX)
-        return _default_output("decompress", args.input, DECODED_SUFFIX, other)
+        return _default_output("decompress", args.input, DECODED_SUFFIX, other, args.overwrite)
     if _same_file(args.output, args.input):
         raise CliError(f"output {args.output!r} is the input itself: name another output file")
     return args.output
@@ -152,12 +176,57 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _cache(args) -> None:
-    path = getattr(args, "cache_dir", None) or os.environ.get("MRACNN_JAX_CACHE_DIR")
-    if path:
-        from mracnn_jax import codec
+CACHE_ENV = "MRACNN_JAX_CACHE_DIR"
+CACHE_OFF = "off"
 
+
+def default_cache_dir() -> str:
+    """The compilation cache's default folder: ``$XDG_CACHE_HOME/mracnn-jax/xla``, or
+    ``~/.cache/mracnn-jax/xla`` where ``XDG_CACHE_HOME`` is unset, empty or not absolute (the
+    XDG base directory rule)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "mracnn-jax", "xla")
+
+
+def compilation_cache_dir(cache_dir: str | None = None, no_cache: bool = False) -> str | None:
+    """The persistent compilation cache folder of a ``compress`` or ``decompress``, None for
+    none: none with ``no_cache`` (``--no-cache``); else ``cache_dir`` (``--cache-dir``); else
+    ``$MRACNN_JAX_CACHE_DIR``, none where it is ``off``; else ``default_cache_dir()``."""
+    if no_cache:
+        return None
+    if cache_dir:
+        return cache_dir
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env.lower() == CACHE_OFF:
+        return None
+    return env or default_cache_dir()
+
+
+def _cache(args) -> None:
+    """Turns JAX's persistent compilation cache on (``compilation_cache_dir``), once per command
+    and before anything is compiled. A chosen folder that cannot be made is an error; the default
+    one is a warning, and the command runs without the cache."""
+    if getattr(args, "cache_checked", False):
+        return
+    args.cache_checked = True
+    chosen = getattr(args, "cache_dir", None)
+    path = compilation_cache_dir(chosen, getattr(args, "no_cache", False))
+    if path is None:
+        return
+    from mracnn_jax import codec
+
+    try:
         codec.enable_compilation_cache(path)
+    except OSError as e:
+        if chosen or os.environ.get(CACHE_ENV, "").strip():
+            raise CliError(f"cannot use {path!r} for the compilation cache: {_one_line(e)}") from e
+        print(
+            f"{PROG}: warning: no compilation cache (cannot create {path!r}: "
+            f"{e.strerror or _one_line(e)}); --no-cache or {CACHE_ENV}=off silences this",
+            file=sys.stderr,
+        )
 
 
 def _model_for_compress(args) -> str:
@@ -223,22 +292,37 @@ def _size(num_bytes: int) -> str:
 
 
 def cmd_compress(args) -> int:
+    if args.output_dir is not None:
+        return _batch(args, _compress_batch)
     if not os.path.exists(args.input):
         raise CliError(f"no such file: {args.input!r}")
+    if os.path.isdir(args.input):
+        raise UsageError(_folder_needs_o("compress", args.input))
     args.output = _compress_output(args)
+    _check_output(args.output)
+
+    def model():
+        model_path = _model_for_compress(args)
+        _cache(args)
+        return _load_model(model_path)
+
+    _compress_file(args, args.input, args.output, model)
+    return 0
+
+
+def _compress_file(args, src: str, output: str, get_model, label: str = "") -> tuple[int, int]:
+    """Codes the image ``src`` into ``output`` with ``get_model()`` and prints its line; returns
+    (bytes, pixels). ``label`` prefixes its warnings (the batch form names the file)."""
     from mracnn_jax import codec, images
 
-    _check_output(args.output)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rgb, mode = images.read_image(args.input)
+        rgb, mode = images.read_image(src)
     for w in caught:
-        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+        print(f"{PROG}: warning: {label}{w.message}", file=sys.stderr)
     h, w = rgb.shape[:2]
-    tile = _choose_tile(args, h, w)
-    model_path = _model_for_compress(args)
-    _cache(args)
-    model = _load_model(model_path)
+    tile = _choose_tile(args, h, w, label)
+    model = get_model()
     image = rgb[:, :, 0] if mode == "L" else rgb
     options = {"estimate_bits": False, "reconstruct": False}  # the file is all compress writes
     if tile is None:
@@ -247,20 +331,20 @@ def cmd_compress(args) -> int:
         result = codec.compress_with_info(
             image, model, tile=tile, keep_latents=False, progress=sys.stderr.isatty(), **options
         )
-    fileio.write_atomic(args.output, lambda f: f.write(result.data))
+    fileio.write_atomic(output, lambda f: f.write(result.data))
     tiles = ""
     if result.tiling is not None:
         tiles = f", {result.tiling['rows']}x{result.tiling['cols']} tiles of {tile}"
     print(
-        f"{args.output}: {len(result.data)} bytes, {8 * len(result.data) / (h * w):.4f} bpp "
+        f"{output}: {len(result.data)} bytes, {8 * len(result.data) / (h * w):.4f} bpp "
         f"({h}x{w} {mode}, model {model.name}{tiles})"
     )
-    return 0
+    return len(result.data), h * w
 
 
-def _choose_tile(args, height: int, width: int):
+def _choose_tile(args, height: int, width: int, label: str = ""):
     """The tile size for ``compress``: ``--tile``, none with ``--no-tile``, else automatic (and
-    said on stderr)."""
+    said on stderr, after ``label``)."""
     from mracnn_jax import codec
 
     if args.tile is not None:
@@ -271,21 +355,35 @@ def _choose_tile(args, height: int, width: int):
     tile = codec.auto_tile(height, width)
     if tile is not None:
         print(
-            f"{PROG}: {height}x{width} image is above {codec.AUTO_TILE_PIXELS} pixels: coding "
-            f"{tile}x{tile} tiles one after another (--tile N to choose, --no-tile to refuse)",
+            f"{PROG}: {label}{height}x{width} image is above {codec.AUTO_TILE_PIXELS} pixels: "
+            f"coding {tile}x{tile} tiles one after another (--tile N to choose, --no-tile to "
+            "refuse)",
             file=sys.stderr,
         )
     return tile
 
 
 def cmd_decompress(args) -> int:
+    if args.output_dir is not None:
+        return _batch(args, _decompress_batch)
     from mracnn_jax.coding import container
 
+    if os.path.isdir(args.input):
+        raise UsageError(_folder_needs_o("decompress", args.input))
     data = _read_bytes(args.input, "an .mrac file")
     bs = container.unpack(data)
     args.output = _decompress_output(args)
     _check_output(args.output)
     fmt = _image_format(args.output)
+    model = _model_for_bitstream(args, bs, {})
+    _decode_to_file(bs, model, args.output, fmt)
+    return 0
+
+
+def _model_for_bitstream(args, bs, loaded: dict):
+    """The model that decodes ``bs``: ``--model``, else the bundled model whose digest the file
+    names; each model file is loaded once per command (``loaded``: path -> model, or the error
+    its loading raised)."""
     if args.model:
         model_path = args.model
     else:
@@ -293,8 +391,24 @@ def cmd_decompress(args) -> int:
         if entry is None:
             raise zoo.NoModelError(zoo.no_model_message(bitstream=bs))
         model_path = str(entry.path)
-    _cache(args)
-    model = _load_model(model_path, expect=bs)
+    if model_path not in loaded:
+        _cache(args)
+        try:
+            loaded[model_path] = _load_model(model_path, expect=bs)
+        except CliError:
+            raise  # this file's mismatch (or a missing model file): the next file checks anew
+        except Exception as e:
+            loaded[model_path] = e  # a model file that does not load: said once per file
+            raise
+    model = loaded[model_path]
+    if isinstance(model, BaseException):
+        raise model
+    return model  # decompress_with_info checks that it wrote ``bs``
+
+
+def _decode_to_file(bs, model, output: str, fmt: str) -> None:
+    """Decodes ``bs`` with ``model`` into the image file ``output`` (format ``fmt``) and prints its
+    line."""
     from PIL import Image
 
     from mracnn_jax import codec
@@ -303,10 +417,203 @@ def cmd_decompress(args) -> int:
         bs, model, keep_latents=False, progress=sys.stderr.isatty()
     ).image
     pil = Image.fromarray(image, "L" if image.ndim == 2 else "RGB")
-    fileio.write_atomic(args.output, lambda f: pil.save(f, format=fmt))
+    fileio.write_atomic(output, lambda f: pil.save(f, format=fmt))
     tiles = "" if bs.tiling is None else f", {len(bs.tiles)} tiles of {bs.tiling.tile}"
-    print(f"{args.output}: {bs.height}x{bs.width} {bs.colour_mode}{tiles}")
-    return 0
+    print(f"{output}: {bs.height}x{bs.width} {bs.colour_mode}{tiles}")
+
+
+# -------------------------------------------------------------------------------------------------
+# The batch form: IN... -o OUTDIR.
+
+
+def _folder_needs_o(command: str, folder: str) -> str:
+    what = "images" if command == "compress" else ".mrac files"
+    return (
+        f"{folder!r} is a folder: {command} its {what} into a folder with "
+        f"`{PROG} {command} {shlex.quote(folder)} -o OUTDIR`"
+    )
+
+
+def _single_or_batch(args) -> None:
+    """Reads the positional paths: ``IN [OUT]`` without ``-o`` (``args.input``, ``args.output``),
+    only inputs with it; refuses what could mean either (UsageError)."""
+    command, paths = args.command, args.paths
+    outputs = "OUT.mrac" if command == "compress" else "OUT.png"
+    forms = f"`{PROG} {command} IN [{outputs}]` or `{PROG} {command} IN... -o OUTDIR`"
+    if args.output_dir is None:
+        if len(paths) > 2:
+            raise UsageError(
+                f"{len(paths)} paths given without -o: write several files into a folder with "
+                f"`{PROG} {command} IN... -o OUTDIR` (without -o, {command} takes one IN and an "
+                "optional OUT)"
+            )
+        args.input, args.output = paths[0], paths[1] if len(paths) == 2 else None
+        return
+    if command == "compress":
+        kind = "an .mrac bitstream"
+
+        def named_like_output(path: str) -> bool:
+            return path.lower().endswith(BITSTREAM_SUFFIX)
+    else:
+        kind = "an image"
+        extensions = _image_extensions()
+
+        def named_like_output(path: str) -> bool:
+            return os.path.splitext(path)[1].lower() in extensions
+
+    for path in paths:
+        if named_like_output(path) and not os.path.isdir(path):
+            raise UsageError(
+                f"-o OUTDIR takes only inputs, and {path!r} is named like an output "
+                f"({kind}): use {forms}"
+            )
+    if named_like_output(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise UsageError(
+            f"-o names the folder the outputs go to, and {args.output_dir!r} is named like "
+            f"{kind}: use {forms}"
+        )
+
+
+def _bitstreams_in(folder: str) -> list[str]:
+    """The ``*.mrac`` files in ``folder`` (any case, not hidden), sorted."""
+    with os.scandir(folder) as entries:
+        names = [
+            e.path
+            for e in entries
+            if e.name.lower().endswith(BITSTREAM_SUFFIX)
+            and not e.name.startswith(".")
+            and e.is_file()
+        ]
+    return sorted(names)
+
+
+def _batch_jobs(args) -> list[tuple[str, str]]:
+    """(input, OUTDIR/<stem>.mrac|.png) for every input file and every file of an input folder,
+    in order; an input named twice is coded once; two inputs of one stem are refused."""
+    from mracnn_jax import images
+
+    compress = args.command == "compress"
+    suffix = BITSTREAM_SUFFIX if compress else DECODED_SUFFIX
+    inputs: list[str] = []
+    for path in args.paths:
+        if not os.path.isdir(path):
+            inputs.append(path)
+            continue
+        found = [str(p) for p in images.list_images(path)] if compress else _bitstreams_in(path)
+        if not found:
+            what = (
+                f"image ({', '.join(images.SUFFIXES)})" if compress else f"*{BITSTREAM_SUFFIX} file"
+            )
+            raise CliError(f"folder {path!r} holds no {what}")
+        inputs += found
+    jobs, seen, writers = [], set(), {}
+    for src in inputs:
+        key = os.path.realpath(src)
+        if key in seen:
+            continue
+        seen.add(key)
+        stem = os.path.splitext(os.path.basename(os.path.normpath(src)))[0]
+        output = os.path.join(args.output_dir, stem + suffix)
+        if output in writers:
+            raise CliError(
+                f"{writers[output]!r} and {src!r} would both be written to {output!r}: "
+                "code them in separate runs (or rename one)"
+            )
+        writers[output] = src
+        jobs.append((src, output))
+    return jobs
+
+
+def _check_batch_output(src: str, output: str, overwrite: bool) -> None:
+    if _same_file(output, src):
+        raise CliError(f"the output {output!r} is the input itself")
+    if os.path.isdir(output):
+        raise CliError(f"the output {output!r} is a directory")
+    if os.path.lexists(output) and not overwrite:
+        raise CliError(f"{output!r} already exists (--overwrite replaces it)")
+
+
+def _make_output_dir(path: str) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CliError(f"-o {path!r} is a file, not a folder")
+    os.makedirs(path, exist_ok=True)
+
+
+def _error_text(e: BaseException) -> str:
+    """The one-line text of an error: its message, with its type for unexpected ones."""
+    known = (CliError, zoo.NoModelError, ValueError, OSError)
+    prefix = "" if isinstance(e, known) else f"{type(e).__name__}: "
+    return prefix + _one_line(e)
+
+
+def _batch(args, run) -> int:
+    """Runs ``run(args, jobs, code)`` over the batch's jobs; ``code(fn, src, output)`` calls
+    ``fn(src, output)`` for one file and turns its failure into that file's one-line error.
+    Prints the summary line; exit status 1 if any file failed."""
+    jobs = _batch_jobs(args)
+    done: list[tuple[int, int]] = []  # (bytes, pixels) of each file coded
+
+    def code(fn, src: str, output: str) -> None:
+        try:
+            if not os.path.lexists(src):
+                raise CliError(f"no such file: {src!r}")
+            _check_batch_output(src, output, args.overwrite)
+            done.append(fn(src, output))
+            sys.stdout.flush()  # each file's line as it is done, also into a pipe
+        except Exception as e:
+            if os.environ.get("MRACNN_DEBUG"):
+                raise
+            print(f"{PROG}: error: {src}: {_error_text(e)}", file=sys.stderr)
+            sys.stderr.flush()
+
+    run(args, jobs, code)
+    failed = len(jobs) - len(done)
+    verb = "compressed" if args.command == "compress" else "decompressed"
+    files = f"{len(done)} file{'' if len(done) == 1 else 's'} {verb}"
+    if failed:
+        files = f"{len(done)} of {len(jobs)} files {verb} ({failed} failed)"
+    total = sum(b for b, _ in done)
+    bpp = f"{sum(8 * b / p for b, p in done) / len(done):.4f}" if done else "-"
+    seconds = time.perf_counter() - getattr(args, "started", time.perf_counter())
+    print(f"{PROG}: {files}: {total} bytes, mean {bpp} bpp, {seconds:.1f} s")
+    return 1 if failed else 0
+
+
+def _compress_batch(args, jobs, code) -> None:
+    model_path = _model_for_compress(args)  # one model for all: its errors end the command
+    if args.tile is not None:
+        from mracnn_jax import codec
+
+        codec.resolve_tiling(args.tile)
+    _make_output_dir(args.output_dir)
+    _cache(args)
+    model = _load_model(model_path)
+
+    def one(src: str, output: str) -> tuple[int, int]:
+        return _compress_file(args, src, output, lambda: model, f"{src}: ")
+
+    for src, output in jobs:
+        code(one, src, output)
+
+
+def _decompress_batch(args, jobs, code) -> None:
+    if args.model and not os.path.exists(args.model):
+        raise CliError(f"model file {args.model!r} does not exist")
+    _make_output_dir(args.output_dir)
+    _cache(args)
+    loaded: dict = {}
+
+    def one(src: str, output: str) -> tuple[int, int]:
+        from mracnn_jax.coding import container
+
+        data = _read_bytes(src, "an .mrac file")
+        bs = container.unpack(data)
+        fmt = _image_format(output)
+        _decode_to_file(bs, _model_for_bitstream(args, bs, loaded), output, fmt)
+        return len(data), bs.height * bs.width
+
+    for src, output in jobs:
+        code(one, src, output)
 
 
 def cmd_info(args) -> int:
@@ -383,22 +690,60 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _add_batch_options(p: argparse.ArgumentParser, writes: str, default: str) -> None:
+    p.add_argument(
+        "-o",
+        "--output-dir",
+        metavar="OUTDIR",
+        help=f"code every input in one process, writing {writes} (the folder is created if "
+        "missing); a summary line follows the files' lines, and the exit status is 1 if any "
+        "file failed",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace an existing file where the output is not named ({default} or {writes}); "
+        "never an input",
+    )
+
+
+def _add_cache_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--cache-dir",
+        help=f"persistent JAX compilation cache folder (default: ${CACHE_ENV}, else "
+        "$XDG_CACHE_HOME/mracnn-jax/xla or ~/.cache/mracnn-jax/xla)",
+    )
+    group.add_argument(
+        "--no-cache",
+        action="store_true",
+        help=f"no persistent compilation cache (also {CACHE_ENV}=off)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="MRACNN learned image codec (JAX).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("compress", help="image -> .mrac")
-    p.add_argument("input", help="PNG, JPEG, TIFF, BMP or WebP image")
-    p.add_argument(
-        "output",
-        nargs="?",
-        help="output .mrac file (default: the input's name with .mrac for its extension, if no "
-        "such file exists)",
+    p = sub.add_parser(
+        "compress",
+        help="image -> .mrac (several, or folders, with -o OUTDIR)",
+        usage=f"{PROG} compress IN [OUT.mrac] [options]\n"
+        f"       {PROG} compress IN... -o OUTDIR [options]",
     )
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="IN [OUT]",
+        help="the image (PNG, JPEG, TIFF, BMP or WebP) and the .mrac file to write (default: the "
+        "input's name with .mrac for its extension, if no such file exists); with -o, any number "
+        "of images and folders of images",
+    )
+    _add_batch_options(p, "OUTDIR/<stem>.mrac", "IN.mrac")
     p.add_argument("--model", help="model file (default: the bundled model)")
     p.add_argument("--quality", type=int, metavar="Q", help=_quality_help())
-    p.add_argument("--cache-dir", help="persistent JAX compilation cache directory")
+    _add_cache_options(p)
     from mracnn_jax.coding import tiling as tiles  # pure Python: no JAX imported here
 
     group = p.add_mutually_exclusive_group()
@@ -414,16 +759,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_compress)
 
-    p = sub.add_parser("decompress", help=".mrac -> image")
-    p.add_argument("input", help=".mrac file")
-    p.add_argument(
-        "output",
-        nargs="?",
-        help="output image, .png, .bmp, .tif, .webp or .jpg (default: the input's name with .png "
-        "for its extension, if no such file exists)",
+    p = sub.add_parser(
+        "decompress",
+        help=".mrac -> image (several, or folders, with -o OUTDIR)",
+        usage=f"{PROG} decompress IN.mrac [OUT.png] [options]\n"
+        f"       {PROG} decompress IN.mrac... -o OUTDIR [options]",
     )
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="IN [OUT]",
+        help="the .mrac file and the image to write, .png, .bmp, .tif, .webp or .jpg (default: "
+        "the input's name with .png for its extension, if no such file exists); with -o, any "
+        "number of .mrac files and folders of them",
+    )
+    _add_batch_options(p, "OUTDIR/<stem>.png", "IN.png")
     p.add_argument("--model", help="model file (default: the bundled model that wrote the file)")
-    p.add_argument("--cache-dir", help="persistent JAX compilation cache directory")
+    _add_cache_options(p)
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("info", help="print a .mrac file's header as JSON")
@@ -468,9 +820,13 @@ def _one_line(e: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
     args = build_parser().parse_args(argv)
+    args.started = started
     _quiet_libraries()
     try:
+        if args.command in ("compress", "decompress"):
+            _single_or_batch(args)
         return args.func(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -478,14 +834,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if os.environ.get("MRACNN_DEBUG"):
             raise
-        known = (CliError, zoo.NoModelError, ValueError, OSError)
-        prefix = "" if isinstance(e, known) else f"{type(e).__name__}: "
-        print(f"{PROG}: error: {prefix}{_one_line(e)}", file=sys.stderr)
+        print(f"{PROG}: error: {_error_text(e)}", file=sys.stderr)
         sys.stderr.flush()
         if any(t.name.startswith("mracnn-") and t.is_alive() for t in threading.enumerate()):
             sys.stdout.flush()
             os._exit(1)  # a range decoder that never finished: do not wait for it at exit
-        return 1
+        return 2 if isinstance(e, UsageError) else 1
 
 
 if __name__ == "__main__":

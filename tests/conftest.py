@@ -14,7 +14,13 @@ SHARED = REPO.parent / "shared"
 # Tests run tiny shapes, where XLA's compile time dominates: its LLVM backend at optimisation
 # level 0 compiles the model's gradient about 5x faster (measured on ELAM: 11.4 s -> 2.5 s).
 # Set before JAX initialises its backend; subprocesses inherit it.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+).strip()
+
+# The `mracnn` command keeps a persistent compilation cache in the user's cache folder by
+# default: never in tests (theirs, where a test wants one, is in a temporary folder).
+os.environ["MRACNN_JAX_CACHE_DIR"] = "off"
 
 
 @pytest.fixture(scope="session")
