@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
 import warnings
 import zipfile
@@ -55,6 +56,7 @@ __all__ = [
     "ModelFileError",
     "add_coding_tables",
     "compute_coding_tables",
+    "entry_bytes",
     "export_from_checkpoint",
     "flatten_params",
     "load_coding_tables",
@@ -349,6 +351,19 @@ def _read_header(zf: zipfile.ZipFile, path: str) -> dict[str, Any]:
         if key not in header:
             raise ModelFileError(f"{path!r}: header lacks {key!r}")
     return header
+
+
+def entry_bytes(path: str | os.PathLike) -> dict[str, bytes]:
+    """Each zip entry's local header and data exactly as stored (``add_coding_tables`` must leave
+    every parameter entry of a file byte for byte as it was)."""
+    out = {}
+    with open(path, "rb") as f, zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            f.seek(info.header_offset)
+            local = f.read(30)
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            out[info.filename] = local + f.read(name_len + extra_len + info.compress_size)
+    return out
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:

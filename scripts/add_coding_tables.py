@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import struct
 import sys
-import zipfile
 
 import numpy as np
 
@@ -33,18 +31,6 @@ from mracnn_jax import model_file
 def sha256(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
-
-
-def entry_bytes(path: str) -> dict[str, bytes]:
-    """Each entry's local header and data, as stored."""
-    out = {}
-    with open(path, "rb") as f, zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            f.seek(info.header_offset)
-            local = f.read(30)
-            name_len, extra_len = struct.unpack("<HH", local[26:30])
-            out[info.filename] = local + f.read(name_len + extra_len + info.compress_size)
-    return out
 
 
 def same_tables(a: dict, b: dict) -> bool:
@@ -57,7 +43,7 @@ def same_tables(a: dict, b: dict) -> bool:
 def process(path: str, replace: bool) -> bool:
     before_sha = sha256(path)
     before_header = model_file.read_header(path)
-    before_entries = entry_bytes(path)
+    before_entries = model_file.entry_bytes(path)
     config, params, metadata = model_file.load_model(path)  # checks the digest
     digest = before_header["params_digest"]
     fresh = model_file.compute_coding_tables(params)
@@ -74,7 +60,7 @@ def process(path: str, replace: bool) -> bool:
 
     after_header = model_file.read_header(path)
     config2, params2, metadata2 = model_file.load_model(path)
-    after_entries = entry_bytes(path)
+    after_entries = model_file.entry_bytes(path)
     params_names = [n for n in before_entries if n.startswith(model_file.PARAMS_PREFIX)]
     checks = {
         "digest": after_header["params_digest"] == digest == model_file.params_digest(params2),

@@ -14,7 +14,6 @@ import os
 import pathlib
 import platform
 import shutil
-import struct
 import subprocess
 import sys
 import zipfile
@@ -303,18 +302,6 @@ def _tiny_params(channels=5, seed=0):
     }
 
 
-def _entry_bytes(path) -> dict[str, bytes]:
-    """Each zip entry's local header and data, as stored."""
-    out = {}
-    with open(path, "rb") as f, zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            f.seek(info.header_offset)
-            local = f.read(30)
-            name_len, extra_len = struct.unpack("<HH", local[26:30])
-            out[info.filename] = local + f.read(name_len + extra_len + info.compress_size)
-    return out
-
-
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_model_file_stores_z_tables(tmp_path, dtype):
     params = _tiny_params()
@@ -343,13 +330,13 @@ def test_old_model_file_loads_without_tables_and_gets_them_added(tmp_path):
     )
     assert "coding" not in model_file.read_header(path)
     assert model_file.load_coding_tables(path) is None
-    before, before_header = _entry_bytes(path), model_file.read_header(path)
+    before, before_header = model_file.entry_bytes(path), model_file.read_header(path)
     cfg, loaded, meta = model_file.load_model(path)
 
     added = model_file.add_coding_tables(path)
     assert_tables_equal(added, tables.z_coding_tables(loaded["entropy_bottleneck"]))
     assert_tables_equal(model_file.load_coding_tables(path), added)
-    after = _entry_bytes(path)
+    after = model_file.entry_bytes(path)
     params_entries = [n for n in before if n.startswith("params/")]
     assert all(after[n] == before[n] for n in params_entries)  # byte for byte
     assert list(after)[: len(before)] == list(before)  # same order, tables after

@@ -34,7 +34,16 @@ from mracnn_jax.coding.range_coder import RangeCodingError
 PRECISION = tables.PRECISION
 MAX_SYMBOL = 2**24  # |symbol| bound: exact in float32, far beyond any sane latent
 
-__all__ = ["BitTable", "RangeCodingError", "YCoder", "ZCoder", "y_coder"]
+__all__ = [
+    "BitTable",
+    "RangeCodingError",
+    "YCoder",
+    "ZCoder",
+    "check_scale_indexes",
+    "check_symbols",
+    "check_y_shapes",
+    "y_coder",
+]
 
 
 class BitTable:
@@ -69,13 +78,32 @@ class BitTable:
         return np.where(inside, direct, self.bits[rows, escape] + gamma_bits)
 
 
-def _check_symbols(symbols: np.ndarray, what: str) -> np.ndarray:
+def check_symbols(symbols: np.ndarray, what: str) -> np.ndarray:
+    """``symbols`` as int32, or ``RangeCodingError`` beyond ``MAX_SYMBOL``."""
     symbols = np.asarray(symbols)
     if symbols.size and np.abs(symbols).max() >= MAX_SYMBOL:
         raise RangeCodingError(
             f"{what} symbol {np.abs(symbols).max()} is out of range (|s| < 2^24)"
         )
     return symbols.astype(np.int32)
+
+
+def check_scale_indexes(indexes: np.ndarray, num_scales: int) -> np.ndarray:
+    """``indexes`` as int32, or ``ValueError`` unless they are integers in [0, num_scales)."""
+    indexes = np.asarray(indexes)
+    if indexes.size and (
+        indexes.min() < 0 or indexes.max() >= num_scales or np.any(indexes != np.rint(indexes))
+    ):
+        raise ValueError(f"scale indexes must be integers in [0, {num_scales})")
+    return indexes.astype(np.int32)
+
+
+def check_y_shapes(symbols: np.ndarray, indexes: np.ndarray) -> None:
+    """``ValueError`` unless the y symbols and their indexes are one ``[1, h, w, c]`` slice."""
+    if symbols.ndim != 4 or symbols.shape[0] != 1 or symbols.shape != np.shape(indexes):
+        raise ValueError(
+            f"y symbols {symbols.shape} / indexes {np.shape(indexes)}: need [1, h, w, c]"
+        )
 
 
 class ZCoder:
@@ -93,7 +121,7 @@ class ZCoder:
         """``symbols [1, h, w, C]`` (integers) -> one range-coded string."""
         if symbols.ndim != 4 or symbols.shape[0] != 1 or symbols.shape[-1] != self.channels:
             raise ValueError(f"z symbols must be [1, h, w, {self.channels}], got {symbols.shape}")
-        symbols = _check_symbols(symbols, "z")
+        symbols = check_symbols(symbols, "z")
         return range_coder.encode(symbols, self._rows(symbols.shape), self.tables)
 
     def decompress(self, string: bytes, spatial_shape: tuple[int, int]) -> np.ndarray:
@@ -117,21 +145,11 @@ class YCoder:
         self.table = BitTable(self.tables)
 
     def _indexes(self, indexes: np.ndarray) -> np.ndarray:
-        indexes = np.asarray(indexes)
-        if indexes.size and (
-            indexes.min() < 0
-            or indexes.max() >= self.num_scales
-            or np.any(indexes != np.rint(indexes))
-        ):
-            raise ValueError(f"scale indexes must be integers in [0, {self.num_scales})")
-        return indexes.astype(np.int32)
+        return check_scale_indexes(indexes, self.num_scales)
 
     def compress(self, symbols: np.ndarray, indexes: np.ndarray) -> bytes:
-        if symbols.ndim != 4 or symbols.shape[0] != 1 or symbols.shape != indexes.shape:
-            raise ValueError(
-                f"y symbols {symbols.shape} / indexes {indexes.shape}: need [1, h, w, c]"
-            )
-        return range_coder.encode(_check_symbols(symbols, "y"), self._indexes(indexes), self.tables)
+        check_y_shapes(symbols, indexes)
+        return range_coder.encode(check_symbols(symbols, "y"), self._indexes(indexes), self.tables)
 
     def decompress(self, string: bytes, indexes: np.ndarray, what: str = "y") -> np.ndarray:
         """One string + indexes ``[1, h, w, c]`` -> symbols ``[1, h, w, c]`` (int32)."""

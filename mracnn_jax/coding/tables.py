@@ -55,6 +55,7 @@ __all__ = [
     "gaussian_tables",
     "pmf_to_quantized_cdf",
     "prior_params_of",
+    "prior_quantiles",
     "z_coding_tables",
 ]
 
@@ -226,7 +227,7 @@ def prior_params_of(params: Mapping[str, Any]) -> dict | None:
 
 @functools.cache
 def _jitted():
-    """(medians, quantiles, likelihood) jitted exactly as the model and ``tfc_models`` run them."""
+    """(medians, quantiles, likelihood), jitted once (JAX is imported only here)."""
     import jax
     import jax.numpy as jnp
 
@@ -234,7 +235,7 @@ def _jitted():
 
     @functools.partial(jax.jit, static_argnames=("num_layers", "iterations", "bound"))
     def quantiles(prior_params, targets, num_layers, iterations=64, bound=1e4):
-        c, t = prior_params["matrix_0"].shape[0], targets.shape[0]  # tfc_models._quantiles
+        c, t = prior_params["matrix_0"].shape[0], targets.shape[0]
         lo = jnp.full((c, 1, t), -bound, jnp.float32)
         hi = jnp.full((c, 1, t), bound, jnp.float32)
         tgt = targets.reshape(1, 1, t)
@@ -256,6 +257,12 @@ def _jitted():
 
     medians = jax.jit(channel_medians, static_argnames=("num_layers",))
     return medians, quantiles, jax.jit(likelihood)
+
+
+def prior_quantiles(prior_params: Mapping[str, Any], targets, num_layers: int):
+    """Per channel, the x where the prior's cumulative logit equals each target: ``[T, C]``
+    (bisection on [-1e4, 1e4], 64 halvings)."""
+    return _jitted()[1](prior_params, targets, num_layers)
 
 
 def z_coding_tables(

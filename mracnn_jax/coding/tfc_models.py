@@ -45,7 +45,6 @@ import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
@@ -57,13 +56,16 @@ except (RuntimeError, ValueError):  # already initialised (devices fixed): nothi
 
 import tensorflow_compression as tfc
 
-from mracnn_jax.coding.coders import BitTable
+from mracnn_jax.coding.coders import (
+    BitTable,
+    check_scale_indexes,
+    check_symbols,
+    check_y_shapes,
+)
 from mracnn_jax.coding.range_coder import RangeCodingError, Tables  # one error for both coders
-from mracnn_jax.coding.tables import MAX_HALF_WIDTH, PRECISION, TAIL_MASS
+from mracnn_jax.coding.tables import MAX_HALF_WIDTH, PRECISION, TAIL_MASS, prior_quantiles
 from mracnn_jax.entropy import gaussian
-from mracnn_jax.entropy.factorized import logits_cumulative
 
-MAX_SYMBOL = 2**24  # |symbol| bound: exact in float32, far beyond any sane latent
 DECODE_TIMEOUT_S = float(os.environ.get("MRACNN_DECODE_TIMEOUT_S", "120"))
 
 
@@ -89,12 +91,8 @@ def split_cdf_rows(cdf: np.ndarray) -> list[np.ndarray]:
 
 
 def _check_symbols(symbols: np.ndarray, what: str) -> np.ndarray:
-    symbols = np.asarray(symbols)
-    if symbols.size and np.abs(symbols).max() >= MAX_SYMBOL:
-        raise RangeCodingError(
-            f"{what} symbol {np.abs(symbols).max()} is out of range (|s| < 2^24)"
-        )
-    return symbols.astype(np.float32)
+    """The integer symbols (checked as the codec's coders check them) as floats for tfc."""
+    return check_symbols(symbols, what).astype(np.float32)
 
 
 def _run_bounded(fn, what: str, timeout_s: float | None = None):
@@ -133,31 +131,12 @@ def _run_bounded(fn, what: str, timeout_s: float | None = None):
 # z: tables from the JAX factorized prior.
 
 
-@functools.partial(jax.jit, static_argnames=("num_layers", "iterations", "bound"))
-def _quantiles(prior_params, targets, num_layers: int, iterations: int = 64, bound: float = 1e4):
-    """Per-channel x with ``logits_cumulative(x) = target`` for each target: ``[T, C]``."""
-    c = prior_params["matrix_0"].shape[0]
-    t = targets.shape[0]
-    lo = jnp.full((c, 1, t), -bound, jnp.float32)
-    hi = jnp.full((c, 1, t), bound, jnp.float32)
-    tgt = targets.reshape(1, 1, t)
-
-    def step(_, bounds):
-        lo, hi = bounds
-        mid = 0.5 * (lo + hi)
-        above = logits_cumulative(prior_params, mid, num_layers) > tgt
-        return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
-
-    lo, hi = jax.lax.fori_loop(0, iterations, step, (lo, hi))
-    return (0.5 * (lo + hi)).reshape(c, t).T
-
-
 def z_support(prior_params: dict, offsets: np.ndarray, tail_mass: float = TAIL_MASS):
     """First symbol and number of symbols of each channel's table: ``([C] int32, [C] int32)``."""
     num_layers = sum(1 for k in prior_params if k.startswith("matrix_"))
     p = tail_mass / 2
     targets = jnp.asarray([np.log(p / (1 - p)), np.log((1 - p) / p)], jnp.float32)
-    tails = np.asarray(_quantiles(prior_params, targets, num_layers), np.float64)
+    tails = np.asarray(prior_quantiles(prior_params, targets, num_layers), np.float64)
     offsets = np.asarray(offsets, np.float64)
     minima = np.floor(tails[0] - offsets)
     maxima = np.ceil(tails[1] - offsets)
@@ -271,20 +250,10 @@ class YCoder:
         )
 
     def _indexes(self, indexes: np.ndarray) -> np.ndarray:
-        indexes = np.asarray(indexes)
-        if indexes.size and (
-            indexes.min() < 0
-            or indexes.max() >= self.num_scales
-            or np.any(indexes != np.rint(indexes))
-        ):
-            raise ValueError(f"scale indexes must be integers in [0, {self.num_scales})")
-        return indexes.astype(np.int32)
+        return check_scale_indexes(indexes, self.num_scales)
 
     def compress(self, symbols: np.ndarray, indexes: np.ndarray) -> bytes:
-        if symbols.ndim != 4 or symbols.shape[0] != 1 or symbols.shape != indexes.shape:
-            raise ValueError(
-                f"y symbols {symbols.shape} / indexes {indexes.shape}: need [1, h, w, c]"
-            )
+        check_y_shapes(symbols, indexes)
         strings = self.model.compress(
             tf.constant(_check_symbols(symbols, "y")), tf.constant(self._indexes(indexes))
         )
