@@ -38,7 +38,8 @@ Compiled JAX functions are kept on disk between runs (JAX's persistent compilati
 default in ``$XDG_CACHE_HOME/mracnn-jax/xla`` (``~/.cache/mracnn-jax/xla``): ``--cache-dir DIR``
 or ``$MRACNN_JAX_CACHE_DIR`` chooses another folder, ``--no-cache`` or
 ``MRACNN_JAX_CACHE_DIR=off`` turns it off (``compilation_cache_dir``). Set ``MRACNN_DEBUG=1`` for
-tracebacks.
+tracebacks. Which files a command reads and writes (names, defaults, the batch's jobs) is decided
+in ``mracnn_jax.cli_paths``; this module parses the arguments and runs the commands.
 """
 
 from __future__ import annotations
@@ -46,126 +47,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import threading
 import time
 import warnings
 
 from mracnn_jax import __version__, fileio, zoo
+from mracnn_jax import cli_paths as paths
 
-PROG = "mracnn"
-BITSTREAM_SUFFIX = ".mrac"
-DECODED_SUFFIX = ".png"
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 1."""
-
-
-class UsageError(CliError):
-    """Arguments that do not say what to do (e.g. several inputs without -o): one line, exit 2."""
+PROG, BITSTREAM_SUFFIX, DECODED_SUFFIX = paths.PROG, paths.BITSTREAM_SUFFIX, paths.DECODED_SUFFIX
+CliError, UsageError = paths.CliError, paths.UsageError
 
 
 # -------------------------------------------------------------------------------------------------
 # Helpers.
-
-
-def _image_extensions() -> set[str]:
-    """Every file extension Pillow reads or writes an image format under (``.png``, ...)."""
-    from PIL import Image
-
-    Image.init()
-    return set(Image.registered_extensions())
-
-
-def _same_file(a: str, b: str) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)  # hard links
-    except OSError:
-        return False
-
-
-def _with_suffix(path: str, suffix: str) -> str:
-    return os.path.splitext(path)[0] + suffix
-
-
-def _default_output(
-    command: str, input_path: str, suffix: str, other: str, overwrite: bool = False
-) -> str:
-    """IN with ``suffix`` for its extension, beside IN: never IN itself nor, unless
-    ``overwrite``, any existing file (the natural round trip ``compress x.png; decompress x.mrac``
-    must not replace the original)."""
-    output = _with_suffix(input_path, suffix)
-    if _same_file(output, input_path):
-        raise CliError(
-            f"the default output {output!r} is the input itself: name the output, e.g. {other!r}"
-        )
-    if os.path.lexists(output) and not overwrite:
-        raise CliError(
-            f"the default output {output!r} already exists: name the output, e.g. {other!r}, "
-            f"or `{PROG} {command} {shlex.quote(input_path)} {shlex.quote(output)}` to replace it"
-        )
-    return output
-
-
-def _compress_output(args) -> str:
-    """``compress``'s OUT: as given unless named like an image or a model file, else IN.mrac."""
-    if args.output is None:
-        other = _with_suffix(args.input, ".1" + BITSTREAM_SUFFIX)
-        return _default_output("compress", args.input, BITSTREAM_SUFFIX, other, args.overwrite)
-    output = args.output
-    ext = os.path.splitext(output)[1].lower()
-    kind = "a model file" if zoo.is_model_name(output) else "an image"
-    if zoo.is_model_name(output) or ext in _image_extensions():
-        raise CliError(
-            f"output {output!r} is named like {kind}, but compress writes an .mrac bitstream: "
-            f"name it {_with_suffix(output, BITSTREAM_SUFFIX)!r}, or leave the output out to "
-            f"write {_with_suffix(args.input, BITSTREAM_SUFFIX)!r}"
-        )
-    if _same_file(output, args.input):
-        raise CliError(f"output {output!r} is the input itself: name another output file")
-    return output
-
-
-def _decompress_output(args) -> str:
-    """``decompress``'s OUT: as given, else IN.png; never the input itself."""
-    if args.output is None:
-        other = _with_suffix(args.input, ".decoded" + DECODED_SUFFIX)
-        return _default_output("decompress", args.input, DECODED_SUFFIX, other, args.overwrite)
-    if _same_file(args.output, args.input):
-        raise CliError(f"output {args.output!r} is the input itself: name another output file")
-    return args.output
-
-
-def _check_output(path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise CliError(f"output directory {directory!r} does not exist")
-    if os.path.isdir(path):
-        raise CliError(f"output {path!r} is a directory")
-
-
-def _image_format(path: str) -> str:
-    from PIL import Image
-
-    Image.init()
-    ext = os.path.splitext(path)[1].lower()
-    fmt = Image.registered_extensions().get(ext)
-    if fmt is None or fmt not in Image.SAVE:
-        raise CliError(f"cannot write an image named {path!r}: use .png, .bmp, .tif, .webp or .jpg")
-    return fmt
-
-
-def _read_bytes(path: str, what: str) -> bytes:
-    if not os.path.exists(path):
-        raise CliError(f"no such file: {path!r}")
-    if os.path.isdir(path):
-        raise CliError(f"{path!r} is a directory, not {what}")
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def _quiet_libraries() -> None:
@@ -297,9 +192,9 @@ def cmd_compress(args) -> int:
     if not os.path.exists(args.input):
         raise CliError(f"no such file: {args.input!r}")
     if os.path.isdir(args.input):
-        raise UsageError(_folder_needs_o("compress", args.input))
-    args.output = _compress_output(args)
-    _check_output(args.output)
+        raise UsageError(paths.folder_needs_o("compress", args.input))
+    args.output = paths.compress_output(args)
+    paths.check_output(args.output)
 
     def model():
         model_path = _model_for_compress(args)
@@ -369,12 +264,12 @@ def cmd_decompress(args) -> int:
     from mracnn_jax.coding import container
 
     if os.path.isdir(args.input):
-        raise UsageError(_folder_needs_o("decompress", args.input))
-    data = _read_bytes(args.input, "an .mrac file")
+        raise UsageError(paths.folder_needs_o("decompress", args.input))
+    data = paths.read_bytes(args.input, "an .mrac file")
     bs = container.unpack(data)
-    args.output = _decompress_output(args)
-    _check_output(args.output)
-    fmt = _image_format(args.output)
+    args.output = paths.decompress_output(args)
+    paths.check_output(args.output)
+    fmt = paths.image_format(args.output)
     model = _model_for_bitstream(args, bs, {})
     _decode_to_file(bs, model, args.output, fmt)
     return 0
@@ -426,119 +321,6 @@ def _decode_to_file(bs, model, output: str, fmt: str) -> None:
 # The batch form: IN... -o OUTDIR.
 
 
-def _folder_needs_o(command: str, folder: str) -> str:
-    what = "images" if command == "compress" else ".mrac files"
-    return (
-        f"{folder!r} is a folder: {command} its {what} into a folder with "
-        f"`{PROG} {command} {shlex.quote(folder)} -o OUTDIR`"
-    )
-
-
-def _single_or_batch(args) -> None:
-    """Reads the positional paths: ``IN [OUT]`` without ``-o`` (``args.input``, ``args.output``),
-    only inputs with it; refuses what could mean either (UsageError)."""
-    command, paths = args.command, args.paths
-    outputs = "OUT.mrac" if command == "compress" else "OUT.png"
-    forms = f"`{PROG} {command} IN [{outputs}]` or `{PROG} {command} IN... -o OUTDIR`"
-    if args.output_dir is None:
-        if len(paths) > 2:
-            raise UsageError(
-                f"{len(paths)} paths given without -o: write several files into a folder with "
-                f"`{PROG} {command} IN... -o OUTDIR` (without -o, {command} takes one IN and an "
-                "optional OUT)"
-            )
-        args.input, args.output = paths[0], paths[1] if len(paths) == 2 else None
-        return
-    if command == "compress":
-        kind = "an .mrac bitstream"
-
-        def named_like_output(path: str) -> bool:
-            return path.lower().endswith(BITSTREAM_SUFFIX)
-    else:
-        kind = "an image"
-        extensions = _image_extensions()
-
-        def named_like_output(path: str) -> bool:
-            return os.path.splitext(path)[1].lower() in extensions
-
-    for path in paths:
-        if named_like_output(path) and not os.path.isdir(path):
-            raise UsageError(
-                f"-o OUTDIR takes only inputs, and {path!r} is named like an output "
-                f"({kind}): use {forms}"
-            )
-    if named_like_output(args.output_dir) and not os.path.isdir(args.output_dir):
-        raise UsageError(
-            f"-o names the folder the outputs go to, and {args.output_dir!r} is named like "
-            f"{kind}: use {forms}"
-        )
-
-
-def _bitstreams_in(folder: str) -> list[str]:
-    """The ``*.mrac`` files in ``folder`` (any case, not hidden), sorted."""
-    with os.scandir(folder) as entries:
-        names = [
-            e.path
-            for e in entries
-            if e.name.lower().endswith(BITSTREAM_SUFFIX)
-            and not e.name.startswith(".")
-            and e.is_file()
-        ]
-    return sorted(names)
-
-
-def _batch_jobs(args) -> list[tuple[str, str]]:
-    """(input, OUTDIR/<stem>.mrac|.png) for every input file and every file of an input folder,
-    in order; an input named twice is coded once; two inputs of one stem are refused."""
-    from mracnn_jax import images
-
-    compress = args.command == "compress"
-    suffix = BITSTREAM_SUFFIX if compress else DECODED_SUFFIX
-    inputs: list[str] = []
-    for path in args.paths:
-        if not os.path.isdir(path):
-            inputs.append(path)
-            continue
-        found = [str(p) for p in images.list_images(path)] if compress else _bitstreams_in(path)
-        if not found:
-            what = (
-                f"image ({', '.join(images.SUFFIXES)})" if compress else f"*{BITSTREAM_SUFFIX} file"
-            )
-            raise CliError(f"folder {path!r} holds no {what}")
-        inputs += found
-    jobs, seen, writers = [], set(), {}
-    for src in inputs:
-        key = os.path.realpath(src)
-        if key in seen:
-            continue
-        seen.add(key)
-        stem = os.path.splitext(os.path.basename(os.path.normpath(src)))[0]
-        output = os.path.join(args.output_dir, stem + suffix)
-        if output in writers:
-            raise CliError(
-                f"{writers[output]!r} and {src!r} would both be written to {output!r}: "
-                "code them in separate runs (or rename one)"
-            )
-        writers[output] = src
-        jobs.append((src, output))
-    return jobs
-
-
-def _check_batch_output(src: str, output: str, overwrite: bool) -> None:
-    if _same_file(output, src):
-        raise CliError(f"the output {output!r} is the input itself")
-    if os.path.isdir(output):
-        raise CliError(f"the output {output!r} is a directory")
-    if os.path.lexists(output) and not overwrite:
-        raise CliError(f"{output!r} already exists (--overwrite replaces it)")
-
-
-def _make_output_dir(path: str) -> None:
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise CliError(f"-o {path!r} is a file, not a folder")
-    os.makedirs(path, exist_ok=True)
-
-
 def _error_text(e: BaseException) -> str:
     """The one-line text of an error: its message, with its type for unexpected ones."""
     known = (CliError, zoo.NoModelError, ValueError, OSError)
@@ -550,14 +332,14 @@ def _batch(args, run) -> int:
     """Runs ``run(args, jobs, code)`` over the batch's jobs; ``code(fn, src, output)`` calls
     ``fn(src, output)`` for one file and turns its failure into that file's one-line error.
     Prints the summary line; exit status 1 if any file failed."""
-    jobs = _batch_jobs(args)
+    jobs = paths.batch_jobs(args)
     done: list[tuple[int, int]] = []  # (bytes, pixels) of each file coded
 
     def code(fn, src: str, output: str) -> None:
         try:
             if not os.path.lexists(src):
                 raise CliError(f"no such file: {src!r}")
-            _check_batch_output(src, output, args.overwrite)
+            paths.check_batch_output(src, output, args.overwrite)
             done.append(fn(src, output))
             sys.stdout.flush()  # each file's line as it is done, also into a pipe
         except Exception as e:
@@ -585,7 +367,7 @@ def _compress_batch(args, jobs, code) -> None:
         from mracnn_jax import codec
 
         codec.resolve_tiling(args.tile)
-    _make_output_dir(args.output_dir)
+    paths.make_output_dir(args.output_dir)
     _cache(args)
     model = _load_model(model_path)
 
@@ -599,16 +381,16 @@ def _compress_batch(args, jobs, code) -> None:
 def _decompress_batch(args, jobs, code) -> None:
     if args.model and not os.path.exists(args.model):
         raise CliError(f"model file {args.model!r} does not exist")
-    _make_output_dir(args.output_dir)
+    paths.make_output_dir(args.output_dir)
     _cache(args)
     loaded: dict = {}
 
     def one(src: str, output: str) -> tuple[int, int]:
         from mracnn_jax.coding import container
 
-        data = _read_bytes(src, "an .mrac file")
+        data = paths.read_bytes(src, "an .mrac file")
         bs = container.unpack(data)
-        fmt = _image_format(output)
+        fmt = paths.image_format(output)
         _decode_to_file(bs, _model_for_bitstream(args, bs, loaded), output, fmt)
         return len(data), bs.height * bs.width
 
@@ -619,7 +401,7 @@ def _decompress_batch(args, jobs, code) -> None:
 def cmd_info(args) -> int:
     from mracnn_jax.coding import container
 
-    data = _read_bytes(args.input, "an .mrac file")
+    data = paths.read_bytes(args.input, "an .mrac file")
     bs = container.unpack(data)
     info = {"file": args.input, **container.describe(bs, len(data))}
     print(json.dumps(info, indent=2))
@@ -658,7 +440,7 @@ def cmd_models(args) -> int:
 def cmd_export(args) -> int:
     from mracnn_jax.config_files import load_config
 
-    _check_output(args.output)
+    paths.check_output(args.output)
     config = load_config(args.config)
     from mracnn_jax import codec  # JAX is imported only now
 
@@ -676,7 +458,7 @@ def cmd_convert(args) -> int:
 
     if not os.path.exists(args.input):
         raise CliError(f"no such checkpoint: {args.input!r}")
-    _check_output(args.output)
+    paths.check_output(args.output)
     model_config = None
     if args.config:
         from mracnn_jax.config_files import load_config
@@ -826,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     try:
         if args.command in ("compress", "decompress"):
-            _single_or_batch(args)
+            paths.single_or_batch(args)
         return args.func(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
