@@ -26,6 +26,7 @@ import pytest
 from PIL import Image
 
 from mracnn_jax import codec, zoo
+from mracnn_jax.coding import container
 from mracnn_jax.evaluation import bd_rate, results, runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +98,12 @@ def test_bpp_is_file_size_over_original_pixels_exactly(out_dir, data_dir, model_
         assert row["num_bytes"] == size
         assert row["bpp"] == 8 * size / (h * w) == float(Fraction(8 * size, h * w))
         assert 0 < row["est_bpp"] < row["bpp"]  # the file adds a header to the coded symbols
+        # CompressAI's count: the z and y strings only, without the header and the CRC.
+        header = container.unpack(path.read_bytes()).header_bytes()
+        assert 0 < header < size
+        assert row["payload_bpp"] == 8 * (size - header) / (h * w)
+        assert row["payload_bpp"] == float(Fraction(8 * (size - header), h * w))
+        assert 0 < row["payload_bpp"] < row["bpp"]
         seen.add(path)
     assert seen == set((out_dir / "bitstreams").rglob("*.mrac"))
 
@@ -124,11 +131,17 @@ def test_csv_and_json_agree(out_dir, curve, key):
     for k in ("psnr-rgb", "ms-ssim-rgb", "bpp", "encoding_time", "decoding_time"):
         assert k in res
     rows = _rows(out_dir, curve)
+    assert "payload_bpp" in rows[0] and "payload_bpp" in res
+    if curve == CURVE:
+        assert all(p < b for p, b in zip(res["payload_bpp"], res["bpp"]))
+    else:  # anchors have no header/payload split
+        assert all(r["payload_bpp"] == r["bpp"] for r in rows)
     labels = res[key]
     assert sorted(map(str, labels)) == sorted({str(r[key]) for r in rows})
     assert res["bpp"] == sorted(res["bpp"])
     columns = {
         "bpp": "bpp",
+        "payload_bpp": "payload_bpp",
         "psnr-rgb": "psnr",
         "ms-ssim-rgb": "ms_ssim",
         "encoding_time": "encode_s",
@@ -152,6 +165,7 @@ def test_summary_bd_rates_and_plot(out_dir):
     assert any(line.startswith(f"| {CURVE} | {cells[0]}") for line in summary.splitlines())
     for point in ("small-seed0", "lambda=0.05"):
         assert f"| {CURVE} | {point} |" in summary
+    assert "| bpp | payload bpp |" in summary
     assert (out_dir / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -166,6 +180,10 @@ def test_an_interrupted_evaluation_resumes_without_coding_finished_images(
     lines = journal_path.read_text().splitlines(keepends=True)
     assert len(lines) == 2 * 2
     last = json.loads(lines[3])
+    # The first line as a journal written before payload_bpp existed: filled from the bitstream.
+    old = json.loads(lines[0])
+    del old["record"]["payload_bpp"]
+    lines[0] = json.dumps(old) + "\n"
     journal_path.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2])
 
     coded = []
@@ -185,7 +203,8 @@ def test_an_interrupted_evaluation_resumes_without_coding_finished_images(
     before, after = _rows(out_dir, CURVE), _rows(out, CURVE)
     assert len(after) == 4
     for a, b in zip(before, after):
-        for key in ("point", "image", "num_bytes", "bpp", "est_bpp", "psnr", "ms_ssim"):
+        keys = ("point", "image", "num_bytes", "bpp", "payload_bpp", "est_bpp", "psnr", "ms_ssim")
+        for key in keys:
             assert a[key] == b[key]
         assert Path(b["bitstream"]).parent.is_relative_to(out)  # the moved folder's files
     summary = (out / "summary.md").read_text()

@@ -8,8 +8,8 @@ read:
                  "encoding_time": [...], "decoding_time": [...]}}
 
 one list entry per RD point (a model's λ or a codec's quality), each the mean over the image
-set. Extra per-point lists (e.g. "quality", "est_bpp") and extra top-level keys (e.g.
-"compile_time") are allowed and kept; readers look metrics up by name.
+set. Extra per-point lists (e.g. "quality", "est_bpp", "payload_bpp") and extra top-level keys
+(e.g. "compile_time") are allowed and kept; readers look metrics up by name.
 """
 
 from __future__ import annotations
@@ -179,15 +179,16 @@ def markdown_summary(
     title: str | None = None,
 ) -> str:
     """A short Markdown report: one table of RD points per curve (labelled by the results'
-    "quality" or "point" list, else numbered; mean bpp, PSNR-RGB, MS-SSIM dB, encode/decode
+    "quality" or "point" list, else numbered; mean bpp (file), payload bpp (strings only, as
+    CompressAI counts; – for results without it), PSNR-RGB, MS-SSIM dB, encode/decode
     seconds) and, given an anchor (a result or the name of one in
     `results`), a table of BD-rates (PSNR and MS-SSIM dB, PCHIP; negative = fewer bits)."""
     lines: list[str] = []
     if title:
         lines += [f"# {title}", ""]
     lines += [
-        "| curve | point | bpp | PSNR (dB) | MS-SSIM (dB) | enc (s) | dec (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| curve | point | bpp | payload bpp | PSNR (dB) | MS-SSIM (dB) | enc (s) | dec (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         res = r["results"]
@@ -200,10 +201,11 @@ def markdown_summary(
                 msdb = -10.0 * math.log10(1.0 - ms[i])
             q = labels[i]
             lines.append(
-                "| {} | {} | {} | {} | {} | {} | {} |".format(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |".format(
                     r["name"],
                     i + 1 if q is None else q,
                     _fmt(res["bpp"][i], ".4f"),
+                    _fmt(res.get("payload_bpp", [None] * n)[i], ".4f"),
                     _fmt(res.get("psnr-rgb", [None] * n)[i], ".2f"),
                     _fmt(msdb, ".2f"),
                     _fmt(res.get("encoding_time", [None] * n)[i], ".3f"),

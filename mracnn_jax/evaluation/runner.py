@@ -5,6 +5,8 @@ For every model file and every image the image is compressed to a real ``.mrac``
 is read back and decompressed, and the record of that pair holds:
 
     bpp        8 · (file size in bytes) / (H · W), H x W the original size (not the padded one)
+    payload_bpp  8 · (payload bytes: the z and y strings, ``container.Bitstream.payload_bytes``)
+               / (H · W): CompressAI's count, without the file's header and CRC
     est_bpp    the ideal code length of the coded symbols under the coding tables (−log2 of
                each symbol's quantised probability, as the model's likelihoods predict it),
                over H · W; the file is longer by its header and the range coder's overhead
@@ -72,6 +74,7 @@ MODEL_COLUMNS = (
     "width",
     "num_bytes",
     "bpp",
+    "payload_bpp",
     "est_bpp",
     "psnr",
     "ms_ssim",
@@ -81,7 +84,7 @@ MODEL_COLUMNS = (
     "bitstream",
 )
 #: Per-image keys averaged per point (``ms_ssim_db`` of a point is the dB of its mean MS-SSIM).
-MEAN_KEYS = ("bpp", "est_bpp", "psnr", "ms_ssim", "encode_s", "decode_s")
+MEAN_KEYS = ("bpp", "payload_bpp", "est_bpp", "psnr", "ms_ssim", "encode_s", "decode_s")
 
 
 class EvaluationError(Exception):
@@ -327,6 +330,8 @@ def evaluate_model(
             earlier.update(
                 curve=spec.curve, point=spec.point, model=spec.path.name, bitstream=str(path)
             )
+            if "payload_bpp" not in earlier:  # journalled before the field existed
+                earlier["payload_bpp"] = _payload_bpp(path.read_bytes())
             records.append(earlier)
             resumed += 1
             if progress is not None:
@@ -390,6 +395,7 @@ def evaluate_model(
                 "width": w,
                 "num_bytes": num_bytes,
                 "bpp": metrics.bpp_from_file_size(num_bytes, h, w),
+                "payload_bpp": _payload_bpp(data),
                 "est_bpp": float(enc.bits["table"]) / (h * w),
                 "psnr": float(m["psnr"]),
                 "ms_ssim": float(m["ms_ssim"]),
@@ -404,6 +410,15 @@ def evaluate_model(
         if progress is not None:
             progress.update()
     return ModelRun(spec, records, setup_s, first_calls, resumed)
+
+
+def _payload_bpp(data: bytes) -> float:
+    """8 · payload bytes (the z and y strings, no header or CRC) / original H·W of a .mrac file:
+    the rate CompressAI reports."""
+    from mracnn_jax.coding import container
+
+    bs = container.unpack(data)
+    return 8 * bs.payload_bytes() / (bs.height * bs.width)
 
 
 def _png(image_name: str) -> str:
@@ -647,11 +662,15 @@ def _summary_markdown(
                 "included; the timed calls above exclude it):"
             ),
             "",
-            "| curve | point | model | bpp | est. bpp | file / est. | setup (s) | first calls |",
-            "|---|---|---|---:|---:|---:|---:|---|",
+            (
+                "| curve | point | model | bpp | payload bpp | est. bpp | file / est. | setup (s) "
+                "| first calls |"
+            ),
+            "|---|---|---|---:|---:|---:|---:|---:|---|",
         ]
         for r in runs:
             bpp = float(np.mean([rec["bpp"] for rec in r.records]))
+            payload = float(np.mean([rec["payload_bpp"] for rec in r.records]))
             est = float(np.mean([rec["est_bpp"] for rec in r.records]))
             first = "; ".join(
                 f"{f['shape']}: enc {f['encode_first_s']:.1f} s, dec {f['decode_first_s']:.1f} s"
@@ -665,7 +684,7 @@ def _summary_markdown(
             setup = "–" if r.setup_s is None else f"{r.setup_s:.1f}"
             lines.append(
                 f"| {r.spec.curve} | {r.spec.point} | {r.spec.path.name} | {bpp:.4f} | "
-                f"{est:.4f} | {ratio} | {setup} | {first} |"
+                f"{payload:.4f} | {est:.4f} | {ratio} | {setup} | {first} |"
             )
         lines.append("")
     lines.append(f"Total wall time {seconds:.1f} s.")
