@@ -3,7 +3,7 @@
 # continued from its own current weights, trained side by side for what is left of DEADLINE
 # seconds (default 540; the tool's limit for one command is 600) by
 # benchmarks/gpu_train_bundled.sh, which keeps a model only if it is sane and its validation RD
-# loss went down (see there); optionally issue 4's benchmark first.
+# loss went down (see there); optionally benchmarks/gpu_train.sh's benchmark first.
 #
 #   DEADLINE=540 bash benchmarks/gpu_lease.sh KIT_DIR          (OUT must name the output folder)
 #   device tool: command "bash benchmarks/gpu_lease.sh .kit", carry [".kit"], with the three
