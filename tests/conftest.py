@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import pathlib
 import shutil
@@ -26,6 +27,16 @@ os.environ["MRACNN_JAX_CACHE_DIR"] = "off"
 @pytest.fixture(scope="session")
 def repo_root() -> pathlib.Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def bundled_quality_lambdas() -> dict[int, float]:
+    """configs/bundled.py's QUALITY_LAMBDAS, read without running the config (no JAX)."""
+    tree = ast.parse((REPO / "configs" / "bundled.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and node.targets[0].id == "QUALITY_LAMBDAS":
+            return ast.literal_eval(node.value)
+    raise AssertionError("configs/bundled.py has no QUALITY_LAMBDAS")
 
 
 @pytest.fixture(scope="session")

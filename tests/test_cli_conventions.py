@@ -9,7 +9,6 @@ codec with a small model, against coding the same files one at a time.
 
 from __future__ import annotations
 
-import ast
 import importlib.metadata
 import importlib.util
 import os
@@ -313,18 +312,9 @@ def _compress_help(capsys) -> str:
     return " ".join(capsys.readouterr().out.split())
 
 
-def _bundled_quality_lambdas() -> dict[int, float]:
-    """configs/bundled.py's QUALITY_LAMBDAS, read without running the config (no JAX)."""
-    tree = ast.parse((REPO / "configs" / "bundled.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and node.targets[0].id == "QUALITY_LAMBDAS":
-            return ast.literal_eval(node.value)
-    raise AssertionError("configs/bundled.py has no QUALITY_LAMBDAS")
-
-
-def test_quality_help_lists_the_bundled_qualities_and_lambdas(capsys):
+def test_quality_help_lists_the_bundled_qualities_and_lambdas(capsys, bundled_quality_lambdas):
     text = _compress_help(capsys)
-    lambdas = _bundled_quality_lambdas()
+    lambdas = bundled_quality_lambdas
     assert len(lambdas) >= 2
     middle = sorted(lambdas)[(len(lambdas) - 1) // 2]  # the default: no model file names one
     listed = ", ".join(

@@ -4,7 +4,6 @@ parameter digest, the one no-model message, the one suffix rule, the identity ch
 
 from __future__ import annotations
 
-import ast
 import pathlib
 import types
 
@@ -16,24 +15,15 @@ from mracnn_jax import cli, model_file, zoo
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _quality_lambdas() -> dict[int, float]:
-    """configs/bundled.py's QUALITY_LAMBDAS, read without running the config."""
-    tree = ast.parse((REPO / "configs" / "bundled.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and node.targets[0].id == "QUALITY_LAMBDAS":
-            return ast.literal_eval(node.value)
-    raise AssertionError("configs/bundled.py has no QUALITY_LAMBDAS")
-
-
 def _save(path: pathlib.Path, name: str = "toy", value: float = 0.0, **metadata) -> str:
     params = {"w": np.full(2, value, np.float32)}
     return model_file.save_model(path, {"name": name}, params, metadata=metadata)
 
 
-def test_the_three_bundled_models():
+def test_the_three_bundled_models(bundled_quality_lambdas):
     entries = zoo.bundled()
     assert [e.quality for e in entries] == [1, 2, 3]
-    assert {e.quality: e.lmbda for e in entries} == _quality_lambdas()
+    assert {e.quality: e.lmbda for e in entries} == bundled_quality_lambdas
     for e in entries:
         assert e.path.parent == zoo.BUNDLED_DIR and e.path.suffix == ".mracnn"
         assert e.size == e.path.stat().st_size > 1_000_000
@@ -121,11 +111,11 @@ def test_identity_error():
     assert zoo.identity_error(bs, "m", digest[:8], "x") is not None  # shorter than the file's
 
 
-def test_cli_models_table(capsys):
+def test_cli_models_table(capsys, bundled_quality_lambdas):
     assert cli.main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["quality", "lambda", "size", "params", "name", "file"]
-    lambdas = _quality_lambdas()
+    lambdas = bundled_quality_lambdas
     for line, e in zip(lines[1:4], zoo.bundled()):
         cells = line.split()
         assert cells[0] == str(e.quality)
