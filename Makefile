@@ -11,7 +11,9 @@ PYTEST_ARGS ?=
 NEW_ENV_TESTS ?= tests/test_elsa.py tests/test_model.py tests/test_training.py tests/test_checkpoint.py \
     tests/test_format.py tests/test_scale_agreement.py tests/test_range_coder.py tests/test_tables.py \
     tests/test_codec.py tests/test_tiling.py tests/test_portability.py tests/test_images.py tests/test_zoo.py \
-    tests/test_bench_train_step.py
+    tests/test_bench_train_step.py tests/test_high_depth.py tests/test_entropy.py tests/test_metrics.py \
+    tests/test_export_xla.py tests/test_cli_train.py tests/test_gpu_compare.py tests/test_bf16.py \
+    tests/test_compilation_cache.py tests/test_floors.py
 
 .PHONY: install install-new test test-torch demo clean
 
@@ -29,7 +31,7 @@ $(VENV_NEW)/.installed: requirements/py311-new.txt pyproject.toml
 	$(VENV_NEW)/bin/pip install -q --no-deps -e .
 	touch $@
 
-# The test extra for cross-framework parity (issue 7): torch's CPU build and CompressAI (without
+# The test extra for cross-framework parity: torch's CPU build and CompressAI (without
 # its torchvision dependency, requirements/compressai.txt) in .venv, installed by `make test`.
 # Where no such wheel can be had, the PyTorch tests skip with the reason and the rest runs;
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu fetches torch from PyTorch's index.

@@ -29,8 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from mracnn_jax.config_files import data_path
 
 
 def _mracnn() -> list[str]:
@@ -80,7 +79,7 @@ def _same_bytes(a: Path, b: Path) -> bool:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "kodak")
+    p.add_argument("--data", type=Path, default=data_path("kodak"))
     p.add_argument("--limit", type=int, help="only the first N images (a quick try)")
     p.add_argument("--work", type=Path, help="working folder (default: a temporary one, removed)")
     p.add_argument("--skip-cache", action="store_true", help="only the cache-off comparison")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Codec speed, memory and rate at 768x512: real .mrac files through tensorflow-compression.
 
-For each config (default configs/mracnn.py and configs/wacnn.py, random initialisation with
+For each config (default mracnn_jax/configs/mracnn.py and mracnn_jax/configs/wacnn.py, random initialisation with
 ``--seed``, exported to a model file by a first subprocess; or one ``--model`` file) a fresh
 subprocess, like ``mracnn compress`` / ``decompress`` would:
 
@@ -22,18 +22,18 @@ subprocess, like ``mracnn compress`` / ``decompress`` would:
     is the codec's (model, coders, encoding and decoding), before the optional forward pass.
 
     .venv/bin/python benchmarks/bench_codec.py                      # both configs, Kodak 01
-    .venv/bin/python benchmarks/bench_codec.py --configs configs/small.py --repeats 2
+    .venv/bin/python benchmarks/bench_codec.py --configs small --repeats 2
 
 The reference: with ``--torch PYTHON`` (default this interpreter, where ``make test`` installs
 torch and CompressAI; ``none`` to skip) benchmarks/bench_torch_wacnn_codec.py first times the
-PyTorch WACNN codec with CompressAI's rANS coder on the same image, and configs/wacnn.py is then
+PyTorch WACNN codec with CompressAI's rANS coder on the same image, and mracnn_jax/configs/wacnn.py is then
 timed on *the same weights* (its state dict converted with ``mracnn_jax.convert``) instead of
 our own random initialisation, so that both code the same latents. The table gives each side's
 ratio to PyTorch's.
 
-Run it on a quiet machine (``uptime`` load well under the core count). Targets (issue 3): wacnn
-encodes and decodes at least as fast as the PyTorch WACNN with rANS (the issue quotes 2.0 s and
-2.15 s on this 2-core machine), mracnn within 1.6x of that, peak memory under 2 GiB. Prints a
+Run it on a quiet machine (``uptime`` load well under the core count). Targets: wacnn encodes
+and decodes at least as fast as the PyTorch WACNN with rANS (quoted at 2.0 s and 2.15 s on the
+2-core development machine), mracnn within 1.6x of that, peak memory under 2 GiB. Prints a
 Markdown table and, as its last line, a JSON object with every number.
 """
 
@@ -48,9 +48,11 @@ import subprocess
 import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "kodak" / "kodim01.png"
-TORCH_WACNN_QUOTED = {"encode_s": 2.0, "decode_s": 2.15, "peak_gib": 1.1}  # issue 3's figures
+from mracnn_jax.config_files import REPO, data_path
+
+HERE = pathlib.Path(__file__).resolve().parent
+DEFAULT_IMAGE = data_path("kodak", "kodim01.png")
+TORCH_WACNN_QUOTED = {"encode_s": 2.0, "decode_s": 2.15, "peak_gib": 1.1}  # the targets' figures
 
 
 def _log(msg: str) -> None:
@@ -192,7 +194,7 @@ def _run_child(argv: list[str], timeout: float) -> dict:
 
 def _run_torch_reference(python: str, image: str, repeats: int, state_dict: str, timeout: float):
     proc = subprocess.run(
-        [python, str(REPO / "benchmarks" / "bench_torch_wacnn_codec.py"), "--threads", "2",
+        [python, str(HERE / "bench_torch_wacnn_codec.py"), "--threads", "2",
          "--repeats", str(repeats), "--image", image, "--save-state-dict", state_dict],
         check=False, stdout=subprocess.PIPE, text=True, timeout=timeout, cwd=REPO,
     )
@@ -241,7 +243,7 @@ def _table(results: list[dict], torch_ref: dict | None) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=["configs/mracnn.py", "configs/wacnn.py"])
+    parser.add_argument("--configs", nargs="+", default=["mracnn", "wacnn"])
     parser.add_argument("--model", help="a model file instead of random initialisation (one run)")
     parser.add_argument("--image", default=str(DEFAULT_IMAGE))
     parser.add_argument("--seed", type=int, default=0)

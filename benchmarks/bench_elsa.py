@@ -50,7 +50,6 @@ def run_one(scope: str, config: str, impl: str, pass_: str, reps: int, warmup: i
     import jax.numpy as jnp
     import numpy as np
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from mracnn_jax.layers.elsa import ELSA, elsa_aggregate
 
     cfg = CONFIGS[config]

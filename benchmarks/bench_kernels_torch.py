@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""The machine's kernels under XLA and under PyTorch: the floor under issue 2's step ratio.
+"""The machine's kernels under XLA and under PyTorch: the floor under the training step's ratio.
 
     .venv/bin/python benchmarks/bench_kernels_torch.py [--repeats 9] [--threads 2]
 
-Issue 2 compares WACNN's whole training step in JAX with PyTorch's. Below the model code, both
-frameworks end in a handful of kernels: XLA's CPU backend in its own (Eigen-based) matrix
-products and convolutions, PyTorch in MKL/oneDNN. This script times those kernels alone, at the
-shapes they have in WACNN's training step (batch 4 of 256x256 crops), in float32 on the same
-cores:
+bench_model.py compares WACNN's whole training step in JAX with PyTorch's. Below the model
+code, both frameworks end in a handful of kernels: XLA's CPU backend in its own (Eigen-based)
+matrix products and convolutions, PyTorch in MKL/oneDNN. This script times those kernels alone,
+at the shapes they have in WACNN's training step (batch 4 of 256x256 crops), in float32 on the
+same cores:
 
   * ``gemm 2048^3``: the square product the other benchmarks quote as "the machine's matmul rate";
   * ``gemm qkv``: ``[16384, 192] @ [192, 576]``, the window attention's q/k/v projection at 64x64;

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+HERE = pathlib.Path(__file__).resolve().parent  # benchmarks/
 
 
 def _compiled_case(config: str, impl: str, phase: str):
@@ -39,11 +39,10 @@ def _compiled_case(config: str, impl: str, phase: str):
     import jax.numpy as jnp
     import optax
 
-    sys.path.insert(0, str(REPO))
-    from mracnn_jax.config_files import load_config
+    from mracnn_jax.config_files import config_path, load_config
     from mracnn_jax.models import build_model, init_params
 
-    cfg = load_config(str(REPO / "configs" / f"{config}.py")).model
+    cfg = load_config(config_path(config)).model
     cfg.deconv_impl = impl
     model = build_model(cfg)
     params = init_params(model, jax.random.PRNGKey(0))
@@ -133,7 +132,7 @@ def _interleaved(configs, impl: str, phases, rounds: int) -> list[dict]:
     """
     import statistics
 
-    import bench_torch_wacnn as bench_torch  # this script's folder is on sys.path
+    import bench_torch_wacnn as bench_torch  # a sibling: a script's folder is importable
     import jax
     import torch
 
@@ -214,7 +213,7 @@ def main() -> int:
     print(f"matmul: {report['matmul_gflops_per_s']:.1f} GFLOP/s", file=sys.stderr)
     torch_ref = None
     if a.torch != "none" and pathlib.Path(a.torch).exists():
-        out = subprocess.run([a.torch, str(REPO / "benchmarks" / "bench_torch_wacnn.py"), "--threads", "2",
+        out = subprocess.run([a.torch, str(HERE / "bench_torch_wacnn.py"), "--threads", "2",
                               "--repeats", str(a.repeats), "--no-macs"],
                              capture_output=True, text=True, check=False)
         if out.returncode == 0:

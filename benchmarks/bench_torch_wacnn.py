@@ -23,7 +23,6 @@ train figure includes the eval phase; run --mode eval and --mode train separatel
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -35,24 +34,21 @@ import time
 
 import torch
 
-_REFERENCE = pathlib.Path(__file__).resolve().parents[1] / "tests" / "reference"
-
-
-def _load(name: str, path: pathlib.Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+# tests/reference is a package; its parent goes on the path, as pytest puts it there for tests.
+_TESTS = str(pathlib.Path(__file__).resolve().parents[1] / "tests")
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+from reference import compressai_loader, torch_wacnn
 
 
 def load_reference():
     """tests/reference/torch_wacnn.py (the PyTorch WACNN), for this and the other benchmarks."""
-    return _load("mracnn_torch_wacnn_reference", _REFERENCE / "torch_wacnn.py")
+    return torch_wacnn
 
 
 def load_compressai():
     """CompressAI's entropy_models, gdn and ans (tests/reference/compressai_loader.py)."""
-    return _load("mracnn_compressai_loader", _REFERENCE / "compressai_loader.py").import_compressai()
+    return compressai_loader.import_compressai()
 
 
 def _peak_rss_mb() -> float:

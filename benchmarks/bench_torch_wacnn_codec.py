@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The PyTorch WACNN codec with CompressAI's rANS coder: the reference for issue 3's speed targets.
+"""The PyTorch WACNN codec with CompressAI's rANS coder: the reference for our codec's speed.
 
 The network is tests/reference/torch_wacnn.py (the public WACNN's structure, random
 initialisation with ``--seed``, its last analysis layers scaled by the reference's

@@ -20,11 +20,11 @@ FLOPs per step (``flops_source`` says which count was used):
 
 The count of the compiled step is printed beside it when there is one: on the CPU it agrees with
 the lowered count to about 1 %, but on a GPU it leaves out the convolutions that XLA hands to
-cuDNN (configs/mracnn.py at batch 16: 155 GFLOPs per step compiled for an H200, 4,683 lowered),
+cuDNN (mracnn_jax/configs/mracnn.py at batch 16: 155 GFLOPs per step compiled for an H200, 4,683 lowered),
 so it is never used for MFU. Compile time and step time are reported apart. The input pipeline is
 left out on purpose (it is measured by ``python -m mracnn_jax.training.input_pipeline``).
 
-    python benchmarks/bench_train_step.py --config configs/mracnn.py --batch 16 --steps 200 \
+    python benchmarks/bench_train_step.py --config mracnn --batch 16 --steps 200 \
         --peak-tflops 989   # H100 SXM dense bf16; use the float32 figure for a float32 run
 """
 
@@ -33,11 +33,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import pathlib
 import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from mracnn_jax.config_files import config_path, load_config
 
 
 def _flops(stage) -> float | None:
@@ -91,7 +90,7 @@ def jaxpr_flops(jaxpr) -> float:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(REPO / "configs" / "mracnn.py"))
+    p.add_argument("--config", default=str(config_path("mracnn")))
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--steps", type=int, default=5)
@@ -105,7 +104,6 @@ def main() -> int:
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from mracnn_jax.config_files import load_config
     from mracnn_jax.models import build_model
     from mracnn_jax.training import train_lib
     from mracnn_jax.training.train_state import make_optimizer

@@ -26,20 +26,16 @@ import argparse
 import importlib.util
 import json
 import os
-import pathlib
 import statistics
 import sys
 import time
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def _layers(batch: int, crop: int):
     """name -> (flax module factory, torch module factory, NHWC input shape)."""
     import flax.linen as nn
     import torch
-    from bench_torch_wacnn import load_reference  # this script's folder is on sys.path
+    from bench_torch_wacnn import load_reference  # a sibling: a script's folder is importable
 
     from mracnn_jax.entropy.channel_context import ConvStack
     from mracnn_jax.layers.conv import Conv2d, ConvTranspose2d

@@ -2,7 +2,7 @@
 """Where the time goes: each part of a model timed alone, forward at 768x512 or gradient at the
 training shape, on this machine.
 
-    python benchmarks/profile_modules.py [--config configs/mracnn.py configs/wacnn.py] [--repeats 3]
+    python benchmarks/profile_modules.py [--config mracnn wacnn] [--repeats 3]
     python benchmarks/profile_modules.py --grad [--batch 4 --crop 256]
 
 For each config, the parts of the forward pass are jitted and timed separately on random inputs
@@ -24,8 +24,7 @@ import pathlib
 import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from mracnn_jax.config_files import config_path
 
 
 def _time(fn, *args, repeats: int) -> tuple[float, float, float]:
@@ -72,7 +71,7 @@ def _matmul_gflops() -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", nargs="+", default=[str(REPO / "configs" / "mracnn.py")])
+    p.add_argument("--config", nargs="+", default=[str(config_path("mracnn"))])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--grad", action="store_true", help="time gradients at the training shape")
     p.add_argument("--batch", type=int, default=4, help="batch of --grad")

@@ -1,12 +1,15 @@
 """The ``mracnn`` command line.
 
-    mracnn compress IN [OUT.mrac] [--model M | --quality Q] [--tile N | --no-tile]
+    mracnn compress IN [OUT.mrac] [--model M | --quality Q] [--tile N | --no-tile] [--bits B]
     mracnn compress IN... -o OUTDIR [options]        images and folders -> OUTDIR/<stem>.mrac
-    mracnn decompress IN.mrac [OUT.png] [--model M]
+    mracnn decompress IN.mrac [OUT.png] [--model M] [--tile N | --no-tile]
     mracnn decompress IN.mrac... -o OUTDIR [options] files and folders -> OUTDIR/<stem>.png
     mracnn info IN.mrac
     mracnn models
-    mracnn export --config configs/mracnn.py --seed 0 OUT.mracnn
+    mracnn export --config mracnn --seed 0 OUT.mracnn
+    mracnn export-xla MODEL OUTDIR [--height H --width W | --symbolic]   jax.export artefacts
+    mracnn train --config small --workdir WD [--data DIR...] [--config.train.num_steps=N ...]
+    mracnn evaluate [evaluate.py's options]
     mracnn convert IN.pth OUT.mracnn [--arch wacnn | --arch mracnn] [--config C]
 
 Inputs are checked before anything heavy is imported, every error is one line on stderr with
@@ -34,6 +37,10 @@ its one-line error and the others go on; the exit status is 1 if any failed. Out
 ``--overwrite``, and two inputs of one stem are refused. Several inputs need ``-o``; ``-o`` takes
 no OUT.
 
+Large images: above 2²¹ pixels (or with ``--tile N``), g_a and g_s run in tiles with halos so
+that memory follows the tile size; the latent is coded as one, so the file is the same and any
+file decodes with any tile size (``mracnn_jax.codec.tiles``). ``--no-tile`` computes in one piece.
+
 Compiled JAX functions are kept on disk between runs (JAX's persistent compilation cache), by
 default in ``$XDG_CACHE_HOME/mracnn-jax/xla`` (``~/.cache/mracnn-jax/xla``): ``--cache-dir DIR``
 or ``$MRACNN_JAX_CACHE_DIR`` chooses another folder, ``--no-cache`` or
@@ -52,8 +59,12 @@ import threading
 import time
 import warnings
 
-from mracnn_jax import __version__, fileio, zoo
+from mracnn_jax import __version__, cli_models, fileio, zoo
 from mracnn_jax import cli_paths as paths
+from mracnn_jax.compilation_cache import (  # the folder rule, shared with training
+    CACHE_ENV,
+    compilation_cache_dir,
+)
 
 PROG, BITSTREAM_SUFFIX, DECODED_SUFFIX = paths.PROG, paths.BITSTREAM_SUFFIX, paths.DECODED_SUFFIX
 CliError, UsageError = paths.CliError, paths.UsageError
@@ -69,34 +80,6 @@ def _quiet_libraries() -> None:
 
     for name in ("jax._src.xla_bridge", "absl", "tensorflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
-
-
-CACHE_ENV = "MRACNN_JAX_CACHE_DIR"
-CACHE_OFF = "off"
-
-
-def default_cache_dir() -> str:
-    """The compilation cache's default folder: ``$XDG_CACHE_HOME/mracnn-jax/xla``, or
-    ``~/.cache/mracnn-jax/xla`` where ``XDG_CACHE_HOME`` is unset, empty or not absolute (the
-    XDG base directory rule)."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "mracnn-jax", "xla")
-
-
-def compilation_cache_dir(cache_dir: str | None = None, no_cache: bool = False) -> str | None:
-    """The persistent compilation cache folder of a ``compress`` or ``decompress``, None for
-    none: none with ``no_cache`` (``--no-cache``); else ``cache_dir`` (``--cache-dir``); else
-    ``$MRACNN_JAX_CACHE_DIR``, none where it is ``off``; else ``default_cache_dir()``."""
-    if no_cache:
-        return None
-    if cache_dir:
-        return cache_dir
-    env = os.environ.get(CACHE_ENV, "").strip()
-    if env.lower() == CACHE_OFF:
-        return None
-    return env or default_cache_dir()
 
 
 def _cache(args) -> None:
@@ -124,12 +107,15 @@ def _cache(args) -> None:
         )
 
 
-def _model_for_compress(args) -> str:
-    """``--model``, else the bundled model of ``--quality``, else the default one."""
+def _model_for_compress(args, mode: str = "RGB") -> str:
+    """``--model``, else the bundled model of ``--quality``, else the default one; for an image
+    of colour ``mode`` ``'L'``, a grayscale model where one is bundled (``zoo.default``)."""
     if args.model:
         return args.model
-    entry = zoo.default() if args.quality is None else zoo.by_quality(args.quality)
-    return str(entry.path)
+    channels = 1 if mode == "L" else 3
+    if args.quality is None:
+        return str(zoo.default(channels).path)
+    return str(zoo.by_quality(args.quality, channels).path)
 
 
 def _quality_help() -> str:
@@ -175,13 +161,6 @@ def _load_model(path: str, expect=None):
     return codec.LoadedModel.load(path)
 
 
-def _size(num_bytes: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if num_bytes >= scale:
-            return f"{num_bytes / scale:.1f} {unit}"
-    return f"{num_bytes} B"
-
-
 # -------------------------------------------------------------------------------------------------
 # Commands.
 
@@ -196,8 +175,8 @@ def cmd_compress(args) -> int:
     args.output = paths.compress_output(args)
     paths.check_output(args.output)
 
-    def model():
-        model_path = _model_for_compress(args)
+    def model(mode: str):
+        model_path = _model_for_compress(args, mode)
         _cache(args)
         return _load_model(model_path)
 
@@ -206,56 +185,49 @@ def cmd_compress(args) -> int:
 
 
 def _compress_file(args, src: str, output: str, get_model, label: str = "") -> tuple[int, int]:
-    """Codes the image ``src`` into ``output`` with ``get_model()`` and prints its line; returns
+    """Codes the image ``src`` into ``output`` with ``get_model(mode)`` and prints its line; returns
     (bytes, pixels). ``label`` prefixes its warnings (the batch form names the file)."""
     from mracnn_jax import codec, images
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rgb, mode = images.read_image(src)
+        rgb, mode = images.read_image(src, high_depth=True)
     for w in caught:
         print(f"{PROG}: warning: {label}{w.message}", file=sys.stderr)
     h, w = rgb.shape[:2]
-    tile = _choose_tile(args, h, w, label)
-    model = get_model()
+    model = get_model(mode)
     image = rgb[:, :, 0] if mode == "L" else rgb
-    options = {"estimate_bits": False, "reconstruct": False}  # the file is all compress writes
-    if tile is None:
-        result = codec.compress_with_info(image, model, **options)
-    else:
-        result = codec.compress_with_info(
-            image, model, tile=tile, keep_latents=False, progress=sys.stderr.isatty(), **options
-        )
+    result = codec.compress_with_info(
+        image, model, tile=_tile(args), bits=args.bits, progress=sys.stderr.isatty(),
+        estimate_bits=False, reconstruct=False, keep_latents=False,  # the file is all it writes
+    )  # fmt: skip
     fileio.write_atomic(output, lambda f: f.write(result.data))
-    tiles = ""
-    if result.tiling is not None:
-        tiles = f", {result.tiling['rows']}x{result.tiling['cols']} tiles of {tile}"
+    depth = "" if rgb.dtype.itemsize == 1 else f" {args.bits or 16}-bit"
     print(
         f"{output}: {len(result.data)} bytes, {8 * len(result.data) / (h * w):.4f} bpp "
-        f"({h}x{w} {mode}, model {model.name}{tiles})"
+        f"({h}x{w} {mode}{depth}, model {model.name}{_tiles_note(result.tiling)})"
     )
     return len(result.data), h * w
 
 
-def _choose_tile(args, height: int, width: int, label: str = ""):
-    """The tile size for ``compress``: ``--tile``, none with ``--no-tile``, else automatic (and
-    said on stderr, after ``label``)."""
-    from mracnn_jax import codec
+def _tile(args):
+    """The tiles the transforms run in: ``--tile N``, one tile with ``--no-tile``, else
+    ``"auto"`` (``codec.auto_tile``). Raises ``CodecError`` for a size the codec cannot use."""
+    from mracnn_jax.codec import tiles
 
     if args.tile is not None:
-        codec.resolve_tiling(args.tile)  # a clear error for a size the format does not hold
+        try:
+            tiles.check_tiling(args.tile, tiles.DEFAULT_HALO)
+        except ValueError as e:
+            raise CliError(str(e)) from None
         return args.tile
-    if args.no_tile:
-        return None
-    tile = codec.auto_tile(height, width)
-    if tile is not None:
-        print(
-            f"{PROG}: {label}{height}x{width} image is above {codec.AUTO_TILE_PIXELS} pixels: "
-            f"coding {tile}x{tile} tiles one after another (--tile N to choose, --no-tile to "
-            "refuse)",
-            file=sys.stderr,
-        )
-    return tile
+    return None if args.no_tile else "auto"
+
+
+def _tiles_note(tiling: dict | None) -> str:
+    if tiling is None:
+        return ""
+    return f", computed in {tiling['rows']}x{tiling['cols']} tiles of {tiling['tile']}"
 
 
 def cmd_decompress(args) -> int:
@@ -270,8 +242,9 @@ def cmd_decompress(args) -> int:
     args.output = paths.decompress_output(args)
     paths.check_output(args.output)
     fmt = paths.image_format(args.output)
+    tile = _tile(args)
     model = _model_for_bitstream(args, bs, {})
-    _decode_to_file(bs, model, args.output, fmt)
+    _decode_to_file(bs, model, args.output, fmt, tile)
     return 0
 
 
@@ -301,20 +274,28 @@ def _model_for_bitstream(args, bs, loaded: dict):
     return model  # decompress_with_info checks that it wrote ``bs``
 
 
-def _decode_to_file(bs, model, output: str, fmt: str) -> None:
-    """Decodes ``bs`` with ``model`` into the image file ``output`` (format ``fmt``) and prints its
-    line."""
+def _decode_to_file(bs, model, output: str, fmt: str, tile) -> None:
+    """Decodes ``bs`` with ``model`` into the image file ``output`` (format ``fmt``), g_s in
+    ``tile`` (``_tile``), and prints its line."""
     from PIL import Image
 
-    from mracnn_jax import codec
+    from mracnn_jax import codec, images
 
-    image = codec.decompress_with_info(
-        bs, model, keep_latents=False, progress=sys.stderr.isatty()
-    ).image
-    pil = Image.fromarray(image, "L" if image.ndim == 2 else "RGB")
-    fileio.write_atomic(output, lambda f: pil.save(f, format=fmt))
-    tiles = "" if bs.tiling is None else f", {len(bs.tiles)} tiles of {bs.tiling.tile}"
-    print(f"{output}: {bs.height}x{bs.width} {bs.colour_mode}{tiles}")
+    result = codec.decompress_with_info(
+        bs, model, tile=tile, keep_latents=False, progress=sys.stderr.isatty()
+    )
+    image = result.image
+    deep = image.dtype.itemsize == 2
+    if deep and (fmt != "PNG" if image.ndim == 3 else fmt not in ("PNG", "TIFF")):
+        kind = "colour image is written as PNG" if image.ndim == 3 else "image as PNG or TIFF"
+        raise CliError(f"a {bs.bits}-bit {kind} only, not {fmt}")
+    if deep and image.ndim == 3:  # Pillow writes no 16-bit colour
+        fileio.write_atomic(output, lambda f: f.write(images.png16(image)))
+    else:
+        pil = Image.fromarray(image, "RGB" if image.ndim == 3 else None)
+        fileio.write_atomic(output, lambda f: pil.save(f, format=fmt))
+    depth = "" if bs.bits == 8 else f" {bs.bits}-bit"
+    print(f"{output}: {bs.height}x{bs.width} {bs.colour_mode}{depth}{_tiles_note(result.tiling)}")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -362,17 +343,20 @@ def _batch(args, run) -> int:
 
 
 def _compress_batch(args, jobs, code) -> None:
-    model_path = _model_for_compress(args)  # one model for all: its errors end the command
-    if args.tile is not None:
-        from mracnn_jax import codec
-
-        codec.resolve_tiling(args.tile)
+    _model_for_compress(args)  # a model for colour images: its errors end the command
+    _tile(args)  # a bad --tile ends the command before anything is written
     paths.make_output_dir(args.output_dir)
     _cache(args)
-    model = _load_model(model_path)
+    loaded: dict = {}  # path -> model, each loaded once
+
+    def model(mode: str):
+        path = _model_for_compress(args, mode)
+        if path not in loaded:
+            loaded[path] = _load_model(path)
+        return loaded[path]
 
     def one(src: str, output: str) -> tuple[int, int]:
-        return _compress_file(args, src, output, lambda: model, f"{src}: ")
+        return _compress_file(args, src, output, model, f"{src}: ")
 
     for src, output in jobs:
         code(one, src, output)
@@ -381,6 +365,7 @@ def _compress_batch(args, jobs, code) -> None:
 def _decompress_batch(args, jobs, code) -> None:
     if args.model and not os.path.exists(args.model):
         raise CliError(f"model file {args.model!r} does not exist")
+    tile = _tile(args)
     paths.make_output_dir(args.output_dir)
     _cache(args)
     loaded: dict = {}
@@ -391,7 +376,7 @@ def _decompress_batch(args, jobs, code) -> None:
         data = paths.read_bytes(src, "an .mrac file")
         bs = container.unpack(data)
         fmt = paths.image_format(output)
-        _decode_to_file(bs, _model_for_bitstream(args, bs, loaded), output, fmt)
+        _decode_to_file(bs, _model_for_bitstream(args, bs, loaded), output, fmt, tile)
         return len(data), bs.height * bs.width
 
     for src, output in jobs:
@@ -404,6 +389,12 @@ def cmd_info(args) -> int:
     data = paths.read_bytes(args.input, "an .mrac file")
     bs = container.unpack(data)
     info = {"file": args.input, **container.describe(bs, len(data))}
+    entry = zoo.by_digest(bs.params_digest)
+    if entry is not None:  # the bundled model that decodes it
+        info["model"]["bundled"] = {
+            "file": entry.path.name, "quality": entry.quality,
+            "images": "grayscale" if entry.channels == 1 else "colour",
+        }  # fmt: skip
     print(json.dumps(info, indent=2))
     return 0
 
@@ -417,14 +408,15 @@ def cmd_models(args) -> int:
         default = zoo.default().path
     except zoo.NoModelError:
         default = None
-    rows = [("quality", "lambda", "size", "params", "name", "file")]
+    rows = [("quality", "images", "lambda", "size", "params", "name", "file")]
     for e in sorted(entries, key=lambda e: (e.quality is None, e.quality or 0, e.path.name)):
         quality = "-" if e.quality is None else str(e.quality)
         rows.append(
             (
                 quality + (" *" if e.path == default else ""),
+                "grayscale" if e.channels == 1 else "colour",
                 "-" if e.lmbda is None else f"{e.lmbda:g}",
-                _size(e.size),
+                paths.human_size(e.size),
                 e.params_digest[:16],
                 e.name or "-",
                 e.path.name,
@@ -433,42 +425,10 @@ def cmd_models(args) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    print(f"* the default (compress without --model and --quality); folder {zoo.BUNDLED_DIR}")
-    return 0
-
-
-def cmd_export(args) -> int:
-    from mracnn_jax.config_files import load_config
-
-    paths.check_output(args.output)
-    config = load_config(args.config)
-    from mracnn_jax import codec  # JAX is imported only now
-
-    model = codec.LoadedModel.from_config(config, seed=args.seed)
-    digest = model.save(
-        args.output, {"source": "random initialisation", "config": args.config, "seed": args.seed}
+    print(
+        f"* the default (compress without --model and --quality; grayscale images use a "
+        f"grayscale model of that quality where one is bundled); folder {zoo.BUNDLED_DIR}"
     )
-    print(f"{args.output}: model {model.name}, params {digest}")
-    return 0
-
-
-def cmd_convert(args) -> int:
-    """PyTorch checkpoint (STF/CompressAI key names, see ``mracnn_jax.convert``) -> model file."""
-    from mracnn_jax import convert
-
-    if not os.path.exists(args.input):
-        raise CliError(f"no such checkpoint: {args.input!r}")
-    paths.check_output(args.output)
-    model_config = None
-    if args.config:
-        from mracnn_jax.config_files import load_config
-
-        model_config = load_config(args.config).model
-    digest, report = convert.convert_checkpoint(
-        args.input, args.output, args.arch, model_config, dtype=args.dtype
-    )
-    print(f"{args.output}: model {args.arch} from {args.input}, params {digest}")
-    print(f"  {report.summary()}")
     return 0
 
 
@@ -486,6 +446,23 @@ def _add_batch_options(p: argparse.ArgumentParser, writes: str, default: str) ->
         action="store_true",
         help=f"replace an existing file where the output is not named ({default} or {writes}); "
         "never an input",
+    )
+
+
+def _add_tile_options(p: argparse.ArgumentParser, transform: str) -> None:
+    from mracnn_jax.codec import tiles  # NumPy only: no JAX imported here
+
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--tile",
+        type=int,
+        metavar="N",
+        help=f"run {transform} in N x N tiles with halos, so that memory follows N (a multiple of "
+        f"64; the file is the same: the latent is coded as one); default: tiles of "
+        f"{tiles.DEFAULT_TILE} for images of more than {tiles.AUTO_TILE_PIXELS} pixels",
+    )
+    group.add_argument(
+        "--no-tile", action="store_true", help="one tile (memory grows with the image size)"
     )
 
 
@@ -526,19 +503,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file (default: the bundled model)")
     p.add_argument("--quality", type=int, metavar="Q", help=_quality_help())
     _add_cache_options(p)
-    from mracnn_jax.coding import tiling as tiles  # pure Python: no JAX imported here
-
-    group = p.add_mutually_exclusive_group()
-    group.add_argument(
-        "--tile",
+    p.add_argument(
+        "--bits",
         type=int,
-        metavar="N",
-        help=f"code N x N tiles one after another (N a multiple of 64; default: tiles of "
-        f"{tiles.DEFAULT_TILE} for images of more than {tiles.AUTO_TILE_PIXELS} pixels)",
+        metavar="B",
+        help="bits per sample of a 16-bit image's data (e.g. 10 or 12 for such sensors; default "
+        "16): the model sees samples / (2^B - 1), and decompress gives B-bit samples back",
     )
-    group.add_argument(
-        "--no-tile", action="store_true", help="never tile (memory grows with the image size)"
-    )
+    _add_tile_options(p, "g_a")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser(
@@ -558,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batch_options(p, "OUTDIR/<stem>.png", "IN.png")
     p.add_argument("--model", help="model file (default: the bundled model that wrote the file)")
     _add_cache_options(p)
+    _add_tile_options(p, "g_s")
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("info", help="print a .mrac file's header as JSON")
@@ -573,11 +546,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config",
         required=True,
-        help="Python config file with get_config(), e.g. configs/small.py",
+        help="a preset (mracnn, small, ...; mracnn_jax.configs) or a Python config file with "
+        "get_config()",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("output", help="output model file")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=cli_models.cmd_export)
+
+    for name, func, text in (
+        (
+            "train",
+            cli_models.cmd_train,
+            "train a model from a preset or config file (see train --help)",
+        ),
+        (
+            "evaluate",
+            cli_models.cmd_evaluate,
+            "RD curves and BD-rates on a folder (see evaluate --help)",
+        ),
+    ):  # their own parsers (cli_models: train's, evaluate's) read every argument after the name
+        p = sub.add_parser(name, help=text, add_help=False, prefix_chars="\0")
+        p.add_argument("rest", nargs="*")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "export-xla",
+        help="model file -> jax.export artefacts of its networks, for deployment",
+        description="Writes the model's networks as serialised jax.export artefacts and a "
+        "manifest.json that says how to chain them (docs/export_xla.md). The image is padded, as "
+        "the codec pads it, to multiples of 64.",
+    )
+    p.add_argument("model", help="model file (.mracnn)")
+    p.add_argument("outdir", help="folder to create for the artefacts and manifest.json")
+    p.add_argument("--height", type=int, metavar="H", help="image height in pixels")
+    p.add_argument("--width", type=int, metavar="W", help="image width in pixels")
+    p.add_argument(
+        "--symbolic",
+        action="store_true",
+        help="export for any image size (symbolic shapes) instead of --height/--width",
+    )
+    p.add_argument(
+        "--platforms",
+        default="cpu",
+        help="comma-separated platforms to export for: cpu, cuda, rocm, tpu (default: cpu)",
+    )
+    p.set_defaults(func=cli_models.cmd_export_xla)
 
     p = sub.add_parser("convert", help="PyTorch checkpoint (.pth / .pth.tar) -> model file")
     p.add_argument("input", help="PyTorch state dict, bare or under 'state_dict'")
@@ -588,9 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="wacnn",
         help="key names: 'wacnn' (public STF; widths read off the shapes) or 'mracnn'",
     )
-    p.add_argument("--config", help="configs/*.py file whose model block to build")
+    p.add_argument("--config", help="a preset or config file whose model block to build")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32")
-    p.set_defaults(func=cmd_convert)
+    p.set_defaults(func=cli_models.cmd_convert)
     return parser
 
 

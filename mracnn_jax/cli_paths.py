@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shlex
 
-from mracnn_jax import zoo
+from mracnn_jax import images, zoo
 
 PROG = "mracnn"
 BITSTREAM_SUFFIX = ".mrac"
@@ -191,8 +191,6 @@ def bitstreams_in(folder: str) -> list[str]:
 def batch_jobs(args) -> list[tuple[str, str]]:
     """(input, OUTDIR/<stem>.mrac|.png) for every input file and every file of an input folder,
     in order; an input named twice is coded once; two inputs of one stem are refused."""
-    from mracnn_jax import images
-
     compress = args.command == "compress"
     suffix = BITSTREAM_SUFFIX if compress else DECODED_SUFFIX
     inputs: list[str] = []
@@ -238,3 +236,10 @@ def make_output_dir(path: str) -> None:
     if os.path.exists(path) and not os.path.isdir(path):
         raise CliError(f"-o {path!r} is a file, not a folder")
     os.makedirs(path, exist_ok=True)
+
+
+def human_size(num_bytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:.1f} {unit}"
+    return f"{num_bytes} B"

@@ -84,6 +84,7 @@ buffer value, in sorted key order).
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import re
@@ -93,14 +94,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
+from mracnn_jax import model_file
 from mracnn_jax.entropy.factorized import LIKELIHOOD_BOUND as Z_LIKELIHOOD_BOUND
+from mracnn_jax.entropy.factorized import logit_quantiles
 from mracnn_jax.entropy.gaussian import LIKELIHOOD_BOUND as Y_LIKELIHOOD_BOUND
 from mracnn_jax.entropy.gaussian import SCALE_BOUND
 from mracnn_jax.entropy.gaussian import scale_table as _scale_table
 from mracnn_jax.layers.gdn import BETA_MIN, PEDESTAL
+from mracnn_jax.layers.wam import relative_position_index
 from mracnn_jax.model_file import unflatten_params
+from mracnn_jax.models import presets
+from mracnn_jax.models.compressor import DOWNSAMPLING
+from mracnn_jax.models.registry import build_model
 
 __all__ = [
     "ARCHS",
@@ -238,8 +249,6 @@ def _not_a_checkpoint(path: str) -> str | None:
         return "a directory"
     if os.path.getsize(path) == 0:
         return "empty"
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             return f"a {im.format} image"
@@ -532,8 +541,6 @@ def _gdn_buffers(prefix: str) -> dict[str, np.ndarray]:
 
 
 def _relative_position_index(window: int) -> np.ndarray:
-    from mracnn_jax.layers.wam import relative_position_index
-
     return np.asarray(relative_position_index(window), np.int64)
 
 
@@ -573,33 +580,18 @@ def _expected_buffers(key_map: Mapping[str, tuple[str, str, int]], shapes: Mappi
 
 
 # -------------------------------------------------------------------------------------------------
-# The factorized prior's quantiles (numpy, float64).
-
-
-def _logits_cumulative_np(eb: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    num_layers = len([k for k in eb if k.startswith("matrix_")])
-    logits = x
-    for k in range(num_layers):
-        matrix = np.logaddexp(0.0, np.asarray(eb[f"matrix_{k}"], np.float64))  # softplus
-        logits = matrix @ logits + np.asarray(eb[f"bias_{k}"], np.float64)
-        if k < num_layers - 1:
-            logits = logits + np.tanh(np.asarray(eb[f"factor_{k}"], np.float64)) * np.tanh(logits)
-    return logits
+# The factorized prior's quantiles.
 
 
 def density_quantiles(eb: Mapping[str, np.ndarray], tail_mass: float = TAIL_MASS) -> np.ndarray:
-    """``[C, 1, 3]``: per channel the points where the cumulative logit is ``-t, 0, t``
-    (``t = ln(2 / tail_mass - 1)``), by bisection; CompressAI's ``quantiles`` at convergence."""
+    """``[C, 1, 3]`` float32: per channel the points where the cumulative logit is ``-t, 0, t``
+    (``t = ln(2 / tail_mass - 1)``), CompressAI's ``quantiles`` at convergence
+    (``entropy.factorized.logit_quantiles``)."""
     t = math.log(2.0 / tail_mass - 1.0)
-    c = np.asarray(eb["matrix_0"]).shape[0]
-    target = np.broadcast_to(np.asarray([-t, 0.0, t]), (c, 1, 3))
-    lo = np.full((c, 1, 3), -1e6)
-    hi = np.full((c, 1, 3), 1e6)
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        above = _logits_cumulative_np(eb, mid) > target
-        lo, hi = np.where(above, lo, mid), np.where(above, mid, hi)
-    return (0.5 * (lo + hi)).astype(np.float32)
+    num_layers = sum(1 for k in eb if k.startswith("matrix_"))
+    eb = {k: jnp.asarray(v, jnp.float32) for k, v in eb.items()}
+    q = logit_quantiles(eb, jnp.asarray([-t, 0.0, t], jnp.float32), num_layers)
+    return np.array(q, np.float32)[:, None, :]  # a writable copy, as torch.from_numpy wants
 
 
 # -------------------------------------------------------------------------------------------------
@@ -607,8 +599,6 @@ def density_quantiles(eb: Mapping[str, np.ndarray], tail_mass: float = TAIL_MASS
 
 
 def _frozen(cfg):
-    import ml_collections
-
     if isinstance(cfg, ml_collections.FrozenConfigDict):
         return cfg
     if isinstance(cfg, Mapping) and not isinstance(cfg, ml_collections.ConfigDict):
@@ -617,8 +607,6 @@ def _frozen(cfg):
 
 
 def _preset(arch: str):
-    from mracnn_jax.models import presets
-
     if arch not in ARCHS:
         raise ConversionError(f"unknown arch {arch!r}; expected one of {ARCHS}")
     return getattr(presets, arch)()
@@ -684,8 +672,6 @@ def _param_shapes(model_config) -> dict[str, tuple[int, ...]]:
 
     Tracing the model's ``init`` takes seconds, so the result is cached per config.
     """
-    import json
-
     cfg = _frozen(model_config).to_dict()
     cfg.pop("name", None)  # a label; it does not shape the model
     return dict(_param_shapes_cached(json.dumps(cfg, sort_keys=True, default=list)))
@@ -693,14 +679,6 @@ def _param_shapes(model_config) -> dict[str, tuple[int, ...]]:
 
 @functools.lru_cache(maxsize=16)
 def _param_shapes_cached(config_json: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    import json
-
-    import jax
-    import jax.numpy as jnp
-
-    from mracnn_jax.models.compressor import DOWNSAMPLING
-    from mracnn_jax.models.registry import build_model
-
     model = build_model(_frozen(json.loads(config_json)).to_dict() | {"name": "shapes"})
     x = jnp.zeros((1, DOWNSAMPLING, DOWNSAMPLING, 3), jnp.float32)
     rngs = {"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}
@@ -750,8 +728,6 @@ def from_torch_state_dict(
       ConversionError: a missing, unexpected or wrongly shaped key, or a buffer holding settings
         we do not implement (the message names the first such key).
     """
-    import ml_collections
-
     sd = normalize_state_dict(state_dict)
     if model_config is None:
         model_config = infer_wacnn_config(sd) if arch == "wacnn" else _preset(arch)
@@ -928,8 +904,6 @@ def convert_checkpoint(
 
     Returns ``(params digest, report)``. The metadata records the source file and the report.
     """
-    from mracnn_jax import model_file
-
     sd = load_torch_state_dict(in_path)
     cfg, params, report = from_torch_state_dict(sd, arch, model_config)
     metadata = {

@@ -23,6 +23,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mracnn_jax import metrics, zoo
+from mracnn_jax.evaluation import anchors, runner
+
 MATCHED_CODECS = ("jpeg", "webp")
 
 
@@ -31,8 +34,6 @@ def matched_quality(image, codec: str, target_bytes: int) -> tuple[int, Any]:
     ``target_bytes``, and that coding (``anchors.CodedImage``). Assumes the size grows with the
     quality (bisection for the smallest quality at or above the target, then the closer of it and
     its predecessor)."""
-    from mracnn_jax.evaluation import anchors
-
     cache: dict[int, Any] = {}
 
     def code(q: int):
@@ -54,8 +55,6 @@ def matched_quality(image, codec: str, target_bytes: int) -> tuple[int, Any]:
 def matched_rate_rows(records: list[dict[str, Any]], images: dict[str, Any]) -> list[dict]:
     """One row per model record: the model's bpp/PSNR/MS-SSIM and JPEG's and WebP's at the
     matched rate on the same image."""
-    from mracnn_jax.evaluation import metrics, runner
-
     rows = []
     for r in records:
         image = images[r["image"]]
@@ -102,9 +101,6 @@ def matched_rate_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mracnn_jax import zoo
-    from mracnn_jax.evaluation import runner
-
     p = argparse.ArgumentParser(prog="python -m mracnn_jax.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")

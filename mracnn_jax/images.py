@@ -1,6 +1,7 @@
 """Reading and listing images: one set of rules for the codec, training and evaluation.
 
     rgb, mode = read_image("photo.png")      # also a PIL image or a uint8 array
+    rgb, mode = read_image("scan.png", high_depth=True)   # uint16 for 16-bit images
     paths = list_images(folder, recursive=True)
     out = restore_mode(rgb, mode)            # [H, W, 3] for 'RGB', [H, W] for 'L'
 
@@ -14,7 +15,10 @@ The rules:
 * 16-bit grayscale (PIL ``I;16*``, and ``I`` with values in 0..65535) becomes 8 bits by
   ``v8 = (v + 128) // 257``, with a warning. That is round-half-up of ``v / 257``; as
   ``v / 257`` is never exactly half-way between two integers, every rounding of it (NumPy's
-  ``round(v / 257)`` included) gives the same byte. Mode ``'L'``.
+  ``round(v / 257)`` included) gives the same byte. Mode ``'L'``. With ``high_depth=True`` (the
+  codec) such images stay uint16, and uint16 arrays (``[H, W]``, ``[H, W, 3]``) are accepted.
+  Pillow reads 16-bit colour PNGs as 8-bit RGB; ``read_image`` warns when a PNG file's header
+  says 16 bits and Pillow gave 8.
 * Palette images without transparency, CMYK, YCbCr, LAB and HSV become RGB (Pillow's
   conversion), mode ``'RGB'``.
 * Alpha is refused: ``RGBA``, ``LA``, ``PA``, ``RGBa``, ``La``, palette images with a
@@ -32,7 +36,9 @@ The rules:
 from __future__ import annotations
 
 import os
+import struct
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +59,7 @@ SUFFIXES: tuple[str, ...] = (
     ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"
 )  # fmt: skip
 
+SAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "samples"  # the bundled sample images
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _RGB_MODES = ("P", "CMYK", "YCbCr", "LAB", "HSV")
 
@@ -68,12 +75,15 @@ def _alpha_error(what: str) -> ImageError:
     )
 
 
-def to_rgb_array(image: Any) -> tuple[np.ndarray, str]:
-    """``(uint8 [H, W, 3], mode)`` of a uint8 NumPy array or a PIL image (see the rules)."""
+def to_rgb_array(image: Any, *, high_depth: bool = False) -> tuple[np.ndarray, str]:
+    """``(uint8 [H, W, 3], mode)`` of a uint8 NumPy array or a PIL image (see the rules); with
+    ``high_depth``, uint16 for 16-bit images and arrays."""
     if isinstance(image, np.ndarray):
         arr = image
-        if arr.dtype != np.uint8:
-            raise ImageError(f"image array must be uint8, got {arr.dtype}")
+        allowed = (np.uint8, np.uint16) if high_depth else (np.uint8,)
+        if arr.dtype not in allowed:
+            names = " or ".join(np.dtype(t).name for t in allowed)
+            raise ImageError(f"image array must be {names}, got {arr.dtype}")
         if arr.ndim == 3 and arr.shape[2] == 1:
             arr = arr[:, :, 0]
         if arr.ndim == 2:
@@ -85,13 +95,13 @@ def to_rgb_array(image: Any) -> tuple[np.ndarray, str]:
         else:
             raise ImageError(f"image array must be [H, W, 3] or [H, W], got shape {arr.shape}")
     else:
-        arr, mode = _pil_to_rgb(image)
+        arr, mode = _pil_to_rgb(image, high_depth)
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageError(f"image has no pixels (size {arr.shape[0]}x{arr.shape[1]})")
     return np.ascontiguousarray(arr), mode
 
 
-def _pil_to_rgb(img: Any) -> tuple[np.ndarray, str]:
+def _pil_to_rgb(img: Any, high_depth: bool = False) -> tuple[np.ndarray, str]:
     from PIL import Image
 
     if not isinstance(img, Image.Image):
@@ -108,8 +118,11 @@ def _pil_to_rgb(img: Any) -> tuple[np.ndarray, str]:
         a = np.asarray(img).astype(np.int64)
         if a.size and (a.min() < 0 or a.max() > 65535):
             raise ImageError(f"32-bit integer image (mode {mode}) with values outside 0..65535")
-        warnings.warn(f"16-bit image (mode {mode}) reduced to 8 bits", stacklevel=3)
-        g = ((a + 128) // 257).astype(np.uint8)
+        if high_depth:
+            g = a.astype(np.uint16)
+        else:
+            warnings.warn(f"16-bit image (mode {mode}) reduced to 8 bits", stacklevel=3)
+            g = ((a + 128) // 257).astype(np.uint8)
         return np.repeat(g[:, :, None], 3, axis=2), "L"
     if mode in _RGB_MODES:
         return np.asarray(img.convert("RGB"), np.uint8), "RGB"
@@ -118,11 +131,11 @@ def _pil_to_rgb(img: Any) -> tuple[np.ndarray, str]:
     )
 
 
-def read_image(source: Any) -> tuple[np.ndarray, str]:
+def read_image(source: Any, *, high_depth: bool = False) -> tuple[np.ndarray, str]:
     """``(uint8 [H, W, 3], mode)`` of an image file (a path: PNG, JPEG, TIFF, BMP, WebP, anything
-    Pillow opens), a PIL image or a uint8 array."""
+    Pillow opens), a PIL image or a uint8 array; ``high_depth`` as ``to_rgb_array``."""
     if not isinstance(source, (str, os.PathLike)):
-        return to_rgb_array(source)
+        return to_rgb_array(source, high_depth=high_depth)
     from PIL import Image, UnidentifiedImageError
 
     path = os.fspath(source)
@@ -135,7 +148,11 @@ def read_image(source: Any) -> tuple[np.ndarray, str]:
     try:
         with Image.open(path) as img:
             img.load()
-            return to_rgb_array(img)
+            if img.format == "PNG" and img.mode == "RGB" and _png_bit_depth(path) == 16:
+                warnings.warn(
+                    "16-bit colour PNG read as 8 bits (Pillow reads no more)", stacklevel=2
+                )
+            return to_rgb_array(img, high_depth=high_depth)
     except UnidentifiedImageError:
         raise ImageError(f"{path!r} is not an image Pillow can read") from None
     except ImageError:
@@ -144,16 +161,44 @@ def read_image(source: Any) -> tuple[np.ndarray, str]:
         raise ImageError(f"cannot read image {path!r}: {e}") from None
 
 
+def _png_bit_depth(path: str) -> int | None:
+    """The bit depth in a PNG file's IHDR (byte 24), ``None`` if unreadable."""
+    with open(path, "rb") as f:
+        head = f.read(25)
+    return head[24] if len(head) == 25 and head[12:16] == b"IHDR" else None
+
+
 def restore_mode(rgb: np.ndarray, mode: str) -> np.ndarray:
-    """``rgb`` (uint8 ``[H, W, 3]``) in colour mode ``mode``: as is for ``'RGB'``, the ITU-R 601
-    luma ``[H, W]`` for ``'L'``."""
+    """``rgb`` (uint8 or uint16 ``[H, W, 3]``; ``[H, W, 1]`` from a one-channel model) in colour
+    mode ``mode``: as is for ``'RGB'``; for ``'L'``, the one channel, or the ITU-R 601 luma
+    ``[H, W]`` of three in Pillow's integer form ``(19595 R + 38470 G + 7471 B + 2^15) >> 16``
+    (equal channels give the same gray back)."""
     if mode == "RGB":
         return rgb
     if mode != "L":
         raise ValueError(f"colour mode must be 'RGB' or 'L', got {mode!r}")
-    from PIL import Image
+    if rgb.shape[-1] == 1:
+        return rgb[:, :, 0]
+    r, g, b = (rgb[:, :, i].astype(np.int64) for i in range(3))
+    return ((19595 * r + 38470 * g + 7471 * b + 0x8000) >> 16).astype(rgb.dtype)
 
-    return np.asarray(Image.fromarray(rgb, "RGB").convert("L"), np.uint8)
+
+def png16(rgb: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG file of ``rgb`` (uint16 ``[H, W, 3]``), which Pillow cannot write:
+    IHDR (bit depth 16, colour type 2), one IDAT of the zlib-compressed rows (filter 0, samples
+    big-endian), IEND."""
+    if rgb.dtype != np.uint16 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"png16 writes uint16 [H, W, 3], got {rgb.dtype} {rgb.shape}")
+    h, w = rgb.shape[:2]
+    rows = np.zeros((h, 1 + 6 * w), np.uint8)  # a filter byte (0) before each row
+    rows[:, 1:] = np.ascontiguousarray(rgb, ">u2").view(np.uint8).reshape(h, 6 * w)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))  # fmt: skip
 
 
 def is_image_name(name: str) -> bool:

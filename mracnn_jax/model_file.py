@@ -44,6 +44,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from mracnn_jax.coding import tables as z_tables  # NumPy at import; JAX only when computing
+
 FORMAT = "mracnn-jax-model"
 FORMAT_VERSION = 1
 HEADER_NAME = "header.json"
@@ -57,7 +59,6 @@ __all__ = [
     "add_coding_tables",
     "compute_coding_tables",
     "entry_bytes",
-    "export_from_checkpoint",
     "flatten_params",
     "load_coding_tables",
     "load_model",
@@ -431,10 +432,8 @@ def load_model(
 def compute_coding_tables(params: Mapping[str, Any]) -> dict[str, Any] | None:
     """``coding.tables.z_coding_tables`` of the parameters' factorized prior (with JAX), or None
     when they have no well-formed ``entropy_bottleneck``."""
-    from mracnn_jax.coding import tables  # JAX only when tables are computed
-
-    prior = tables.prior_params_of(params)
-    return None if prior is None else tables.z_coding_tables(prior)
+    prior = z_tables.prior_params_of(params)
+    return None if prior is None else z_tables.z_coding_tables(prior)
 
 
 def _coding_header(tables: Mapping[str, Any], digest: str) -> dict[str, Any]:
@@ -575,61 +574,3 @@ def add_coding_tables(
 
     _write_atomically(spath, write)
     return load_coding_tables(spath)
-
-
-# -------------------------------------------------------------------------------------------------
-# Export from a training checkpoint.
-
-
-def _find_checkpoint_dir(path: str) -> str:
-    for candidate in (os.path.join(path, "checkpoints"), path):
-        if os.path.isdir(candidate) and any(
-            name.isdigit() and os.path.isdir(os.path.join(candidate, name))
-            for name in os.listdir(candidate)
-        ):
-            return candidate
-    raise FileNotFoundError(
-        f"no checkpoint under {path!r}: pass a training work directory or its checkpoints/ folder"
-    )
-
-
-def export_from_checkpoint(
-    workdir_or_ckpt_dir: str | os.PathLike,
-    out_path: str | os.PathLike,
-    *,
-    step: int | None = None,
-    dtype: str = "float32",
-) -> str:
-    """Writes the model file of a training checkpoint (default: the latest).
-
-    The model config comes from the checkpoint itself (the training loop stores the run's config
-    in every checkpoint), else from ``config.json`` beside the checkpoints folder. Returns the
-    parameter digest.
-    """
-    from mracnn_jax.training.checkpoint import CheckpointManager  # orbax only when exporting
-
-    path = os.fspath(workdir_or_ckpt_dir)
-    ckpt_dir = _find_checkpoint_dir(path)
-    mngr = CheckpointManager(ckpt_dir, max_to_keep=None)
-    try:
-        state, extra = mngr.restore_raw(step)
-        used_step = int(np.asarray(state["step"])) if "step" in state else mngr.latest_step()
-    finally:
-        mngr.close()
-    config = extra.get("config")
-    if config is None:
-        cfg_file = os.path.join(os.path.dirname(os.path.abspath(ckpt_dir)), "config.json")
-        if not os.path.exists(cfg_file):
-            raise FileNotFoundError(f"the checkpoint has no config and {cfg_file} is missing")
-        with open(cfg_file) as f:
-            config = json.load(f)
-    if "model" not in config:
-        raise ModelFileError(f"the config stored with {ckpt_dir!r} has no 'model' block")
-    train = config.get("train", {})
-    metadata = {
-        "step": used_step,
-        "source": os.path.abspath(ckpt_dir),
-        "loss_metric": train.get("loss_metric"),
-        "lmbda": train.get("lmbda"),
-    }
-    return save_model(out_path, config["model"], state["params"], metadata=metadata, dtype=dtype)

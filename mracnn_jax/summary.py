@@ -1,6 +1,6 @@
 """Model summary: parameters per top-level module, GFLOPs at 768x512, and the total.
 
-    python -m mracnn_jax.summary --config configs/mracnn.py
+    python -m mracnn_jax.summary --config mracnn
 
 prints one line per module (the entropy model's per-slice modules grouped by role: clab_mean,
 clab_scale, cc_mean, cc_scale, lrp), then the FLOPs of one inference forward pass on a 768x512
@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict
 
+from mracnn_jax.config_files import load_config
 from mracnn_jax.models import build_model
 
 
@@ -31,7 +32,7 @@ def _group(path: tuple[str, ...]) -> str:
 def parameter_shapes(model_config):
     """Shapes of every parameter, without allocating them."""
     model = build_model(model_config)
-    x = jnp.zeros((1, 64, 64, 3), jnp.float32)
+    x = jnp.zeros((1, 64, 64, model.cfg.channels), jnp.float32)
     keys = {"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}
     return jax.eval_shape(lambda: model.init(keys, x, train=True))["params"]
 
@@ -54,7 +55,7 @@ def forward_flops(model_config, height: int = 512, width: int = 768) -> float:
     """FLOPs of one inference forward pass (XLA cost analysis of the compiled function)."""
     model = build_model(model_config)
     shapes = parameter_shapes(model_config)
-    x = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
+    x = jax.ShapeDtypeStruct((1, height, width, model.cfg.channels), jnp.float32)
     forward = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False)["x_hat"])
     cost = forward.lower(shapes, x).cost_analysis()
     if isinstance(cost, (list, tuple)):  # older JAX returns one dict per computation
@@ -64,14 +65,11 @@ def forward_flops(model_config, height: int = 512, width: int = 768) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="a configs/*.py file")
+    parser.add_argument("--config", required=True, help="a preset (mracnn, small, ...) or a config file")
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=768)
     parser.add_argument("--no-flops", action="store_true", help="skip the (slow) cost analysis")
     args = parser.parse_args(argv)
-
-    from mracnn_jax.config_files import load_config
-
     config = load_config(args.config)
     counts = parameter_counts(config.model)
     width = max(len(k) for k in counts)

@@ -24,11 +24,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from mracnn_jax import model_file
+
 BUNDLED_DIR = Path(__file__).resolve().parent / "assets" / "models"
 SUFFIX = ".mracnn"
 #: What to run for a model file when none is at hand (quoted in the no-model message).
 EXPORT_HINT = (
-    "`mracnn export --config configs/mracnn.py --seed 0 model.mracnn` or "
+    "`mracnn export --config mracnn --seed 0 model.mracnn` or "
     "`python train.py --export_only --workdir W`"
 )
 
@@ -47,6 +49,7 @@ class Entry:
     size: int  # file size in bytes
     params_digest: str  # hex SHA-256 of the parameters
     name: str | None  # the model config's name
+    channels: int  # 3, or 1 for a grayscale model (the config's ``channels``)
     metadata: dict[str, Any] = dataclasses.field(compare=False, repr=False)
 
 
@@ -65,8 +68,6 @@ def model_files(directory: str | os.PathLike) -> list[Path]:
 
 @functools.lru_cache(maxsize=64)
 def _read(path: str, size: int, mtime_ns: int) -> Entry | None:
-    from mracnn_jax import model_file
-
     try:
         header = model_file.read_header(path)
     except (ValueError, OSError):
@@ -84,6 +85,7 @@ def _read(path: str, size: int, mtime_ns: int) -> Entry | None:
         size=size,
         params_digest=str(header["params_digest"]),
         name=(header.get("model_config") or {}).get("name"),
+        channels=int((header.get("model_config") or {}).get("channels", 3)),
         metadata=metadata,
     )
 
@@ -127,18 +129,30 @@ def no_model_message(quality: int | None = None, bitstream: Any = None) -> str:
     return f"several models are bundled (qualities: {have}): choose one with --quality or --model"
 
 
-def by_quality(quality: int) -> Entry:
-    """The bundled model of ``quality``; NoModelError if none."""
-    for entry in bundled():
-        if entry.quality == quality:
-            return entry
+def _for_channels(channels: int) -> list[Entry]:
+    """The bundled models for images of ``channels`` (1: grayscale, 3: colour): those built for
+    them, else, for grayscale, the colour models (they code gray as three equal channels)."""
+    entries = bundled()
+    own = [e for e in entries if e.channels == channels]
+    return own or [e for e in entries if e.channels == 3]
+
+
+def by_quality(quality: int, channels: int = 3) -> Entry:
+    """The bundled model of ``quality`` built for images of ``channels``, else the colour one of
+    that quality (it codes gray as three equal channels); NoModelError if none."""
+    entries = [e for e in bundled() if e.quality == quality]
+    for wanted in (channels, 3):
+        for entry in entries:
+            if entry.channels == wanted:
+                return entry
     raise NoModelError(no_model_message(quality))
 
 
-def default() -> Entry:
-    """The model used without --quality: the only one, the one with metadata ``default: true``,
-    else the middle quality (quality 2 of the shipped three). NoModelError if none."""
-    entries = bundled()
+def default(channels: int = 3) -> Entry:
+    """The model used without --quality for images of ``channels`` (``_for_channels``): the only
+    one, the one with metadata ``default: true``, else the middle quality (quality 2 of the shipped
+    three). NoModelError if none."""
+    entries = _for_channels(channels)
     if len(entries) == 1:
         return entries[0]
     for entry in entries:

@@ -1,6 +1,7 @@
 """The portability checks on a whole data set (default: Kodak, the three bundled models).
 
     python scripts/check_portability.py [--data DIR] [--relative 1e-4] [--limit N] [--out F.json]
+                                        [--encode-only]
 
 For every image and model it
 
@@ -16,6 +17,7 @@ For every image and model it
   them (the old format wrote the same range-coded strings without the blocks).
 
 It prints one line per file and a summary per model; ``--out`` writes all rows as JSON.
+``--encode-only`` measures the rate cost alone (no perturbed decode, no tfc comparison).
 """
 
 from __future__ import annotations
@@ -56,11 +58,15 @@ def _tfc_equal(model, result, bs) -> bool:
     )
 
 
-def check(model, rgb: np.ndarray, relative: float, seed: int, tfc: bool) -> dict:
+def check(
+    model, rgb: np.ndarray, relative: float, seed: int, tfc: bool, decode: bool = True
+) -> dict:
     result = codec.compress_with_info(rgb, model, estimate_bits=False)
+    row = {"bytes": len(result.data), "agreement_bytes": result.bits["agreement"] // 8}
+    if not decode:
+        return row
     bs = container.unpack(result.data)
     noisy = perturbation.perturbed(model, relative, seed=seed)
-    row = {"bytes": len(result.data), "agreement_bytes": result.bits["agreement"] // 8}
     try:
         dec = codec.decompress_with_info(result.data, noisy)
     except codec.CodecError as e:
@@ -88,13 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--relative", type=float, default=1e-4)
     p.add_argument("--limit", type=int, default=0, help="first N images only")
     p.add_argument("--out", type=pathlib.Path)
+    p.add_argument(
+        "--encode-only", action="store_true", help="the rate cost only: no perturbed decode"
+    )
     args = p.parse_args(argv)
     paths = images.list_images(args.data) if args.data.is_dir() else []
     paths = paths[: args.limit or None]
     if not paths:
         print(f"no images in {args.data}", file=sys.stderr)
         return 2
-    tfc = importlib.util.find_spec("tensorflow_compression") is not None
+    decode = not args.encode_only
+    tfc = decode and importlib.util.find_spec("tensorflow_compression") is not None
     rows, failures = [], 0
     for mpath in args.models:
         model = codec.LoadedModel.load(mpath)
@@ -104,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             row = {
                 "model": mpath.name,
                 "image": img.name,
-                **check(model, rgb, args.relative, n, tfc),
+                **check(model, rgb, args.relative, n, tfc, decode),
             }
             row["seconds"] = round(time.perf_counter() - t, 2)
-            bad = (
+            bad = decode and (
                 "error" in row
                 or not row["same_symbols"]
                 or row["psnr_vs_encoder_db"] < 40
@@ -118,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
     print(
         f"\nrelative noise {args.relative:g}; tensorflow-compression byte check: "
-        f"{'on' if tfc else 'off (not installed)'}"
+        f"{'on' if tfc else 'off (not installed or --encode-only)'}"
+        + ("" if decode else "; encode only: no decoding checked")
     )
     print(
         "model | files | decoded, same symbols | min PSNR vs encoder | tfc bytes equal | "

@@ -4,7 +4,8 @@
     python scripts/cross_env.py decode IN_DIR OUT_DIR
 
 ``encode`` codes every image with every bundled model (``q<N>-<image>.mrac``) and one image with
-the middle model in 256-pixel tiles (``tiled-q2-<image>.mrac``), and writes the encoder's
+the middle model with g_a in 256-pixel tiles (``tiled-q2-<image>.mrac``, decoded with g_s in
+tiles of that size too), and writes the encoder's
 prediction of the decoded image next to each file (``.enc.png``). ``decode`` decodes every
 ``.mrac`` of IN_DIR into OUT_DIR (``.png``), or writes ``.err`` with the one-line error. It also
 writes ``stack.json``: Python, numpy, jax and the device, so a report can say which stack did what.
@@ -32,8 +33,9 @@ import numpy as np
 from PIL import Image
 
 from mracnn_jax import codec, images, zoo
+from mracnn_jax.coding import container
 
-SAMPLES = pathlib.Path(codec.__file__).resolve().parent / "assets" / "samples"
+SAMPLES = images.SAMPLES_DIR
 TILE = 256
 
 
@@ -73,8 +75,9 @@ def decode(src: pathlib.Path, out: pathlib.Path) -> None:
     for f in sorted(src.glob("*.mrac")):
         data = f.read_bytes()
         try:
-            bs = codec.container.unpack(data)
-            image = codec.decompress(data, models[bs.params_digest])
+            bs = container.unpack(data)
+            tile = TILE if f.stem.startswith("tiled-") else None
+            image = codec.decompress(data, models[bs.params_digest], tile=tile)
         except (codec.CodecError, KeyError) as e:
             (out / f"{f.stem}.err").write_text(f"{type(e).__name__}: {e}")
             print(f"{f.stem}: {type(e).__name__}: {e}", flush=True)

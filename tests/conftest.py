@@ -9,6 +9,8 @@ import shutil
 
 import pytest
 
+from mracnn_jax.configs import preset_path
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
@@ -31,12 +33,12 @@ def repo_root() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def bundled_quality_lambdas() -> dict[int, float]:
-    """configs/bundled.py's QUALITY_LAMBDAS, read without running the config (no JAX)."""
-    tree = ast.parse((REPO / "configs" / "bundled.py").read_text())
+    """mracnn_jax/configs/bundled.py's QUALITY_LAMBDAS, read without running the config (no JAX)."""
+    tree = ast.parse(preset_path("bundled").read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and node.targets[0].id == "QUALITY_LAMBDAS":
             return ast.literal_eval(node.value)
-    raise AssertionError("configs/bundled.py has no QUALITY_LAMBDAS")
+    raise AssertionError("mracnn_jax/configs/bundled.py has no QUALITY_LAMBDAS")
 
 
 @pytest.fixture(scope="session")
@@ -49,12 +51,12 @@ def kodak_dir() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def small_model_export(tmp_path_factory) -> pathlib.Path:
-    """``mracnn export --config configs/small.py --seed 0``, run once per test session (about
+    """``mracnn export --config small --seed 0``, run once per test session (about
     30 s); test modules take copies (``copy_of_small_model``) so that none can alter another's."""
     from mracnn_jax import cli
 
     out = tmp_path_factory.mktemp("small_export") / "small.mracnn"
-    args = ["export", "--config", str(REPO / "configs" / "small.py"), "--seed", "0", str(out)]
+    args = ["export", "--config", "small", "--seed", "0", str(out)]
     assert cli.main(args) == 0
     return out
 
@@ -79,7 +81,7 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(cache_dir, copy_of_small_model):
-    """``mracnn export --config configs/small.py --seed 0`` (once per session), loaded by the
+    """``mracnn export --config small --seed 0`` (once per session), loaded by the
     codec tests with their module's compilation cache on."""
     return copy_of_small_model
 
@@ -106,3 +108,16 @@ def _make_latents_informative(params):
 def make_latents_informative():
     """The function ``params -> params`` above, for the codec, tiling and evaluation tests."""
     return _make_latents_informative
+
+
+@pytest.fixture(scope="module")
+def rich_model_path(exported, tmp_path_factory) -> pathlib.Path:
+    """The small export with informative latents (``_make_latents_informative``), saved as a
+    model file of the requesting module."""
+    from mracnn_jax import codec
+
+    base = codec.LoadedModel.load(exported)
+    rich = codec.LoadedModel(base.config, _make_latents_informative(base.params), {"test": "rich"})
+    path = tmp_path_factory.mktemp("models") / "rich.mracnn"
+    rich.save(path)
+    return path

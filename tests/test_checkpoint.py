@@ -20,12 +20,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_training import TinyCodec, assert_trees_equal, tiny_config
+from test_training import TinyCodec, assert_trees_equal, tiny_config  # a sibling test module
 
 from mracnn_jax import model_file
-from mracnn_jax.training import checkpoint, defaults, train_state
+from mracnn_jax.training import checkpoint, defaults, export, train_state
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -310,13 +308,13 @@ def test_export_from_checkpoint(tmp_path):
     )
     mngr.close()
     out = tmp_path / "export.mracnn"
-    digest = model_file.export_from_checkpoint(tmp_path / "wd", out)
+    digest = export.export_from_checkpoint(tmp_path / "wd", out)
     cfg, params, meta = model_file.load_model(out)
     assert cfg.N == 8 and meta["step"] == 1 and meta["lmbda"] == 0.013
     assert_trees_equal(params, jax.device_get(st.params))
     assert digest == model_file.params_digest(jax.device_get(st.params))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        model_file.export_from_checkpoint(tmp_path / "nothing", out)
+        export.export_from_checkpoint(tmp_path / "nothing", out)
 
 
 def test_train_py_export_only(tmp_path):

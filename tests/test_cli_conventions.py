@@ -24,8 +24,9 @@ import pytest
 from PIL import Image
 
 import mracnn_jax
+import mracnn_jax.codec.tiles  # imported now: a first import in a test would undo fake_codec
 import mracnn_jax.coding
-from mracnn_jax import cli, fileio, zoo
+from mracnn_jax import cli, compilation_cache, fileio, zoo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 IMAGE_EXTENSIONS = ("png", "PNG", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "ppm")
@@ -70,9 +71,7 @@ def _fake_unpack(data):
         raise ValueError("not an .mrac file")
     h, w = int.from_bytes(data[4:6], "big"), int.from_bytes(data[6:8], "big")
     image = np.frombuffer(data[8:], np.uint8).reshape(h, w, 3)
-    return types.SimpleNamespace(
-        height=h, width=w, colour_mode="RGB", tiling=None, tiles=(), image=image
-    )
+    return types.SimpleNamespace(height=h, width=w, colour_mode="RGB", bits=8, image=image)
 
 
 @pytest.fixture
@@ -87,11 +86,11 @@ def fake_codec(monkeypatch):
         cache_calls.append(None if path is None else os.fspath(path))
 
     codec = types.SimpleNamespace(
-        auto_tile=lambda h, w: None,
         compress_with_info=_fake_compress,
-        decompress_with_info=lambda bs, model, **kw: types.SimpleNamespace(image=bs.image),
+        decompress_with_info=lambda bs, model, **kw: types.SimpleNamespace(
+            image=bs.image, tiling=None
+        ),
         enable_compilation_cache=enable_compilation_cache,
-        resolve_tiling=lambda tile: tile,
         cache_calls=cache_calls,
     )
     monkeypatch.setattr(mracnn_jax, "codec", codec, raising=False)
@@ -257,7 +256,7 @@ def test_export_with_an_image_for_config_says_what_a_config_is(picture, tmp_path
     out = tmp_path / "x.mracnn"
     assert cli.main(["export", "--config", str(picture), str(out)]) == 1
     line = _error_line(capsys)
-    assert "is not a Python config file" in line and "configs/small.py" in line, line
+    assert "is not a Python config file" in line and "a preset (mracnn" in line, line
     assert "AttributeError" not in line and not out.exists()
 
 
@@ -566,23 +565,23 @@ def test_cache_folder_default_xdg_and_off(tmp_path, monkeypatch):
     monkeypatch.delenv("MRACNN_JAX_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     expected = str(tmp_path / "xdg" / "mracnn-jax" / "xla")
-    assert cli.default_cache_dir() == cli.compilation_cache_dir() == expected
+    assert compilation_cache.default_cache_dir() == compilation_cache.compilation_cache_dir() == expected
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for xdg in ("", "relative/cache"):  # unset or not absolute: ~/.cache (the XDG rule)
         monkeypatch.setenv("XDG_CACHE_HOME", xdg)
-        assert cli.compilation_cache_dir() == str(
+        assert compilation_cache.compilation_cache_dir() == str(
             tmp_path / "home" / ".cache" / "mracnn-jax" / "xla"
         )
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert cli.compilation_cache_dir() == str(tmp_path / "home" / ".cache" / "mracnn-jax" / "xla")
+    assert compilation_cache.compilation_cache_dir() == str(tmp_path / "home" / ".cache" / "mracnn-jax" / "xla")
     for off in ("off", "OFF", " off "):
         monkeypatch.setenv("MRACNN_JAX_CACHE_DIR", off)
-        assert cli.compilation_cache_dir() is None
-        assert cli.compilation_cache_dir("chosen") == "chosen"  # --cache-dir still wins
+        assert compilation_cache.compilation_cache_dir() is None
+        assert compilation_cache.compilation_cache_dir("chosen") == "chosen"  # --cache-dir still wins
     monkeypatch.setenv("MRACNN_JAX_CACHE_DIR", str(tmp_path / "env"))
-    assert cli.compilation_cache_dir() == str(tmp_path / "env")
-    assert cli.compilation_cache_dir("chosen") == "chosen"
-    assert cli.compilation_cache_dir("chosen", no_cache=True) is None
+    assert compilation_cache.compilation_cache_dir() == str(tmp_path / "env")
+    assert compilation_cache.compilation_cache_dir("chosen") == "chosen"
+    assert compilation_cache.compilation_cache_dir("chosen", no_cache=True) is None
 
 
 def test_compress_turns_the_default_cache_on(fake_codec, picture, tmp_path, monkeypatch, capsys):

@@ -1,6 +1,6 @@
 """End-to-end codec tests: real bitstreams (mracnn_jax.codec, cli), in both environments.
 
-One small model (configs/small.py's ``presets.small()``, random initialisation, seed 0) serves
+One small model (mracnn_jax/configs/small.py's ``presets.small()``, random initialisation, seed 0) serves
 every test. A random model codes almost everything to zero (y is tiny and sigma sits at the table's
 floor), which would leave the y coder untested, so the fixture scales g_a's last convolution by 30
 and adds 3 to the last bias of every cc_scale: y then spreads over about +-20 with sigma ~ 3
@@ -499,3 +499,26 @@ def test_cli_bundled_models(model, base_model, tmp_path, monkeypatch, capsys):
     )
     assert cli.main(["compress", str(tmp_path / "in.png"), str(out), "--quality", "7"]) == 1
     assert "no bundled model has quality 7 (bundled: 1, 2)" in capsys.readouterr().err
+
+
+def test_a_grayscale_model_codes_one_channel(tmp_path):
+    """A model with ``channels = 1`` codes an L image as one channel (16-bit too) and gives it back
+    as ``[H, W]``; an RGB image is refused in one line."""
+    from mracnn_jax.config_files import load_config
+
+    cfg = load_config("small")
+    cfg.model.channels = 1
+    gray_model = codec.LoadedModel.from_config(cfg, seed=0)
+    assert gray_model.channels == 1
+    g = (np.arange(64 * 80).reshape(64, 80) % 251).astype(np.uint8)
+    r = codec.compress_with_info(g, gray_model)
+    assert r.data[5] == 1 and r.y_hat is not None
+    decoded = codec.decompress(r.data, gray_model)
+    assert decoded.shape == g.shape and decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded, r.reconstruction)
+    g16 = g.astype(np.uint16) * 251
+    assert codec.decompress(codec.compress(g16, gray_model), gray_model).dtype == np.uint16
+    rgb = np.stack([g, g // 2, g // 3], axis=-1)
+    with pytest.raises(codec.ImageError, match="codes grayscale images; this one is RGB") as e:
+        codec.compress(rgb, gray_model)
+    assert "\n" not in str(e.value)

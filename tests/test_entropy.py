@@ -9,7 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mracnn_jax.entropy.factorized import FactorizedPrior
+from mracnn_jax.entropy.factorized import (
+    FactorizedPrior,
+    channel_medians,
+    logit_quantiles,
+    logits_cumulative,
+)
 from mracnn_jax.entropy.gaussian import gaussian_likelihood, scale_table, scale_to_index
 from mracnn_jax.entropy.quantize import add_noise, quantize_around, ste_round
 
@@ -67,6 +72,26 @@ def test_factorized_medians_are_the_half_points(prior):
     m = module.apply(params, method=module.medians)
     cdf = module.apply(params, jnp.diag(m)[None].reshape(4, 4) * 0 + m[None, :], method=module.cdf)
     np.testing.assert_allclose(cdf[0], 0.5, atol=1e-5)
+
+
+def test_factorized_quantiles_are_the_cdf_inverse(prior):
+    """logit_quantiles inverts the cumulative logit: l_K(x_t) = t (CDF(x_t) = sigmoid(t)) to float32
+    precision, x_t increasing in t; its t = 0 column is the medians."""
+    module, params = prior
+    p = params["params"]
+    t = np.log(2.0 / 1e-9 - 1.0)  # CompressAI's quantile targets (tail mass 1e-9)
+    targets = np.asarray([-t, -2.0, 0.0, 0.5, t], np.float32)
+    x = np.asarray(logit_quantiles(p, targets, 5))  # [C, T]
+    assert x.shape == (4, 5) and x.dtype == np.float32
+    assert np.all(np.diff(x, axis=1) > 0)
+    logits = np.asarray(logits_cumulative(p, jnp.asarray(x)[:, None, :], 5))[:, 0, :]
+    above = np.asarray(logits_cumulative(p, jnp.asarray(np.nextafter(x, np.inf))[:, None, :], 5))
+    assert np.all(logits <= targets + 1e-3) and np.all(above[:, 0, :] > targets - 1e-3)
+    cdf = module.apply(params, jnp.asarray(x.T), method=module.cdf)  # [T, C]
+    expected = np.broadcast_to(1 / (1 + np.exp(-targets[1:4])), (4, 3))
+    np.testing.assert_allclose(np.asarray(cdf)[1:4].T, expected, atol=1e-5)
+    medians = np.asarray(channel_medians(p, 5))
+    np.testing.assert_allclose(x[:, 2], medians, rtol=0, atol=1e-6)
 
 
 def test_gaussian_likelihood_matches_closed_form():

@@ -1,7 +1,7 @@
 """End-to-end tests of evaluate.py (mracnn_jax.evaluation.runner): real bitstreams on disk, the
 rates and qualities it reports, and its result files.
 
-One evaluation serves most tests: two models of configs/small.py (the random seed-0 export, and
+One evaluation serves most tests: two models of mracnn_jax/configs/small.py (the random seed-0 export, and
 a copy rescaled so that its latents carry information, as in test_codec) are two points of one
 curve, on two Kodak crops of opposite orientation (168x176 and 176x168: one padded shape,
 192x192, so the networks compile once; both above MS-SSIM's 161-pixel minimum), with the JPEG
@@ -48,7 +48,7 @@ evaluate = _load_evaluate()
 def model_files(tmp_path_factory, small_model_export, make_latents_informative):
     d = tmp_path_factory.mktemp("models")
     base = d / "small-seed0.mracnn"
-    shutil.copyfile(small_model_export, base)  # mracnn export --config configs/small.py --seed 0
+    shutil.copyfile(small_model_export, base)  # mracnn export --config small --seed 0
     model = codec.LoadedModel.load(base)
     rich = codec.LoadedModel(model.config, make_latents_informative(model.params), {"lmbda": 0.05})
     rich.save(d / "small-rescaled.mracnn")
@@ -269,3 +269,140 @@ def test_small_images_have_no_ms_ssim():
     mse = np.mean((x.astype(float) - y) ** 2)
     assert m["psnr"] == pytest.approx(10 * math.log10(255.0**2 / mse), abs=1e-3)
     assert math.isnan(m["ms_ssim"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Reference curves: --compare, and the published Kodak points only on Kodak. Anchors only (no
+# bundled model), so that each run takes a few seconds.
+
+
+@pytest.fixture
+def anchors_only(tmp_path, monkeypatch):
+    """No bundled model, and the arguments rd.png was drawn with (plots.plot_rd's)."""
+    monkeypatch.setattr(zoo, "BUNDLED_DIR", tmp_path / "no_models")
+    drawn = {}
+    plot_rd = runner.plots.plot_rd
+
+    def recording_plot_rd(curves, path, **kwargs):
+        drawn.update(kwargs, curves=curves)
+        return plot_rd(curves, path, **kwargs)
+
+    monkeypatch.setattr(runner.plots, "plot_rd", recording_plot_rd)
+    return drawn
+
+
+def _photo_like(h, w, seed):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 200 / w, yy * 200 / h, (xx + yy) * 100 / (h + w)], -1) + 20
+    return np.clip(base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def fake_kodak(tmp_path_factory):
+    """24 images named and sized as Kodak's (not its pixels)."""
+    d = tmp_path_factory.mktemp("fake_kodak")
+    for i in range(1, 25):
+        h, w = (768, 512) if i in (4, 9, 10) else (512, 768)
+        Image.fromarray(_photo_like(h, w, i)).save(d / f"kodim{i:02d}.png", compress_level=1)
+    return d
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory):
+    d = tmp_path_factory.mktemp("crops")
+    for i in (1, 2):  # under MS-SSIM's 161 pixels: PSNR only, fast
+        Image.fromarray(_photo_like(64, 96, i)).save(d / f"kodim{i:02d}.png")
+    return d
+
+
+def _cheap_score(original, decoded):
+    """PSNR, and an MS-SSIM that rises with it: cheap on 768x512 images."""
+    diff = original.astype(np.float64) - decoded.astype(np.float64)
+    p = 10 * np.log10(255.0**2 / np.mean(diff**2, axis=(-3, -2, -1)))
+    m = 1.0 - 10.0 ** (-p / 20.0)
+    return {"psnr": p, "ms_ssim": m, "ms_ssim_db": -10 * np.log10(1 - m)}
+
+
+def _published_rows(summary):
+    return [line for line in summary.splitlines() if "(published, Kodak)" in line]
+
+
+@pytest.mark.filterwarnings("ignore:.*under 161 pixels")
+def test_published_points_only_on_kodak(anchors_only, fake_kodak, crops, tmp_path, monkeypatch):
+    argv = ["--anchors", "jpeg", "--no-progress", "--out", str(tmp_path / "crops")]
+    assert evaluate.main([*argv, "--data", str(crops)]) == 0
+    summary = (tmp_path / "crops" / "summary.md").read_text()
+    assert _published_rows(summary) == [] and anchors_only["published"] == []
+    left_out = [line for line in summary.splitlines() if "Kodak points" in line]
+    assert len(left_out) == 1 and "left out" in left_out[0] and "2 images" in left_out[0]
+
+    monkeypatch.setattr(runner, "score", _cheap_score)
+    argv = ["--anchors", "jpeg", "--no-progress", "--out", str(tmp_path / "kodak")]
+    assert evaluate.main([*argv, "--data", str(fake_kodak)]) == 0
+    summary = (tmp_path / "kodak" / "summary.md").read_text()
+    rows = _published_rows(summary)
+    assert len(rows) == 6 + 3 + 2  # their points, and their BD-rates against jpeg
+    assert {row.split("|")[1].strip() for row in rows} == {
+        "WACNN (published, Kodak)",
+        "MRACNN (paper Table 3) (published, Kodak)",
+    }
+    assert [p["name"] for p in anchors_only["published"]] == ["WACNN", "MRACNN (paper Table 3)"]
+    assert "left out" not in summary and "was measured on" not in summary
+
+
+@pytest.mark.filterwarnings("ignore:.*under 161 pixels")
+def test_compare_draws_and_bd_rates_any_curve(anchors_only, crops, tmp_path, capsys):
+    vtm = json.loads((results.published_dir() / "vtm.json").read_text())
+    res = vtm["results"]
+    faster = {  # VTM's quality at 0.9x its rate: BD-rate -10 % on both metrics
+        "name": "fake-0.9x",
+        "description": "a test curve",
+        "results": {**res, "bpp": [0.9 * b for b in res["bpp"]]},
+    }
+    (tmp_path / "faster.json").write_text(json.dumps(faster))
+    psnr_only = {
+        "name": "psnr-only",
+        "dataset": "CLIC (30 images)",
+        "results": {"bpp": [0.9 * b for b in res["bpp"]], "psnr-rgb": res["psnr-rgb"]},
+    }
+    (tmp_path / "psnr_only.json").write_text(json.dumps(psnr_only))
+    out = tmp_path / "out"
+    argv = ["--data", str(crops), "--out", str(out), "--anchors", "jpeg", "--no-progress"]
+    compared = ["vtm", str(tmp_path / "faster.json"), str(tmp_path / "psnr_only.json")]
+    assert evaluate.main([*argv, "--compare", *compared, "--anchor-for-bd", "vtm"]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "BD-rate against VTM" in summary
+    assert "| fake-0.9x | -10.00 | -10.00 |" in summary
+    assert "| psnr-only | -10.00 | – |" in summary
+    assert any(line.startswith("| jpeg | ") for line in summary.splitlines())
+    assert [c["name"] for c in anchors_only["compared"]] == ["VTM", "fake-0.9x", "psnr-only"]
+    notes = [line for line in summary.splitlines() if "was measured on" in line]
+    assert len(notes) == 2  # VTM (Kodak) and psnr-only (CLIC); fake-0.9x states no data set
+    assert "'VTM' was measured on Kodak" in notes[0] and "CLIC (30 images)" in notes[1]
+    assert sorted(p.name for p in out.glob("*.json")) == ["jpeg.json"]  # nothing rewritten
+    capsys.readouterr()
+
+    # Shipped published points given explicitly are drawn on any data, once.
+    assert evaluate.main([*argv, "--compare", "wacnn", "--anchor-for-bd", "none"]) == 0
+    assert [c["name"] for c in anchors_only["compared"]] == ["WACNN"]
+    assert anchors_only["published"] == []
+
+
+def test_compare_errors_are_one_line(anchors_only, crops, tmp_path, capsys):
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "nopsnr.json").write_text(json.dumps({"name": "x", "results": {"bpp": [0.1]}}))
+    (tmp_path / "clash.json").write_text(
+        json.dumps({"name": "jpeg", "results": {"bpp": [0.1], "psnr-rgb": [30.0]}})
+    )
+    argv = ["--data", str(crops), "--out", str(tmp_path / "out"), "--anchors", "jpeg"]
+    for name, message in [
+        ("missing.json", "no such curve file"),
+        ("list.json", "is not a CompressAI results JSON"),
+        ("nopsnr.json", "has no bpp and psnr-rgb points"),
+        ("clash.json", "has the name of another curve"),
+    ]:
+        assert evaluate.main([*argv, "--compare", str(tmp_path / name)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and err[0].startswith("evaluate.py: error:")
+    assert not (tmp_path / "out").exists()  # refused before any work

@@ -1,4 +1,4 @@
-"""Tests of mracnn_jax.evaluation: metrics against TensorFlow, bpp, BD-rate, anchors, files."""
+"""Tests of mracnn_jax.evaluation: bpp, BD-rate, anchors, files (the metrics: test_metrics.py)."""
 
 from __future__ import annotations
 
@@ -7,30 +7,16 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mracnn_jax.evaluation import anchors, bd_rate, metrics, plots, results
+from mracnn_jax import metrics
+from mracnn_jax.evaluation import anchors, bd_rate, compare, plots, results
 
 REPO = Path(__file__).resolve().parents[1]
 KODAK = REPO.parent / "shared" / "data" / "kodak"
 SHARED_PUBLISHED = REPO.parent / "shared" / "data" / "published"
 
-try:  # TensorFlow is only the reference here; the metrics never import it.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-
-    tf.config.set_visible_devices([], "GPU")
-except (ImportError, AttributeError, RuntimeError):  # absent or broken install
-    tf = None
-needs_tf = pytest.mark.skipif(
-    tf is None, reason="tensorflow not importable: no reference for the metrics"
-)
-
-# metrics.ms_ssim and metrics.ssim are jitted already; the tests reuse a few shapes so that
-# the file stays well under a minute (each new shape is a new XLA compilation).
 CROP = (slice(64, 64 + 192), slice(96, 96 + 256))  # 192x256, the anchor tests' crop
 
 
@@ -39,10 +25,6 @@ def _kodak(i: int) -> np.ndarray:
     if not path.exists():
         pytest.skip(f"Kodak image not found at {path}")
     return anchors.load_rgb(path)
-
-
-def _noisy(rng, x, sigma, lo=0.0, hi=1.0):
-    return np.clip(x + sigma * rng.standard_normal(x.shape), lo, hi).astype(x.dtype)
 
 
 # --------------------------------------------------------------------------- rate
@@ -65,72 +47,6 @@ def test_bpp_is_file_bytes_exactly(tmp_path):
     assert [m["bpp"] for m in means if m["quality"] == q] == [rec["bpp"]]
     with pytest.raises(TypeError):
         metrics.bpp_from_file_size(10.5, h, w)
-
-
-# --------------------------------------------------------------------------- metrics vs TF
-
-
-@needs_tf
-def test_ssim_and_psnr_match_tf_random_float():
-    """Random [0, 1] pairs, a batch of 2, odd width, 161 rows (the 5-scale minimum)."""
-    rng = np.random.default_rng(0)
-    x = rng.random((2, 161, 175, 3), dtype=np.float32)
-    y = _noisy(rng, x, 0.08)
-    ref = tf.image.ssim_multiscale(x, y, 1.0).numpy()
-    np.testing.assert_allclose(metrics.ms_ssim(x, y, 1.0), ref, atol=1e-4, rtol=0)
-    np.testing.assert_allclose(
-        metrics.psnr(x, y, 1.0), tf.image.psnr(x, y, 1.0).numpy(), atol=1e-4, rtol=0
-    )
-    np.testing.assert_allclose(
-        metrics.ssim(x, y, 1.0), tf.image.ssim(x, y, 1.0).numpy(), atol=1e-4, rtol=0
-    )
-    # One image broadcast against a batch equals TF on the explicitly repeated batch.
-    ref_b = tf.image.ssim_multiscale(np.broadcast_to(x[0], y.shape), y, 1.0).numpy()
-    np.testing.assert_allclose(metrics.ms_ssim(x[0], y, 1.0), ref_b, atol=1e-4, rtol=0)
-
-
-@needs_tf
-def test_ssim_and_psnr_match_tf_kodak_uint8():
-    """Real 8-bit pairs: Kodak crops (257x341, odd) through JPEG, max_val 255."""
-    xs = np.stack([_kodak(i)[:257, :341] for i in (1, 7)])
-    ys = np.stack([anchors.encode_decode(x, "jpeg", q).decoded for x, q in zip(xs, (10, 40))])
-    ref_ms = tf.image.ssim_multiscale(tf.constant(xs), tf.constant(ys), 255).numpy()
-    ref_p = tf.image.psnr(tf.constant(xs), tf.constant(ys), 255).numpy()
-    m = metrics.image_metrics(xs, ys)
-    np.testing.assert_allclose(m["ms_ssim"], ref_ms, atol=1e-4, rtol=0)
-    np.testing.assert_allclose(m["psnr"], ref_p, atol=1e-4, rtol=0)
-    np.testing.assert_allclose(m["ms_ssim_db"], -10 * np.log10(1 - m["ms_ssim"]))
-    assert m["psnr"][0] < m["psnr"][1] and ref_ms[0] < 0.99
-
-
-def test_ms_ssim_small_image_rule():
-    """Below 161 px TF fails (InvalidArgumentError); we raise a ValueError naming the minimum."""
-    rng = np.random.default_rng(0)
-    assert metrics.min_size_for_ms_ssim() == 161
-    assert metrics.min_size_for_ms_ssim(num_scales=3) == 41
-    x = rng.random((160, 200, 3), dtype=np.float32)
-    with pytest.raises(ValueError, match="at least 161"):
-        metrics.ms_ssim(x, x, 1.0)
-    if tf is not None:
-        with pytest.raises(tf.errors.InvalidArgumentError):
-            tf.image.ssim_multiscale(x, x, 1.0)
-
-
-# --------------------------------------------------------------------------- metrics, no TF
-
-
-def test_ms_ssim_gradient_is_finite_and_db():
-    rng = np.random.default_rng(1)
-    x = rng.random((161, 175, 3), dtype=np.float32)
-    # y anti-correlated with x at fine scales: some CS terms are negative and relu'd to 0.
-    grad = jax.jit(jax.grad(lambda a, b: metrics.ms_ssim(a, b, 1.0)))
-    g = np.asarray(grad(x, _noisy(rng, x, 0.1)))
-    assert np.all(np.isfinite(g)) and np.any(g != 0)
-    assert float(metrics.ms_ssim(x, 1.0 - x, 1.0)) == 0.0  # relu'd negative CS: a flat zero
-    assert np.all(np.asarray(grad(x, 1.0 - x)) == 0.0)  # with a zero, not NaN, gradient
-    assert metrics.ms_ssim_db(0.99) == pytest.approx(20.0)
-    assert metrics.ms_ssim_db(0.9) == pytest.approx(10.0)
-    assert float(metrics.ms_ssim_db(jnp.float32(0.9))) == pytest.approx(10.0, rel=1e-5)
 
 
 # --------------------------------------------------------------------------- BD-rate
@@ -324,3 +240,85 @@ def test_results_files_summary_and_plot(tmp_path):
     assert (
         "WACNN (published)" not in fig.axes[1].get_legend_handles_labels()[1]
     )  # no MS-SSIM published
+
+
+# --------------------------------------------------------------------------- reference curves
+
+KODAK_SET = [(f"kodim{i:02d}.png", (512, 768, 3) if i % 3 else (768, 512, 3)) for i in range(1, 25)]
+
+
+def test_kodak_is_the_24_images_by_name_and_size():
+    names, shapes = zip(*KODAK_SET)
+    assert compare.kodak_mismatch(names, shapes) is None
+    upper = [n.upper().replace(".PNG", ".jpg") for n in names]  # case and suffix do not matter
+    assert compare.kodak_mismatch(upper, shapes) is None
+    why = compare.kodak_mismatch(names[:23], shapes[:23])  # a subset is not Kodak's average
+    assert why and "23 images" in why and "kodim24" in why
+    why = compare.kodak_mismatch([*names, "extra.png"], [*shapes, (512, 768, 3)])
+    assert why and "extra.png" in why
+    crops = [*shapes[:4], (256, 256, 3), *shapes[5:]]
+    assert "kodim05.png is 256x256" in compare.kodak_mismatch(names, crops)
+    assert compare.kodak_mismatch(["a.png", "b.png"], [(64, 64, 3)] * 2).startswith("2 images")
+
+
+def test_shipped_curves_load_by_name_with_their_source():
+    assert {"vtm", "bpg444", "wacnn", "mracnn-paper-table3"} <= set(compare.shipped_names())
+    vtm = compare.load_reference("vtm")
+    assert vtm.shipped and vtm.name == "VTM" and compare.states_kodak(vtm.dataset)
+    assert set(vtm.result["results"]) >= {"bpp", "psnr-rgb", "ms-ssim-rgb"}
+    assert "CompressAI" in vtm.result["description"]
+    assert "BSD 3-Clause Clear" in (results.published_dir() / "README.md").read_text()
+    for stem in ("vtm", "bpg444"):  # the numbers are CompressAI's, as in the shared copy
+        shared = SHARED_PUBLISHED / f"{stem}.json"
+        if shared.exists():
+            ours = compare.load_reference(stem).result
+            assert ours["results"] == json.loads(shared.read_text())["results"]
+    assert [r.name for r in compare.default_published()] == ["WACNN", "MRACNN (paper Table 3)"]
+
+
+def test_reference_files_are_checked(tmp_path):
+    def write(name, data):
+        path = tmp_path / name
+        path.write_text(data if isinstance(data, str) else json.dumps(data))
+        return str(path)
+
+    good = {"name": "x", "results": {"bpp": [0.1, 0.2], "psnr-rgb": [30.0, 32.0]}}
+    ref = compare.load_reference(write("good.json", good))
+    assert not ref.shipped and ref.dataset is None and ref.name == "x"
+    cases = [
+        (str(tmp_path / "missing.json"), "no such curve file"),
+        (write("text.json", "bpp,psnr\n"), "not a CompressAI results JSON: not valid JSON"),
+        (write("list.json", [1, 2]), "not a CompressAI results JSON"),
+        (write("noname.json", {"results": good["results"]}), "lacks the 'name' entry"),
+        (write("short.json", {**good, "results": {"bpp": [0.1], "psnr-rgb": []}}), "entries"),
+        (write("nopsnr.json", {**good, "results": {"bpp": [0.1, 0.2]}}), "no bpp and psnr-rgb"),
+        (write("nobpp.json", {**good, "results": {"psnr-rgb": [30.0]}}), "'bpp' list"),
+        (write("strings.json", {**good, "results": {"bpp": ["a"], "psnr-rgb": [1]}}), "non-number"),
+    ]
+    for spec, message in cases:
+        with pytest.raises(compare.CompareError, match=message):
+            compare.load_reference(spec)
+
+
+def test_dataset_notes():
+    def ref(dataset):
+        return compare.Reference({"name": "c", "results": {}}, "c.json", False, dataset)
+
+    evaluated = "kodak (24 images, 512x768, 768x512)"
+    crops = "crops (2 images, 64x64)"
+    assert compare.dataset_note(ref(None), crops, False) is None
+    assert compare.dataset_note(ref(crops), crops, False) is None  # an earlier run's own curve
+    assert compare.dataset_note(ref("Kodak"), evaluated, True) is None
+    assert compare.dataset_note(ref("kodak (24 images, 512x768)"), evaluated, True) is None
+    note = compare.dataset_note(ref("kodak (2 images, 176x168)"), evaluated, True)
+    assert note and "'c'" in note and "kodak (2 images" in note
+    assert compare.dataset_note(ref("Kodak"), crops, False)
+    assert compare.dataset_note(ref("CLIC 2020"), evaluated, True)
+    assert compare.dataset_note(compare.load_reference("vtm"), evaluated, True) is None
+
+
+def test_compared_curves_are_drawn_by_name():
+    vtm, bpg = (compare.load_reference(n).result for n in ("vtm", "bpg444"))
+    fig = plots.plot_rd([vtm], compared=[bpg], published=results.load_published())
+    for ax in fig.axes:  # both have MS-SSIM
+        assert "BPG 444 x265" in ax.get_legend_handles_labels()[1]

@@ -33,7 +33,7 @@ def test_round_trip_and_layout():
     data = container.pack(bs)
     assert container.unpack(data) == bs
     # Byte layout of docs/format.md.
-    assert data[:4] == b"MRAC" and data[4] == 3 and data[5] == 0 and data[6] == 5 and data[7] == 6
+    assert data[:4] == b"MRAC" and data[4] == 5 and data[5] == 0 and data[6] == 5 and data[7] == 6
     assert struct.unpack_from("<II", data, 8) == (17, 300)
     assert data[16:32] == bs.params_digest and data[32:48] == bs.symbol_digest
     assert data[48:64] == bs.index_digest
@@ -78,7 +78,7 @@ def test_pack_validates():
         (b"GIF89a....", "not an .mrac file"),
         (b"MRA", "not an .mrac file"),
         (b"MRAC", "truncated"),
-        (b"MRAC\x03" + bytes(20), "truncated"),
+        (b"MRAC\x05" + bytes(20), "truncated"),
     ],
 )
 def test_garbage(data, message):
@@ -88,15 +88,16 @@ def test_garbage(data, message):
 
 def test_wrong_version():
     data = bytearray(container.pack(_bitstream()))
-    data[4] = 5  # versions 3 (untiled) and 4 (tiled) are read
-    with pytest.raises(ContainerError, match="version 5"):
+    data[4] = 6  # version 5 is read
+    with pytest.raises(ContainerError, match="version 6"):
         container.unpack(bytes(data))
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_legacy_versions_are_refused_with_the_reason(version):
-    """Versions 1 and 2 (same layouts, float latent digest, no scale-index agreement) decode
-    only with the encoder's exact arithmetic: refused in one line that says so."""
+    """Versions 1 and 2 (float latent digest, no scale-index agreement) decode only with the
+    encoder's exact arithmetic, version 3 had an earlier agreement block, version 4 coded tiles
+    independently: each is refused in one line that names the version and says why."""
     data = bytearray(container.pack(_bitstream()))
     data[4] = version
     data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))

@@ -126,3 +126,65 @@ def test_any_size_comes_back_at_its_own_size(small_model, height, width):
     offsets = model.apply({"params": params}, method=model.z_offsets)
     z_int = np.asarray(out["z_hat"]) - np.asarray(offsets)
     np.testing.assert_allclose(z_int, np.round(z_int), atol=1e-4)
+
+
+# -- grayscale (model.channels = 1) -------------------------------------------------------------
+
+# The layers that touch the image: (path of the kernel, axis of its image channels).
+IMAGE_LAYERS = {
+    "mracb": {("g_a", "mracd_0", "down"): 2, ("g_a", "mracd_0", "skip"): 2, ("g_s", "deconv_5"): 3},
+    "conv5": {("g_a", "conv_0"): 2, ("g_s", "deconv_8"): 3},
+}
+
+
+def gray(cfg):
+    cfg.channels = 1
+    return cfg
+
+
+@pytest.mark.parametrize("base", [presets.mracnn, presets.wacnn])
+def test_one_channel_model_differs_only_in_the_image_layers(base):
+    from mracnn_jax.summary import parameter_shapes
+
+    colour = flatten_dict(parameter_shapes(presets.small(base())))
+    mono = flatten_dict(parameter_shapes(gray(presets.small(base()))))
+    assert colour.keys() == mono.keys()
+    layers = IMAGE_LAYERS[base().transform]
+    changed = {k for k in colour if colour[k].shape != mono[k].shape}
+    assert changed == {layer + (leaf,) for layer in layers for leaf in ("kernel",)} | {
+        layer + ("bias",) for layer, axis in layers.items() if axis == 3
+    }
+    expected = 0
+    for layer, axis in layers.items():
+        kh, kw, c_in, c_out = colour[layer + ("kernel",)].shape
+        assert (c_in if axis == 2 else c_out) == 3
+        assert mono[layer + ("kernel",)].shape[axis] == 1
+        if axis == 2:  # the image's channels feed this convolution: k*k*2*N fewer
+            expected += kh * kw * 2 * c_out
+        else:  # the convolution produces the image: k*k*N*2 weights and 2 biases fewer
+            expected += kh * kw * c_in * 2 + 2
+    total = lambda shapes: sum(int(np.prod(s.shape)) for s in shapes.values())
+    assert total(colour) - total(mono) == expected
+
+
+def test_one_channel_model_maps_gray_to_gray():
+    model = build_model(gray(presets.small()))
+    params = init_params(model, jax.random.PRNGKey(0))
+    assert params["g_a"]["mracd_0"]["down"]["kernel"].shape[2] == 1
+    x = jnp.asarray(smooth_images(1, 64)[..., :1])
+    out = model.apply({"params": params}, x, train=False)
+    assert out["x_hat"].shape == (1, 64, 64, 1)
+    assert np.isfinite(float(out["bpp"])) and float(out["bpp"]) > 0
+    with pytest.raises(ValueError, match="3 channels, the model 1"):
+        model.apply({"params": params}, jnp.zeros((1, 64, 64, 3)), train=False)
+
+
+def test_configs_without_channels_build_colour_models():
+    """Model files written before ``channels`` existed hold configs without it: they mean RGB."""
+    old = presets.small().to_dict()
+    del old["channels"]
+    assert build_model(old).cfg.channels == 3
+    assert build_model(presets.small()).cfg.channels == 3
+    for bad in (0, 2.0, "1", True):
+        with pytest.raises(ValueError, match="model.channels"):
+            build_model({**old, "channels": bad})

@@ -8,15 +8,13 @@ bundled model files carry their z coding tables (computed once at export).
 
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
 import pytest
 
 from mracnn_jax import codec, images, model_file, zoo
 from mracnn_jax.coding import perturbation
 
-SAMPLE = pathlib.Path(codec.__file__).resolve().parent / "assets" / "samples" / "kodim23.png"
+SAMPLE = images.SAMPLES_DIR / "kodim23.png"
 BUNDLED = [e.path for e in zoo.bundled()]
 
 

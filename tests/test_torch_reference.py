@@ -1,29 +1,22 @@
 """Checks of the PyTorch WACNN reference (tests/reference/torch_wacnn.py).
 
+The reference is written from the public STF code's structure, independently of our Flax model
+and of its PyTorch twin (mracnn_jax.torch_models), which tests/test_torch_models.py checks
+against it. ``tests/reference`` is a package: pytest puts ``tests/`` on ``sys.path`` (it holds
+no ``__init__.py``), so the reference is imported as ``reference.torch_wacnn``.
+
 Needs torch (requirements/torch-cpu.txt, which `make test` installs into .venv); skipped, with
 the reason, where it is absent.
 Parameter counts are those measured on the public WACNN (docs/architecture.md section 1.5).
 """
-
-import importlib.util
-import pathlib
 
 import pytest
 
 torch = pytest.importorskip(
     "torch", reason="PyTorch not installed: the WACNN reference needs requirements/torch-cpu.txt")
 
-_REF_PATH = pathlib.Path(__file__).parent / "reference" / "torch_wacnn.py"
-
-
-def _load_reference():
-    spec = importlib.util.spec_from_file_location("mracnn_torch_wacnn_reference", _REF_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ref = _load_reference()
+# after the skip: the reference imports torch
+from reference import torch_wacnn as ref
 
 EXPECTED = {
     "g_a": 6_928_528,

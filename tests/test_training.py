@@ -2,7 +2,7 @@
 
 The loop tests use ``TinyCodec``, a stand-in with the model's interface (a few convolutions and a
 Gaussian likelihood), so that each compiles in seconds; ``test_small_config_*`` runs the real
-``configs/small.py`` model for two steps. Run as a script, this file is the child process of the
+small preset's model for two steps. Run as a script, this file is the child process of the
 multi-device test (``python tests/test_training.py shard_child OUT_JSON``).
 """
 
@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import flax.linen as nn
@@ -42,6 +43,11 @@ class TinyCodec(nn.Module):
 
     M: int = 4
     Z: int = 2
+
+    @property
+    def cfg(self) -> ml_collections.ConfigDict:
+        """The model config fields ``registry.init_params`` reads (RGB images)."""
+        return ml_collections.ConfigDict({"channels": 3})
 
     def _likelihood(self, v, name):
         log_scale = self.param(name, nn.initializers.zeros, (v.shape[-1],))
@@ -351,7 +357,7 @@ def test_loss_mse_against_hand_computation():
 
 
 def test_loss_ms_ssim_uses_evaluation_metric():
-    from mracnn_jax.evaluation.metrics import ms_ssim
+    from mracnn_jax.metrics import ms_ssim
 
     x = jax.random.uniform(jax.random.PRNGKey(0), (2, 192, 192, 3))
     out = _fake_out(jax.random.PRNGKey(1), h=192, w=192)
@@ -545,27 +551,75 @@ def test_config_validation_errors(tmp_path):
         _train(tiny_config(tmp_path, loss_metric="ms-ssim"), tmp_path / "wd")
 
 
-def _small_config_available() -> bool:
-    try:
-        from mracnn_jax.models import build_model  # noqa: F401
-    except ImportError:
-        return False
-    return (REPO / "configs" / "small.py").exists()
+def test_two_step_run_says_compiling_shows_steps_per_second_writes_tensorboard_no_orbax_info(
+    tmp_path, capfd, caplog
+):
+    """What a user sees: a line before the first step saying the step compiles (and one with how
+    long it took), a bar whose rate says steps/s, TensorBoard events under tb/, and no INFO line
+    of orbax's (absl's logger) among the bar's, although INFO logging is on."""
+    from mracnn_jax.training.train_lib import TB_DIR
+
+    config = tiny_config(tmp_path, num_steps=2, checkpoint_every=1, log_every=1)
+    with caplog.at_level(logging.INFO):
+        _train(config, tmp_path / "wd")
+    err = capfd.readouterr().err
+    assert "compiling the training step" in err and "compiled the training step in" in err, err
+    assert err.index("compiling the training step") < err.index("step 1/2"), err
+    assert "steps/s=" in err and "sps=" not in err, err
+    noisy = [r for r in caplog.records if r.name.startswith(("absl", "orbax"))]
+    assert not [r for r in noisy if r.levelno < logging.WARNING], [r.getMessage() for r in noisy]
+    events = list((tmp_path / "wd" / TB_DIR).glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+    assert logging.getLogger("absl").level == logging.NOTSET  # restored after the run
+
+
+def test_bad_data_folders_and_unknown_fields_fail_before_the_model_is_built(tmp_path):
+    """A missing or empty data folder, or a misspelt field, is one ConfigError within a second,
+    before the model is built (the model given here fails if touched) or the workdir made."""
+    from mracnn_jax.training.config_checks import ConfigError
+    from mracnn_jax.training.train_lib import train_and_evaluate
+
+    class Untouchable:
+        def __getattr__(self, name):
+            raise AssertionError(f"the model was used ({name}) before the config was checked")
+
+    (tmp_path / "empty").mkdir()
+    cases = {
+        "missing": ({"data.train_dirs": [str(tmp_path / "nowhere")]}, "does not exist"),
+        "empty": ({"data.train_dirs": [str(tmp_path / "empty")]}, "no .png"),
+        "val": ({"data.val_dir": str(tmp_path / "nowhere")}, "data.val_dir"),
+        "field": ({"train.lmbdaa": 0.1}, "unknown config field train.lmbdaa; did you mean"),
+    }
+    for name, (fields, message) in cases.items():
+        config = tiny_config(tmp_path)
+        for field, value in fields.items():
+            block, key = field.split(".")
+            config[block][key] = value
+        t0 = time.perf_counter()
+        with pytest.raises(ConfigError, match=message):
+            train_and_evaluate(config, str(tmp_path / f"wd_{name}"), model=Untouchable())
+        assert time.perf_counter() - t0 < 1.0, name
+        assert not (tmp_path / f"wd_{name}").exists(), name
+
+
+def test_config_checks_ms_ssim_size_is_the_metrics_one():
+    from mracnn_jax.metrics import min_size_for_ms_ssim
+    from mracnn_jax.training.config_checks import MS_SSIM_MIN_SIZE
+
+    assert MS_SSIM_MIN_SIZE == min_size_for_ms_ssim()
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _small_config_available(), reason="configs/small.py or the model missing")
 @pytest.mark.skipif(
     not os.environ.get("MRACNN_SLOW_TESTS"),
     reason="compiling the real model takes minutes on 2 CPU cores; "
     "set MRACNN_SLOW_TESTS=1 (or run it on a GPU)",
 )
 def test_small_config_learns_on_the_shared_training_photos(tmp_path):
-    """configs/small.py, a few hundred steps on ../shared/data/train: the validation loss
+    """The small preset, a few hundred steps on ../shared/data/train: the validation loss
     (λ·255²·MSE + bpp on 8 held-out BSDS500 centre crops, at inference) falls clearly below its
     value at the initial parameters, and the exported model rebuilds."""
-    import importlib.util
-
+    from mracnn_jax.config_files import load_config
     from mracnn_jax.model_file import load_model
     from mracnn_jax.models import build_model
     from mracnn_jax.training.train_lib import (
@@ -581,10 +635,7 @@ def test_small_config_learns_on_the_shared_training_photos(tmp_path):
     data = defaults.default_data_root() / "train"
     if not data.is_dir():
         pytest.skip(f"the training photos are not at {data}")
-    spec = importlib.util.spec_from_file_location("small_config", REPO / "configs" / "small.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    config = mod.get_config()
+    config = load_config("small")
     config.train.update(
         {
             "num_steps": int(os.environ.get("MRACNN_LEARNING_STEPS", "300")),

@@ -15,9 +15,31 @@ from mracnn_jax import cli, model_file, zoo
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _save(path: pathlib.Path, name: str = "toy", value: float = 0.0, **metadata) -> str:
+def _save(
+    path: pathlib.Path, name: str = "toy", value: float = 0.0, channels: int | None = None,
+    **metadata,
+) -> str:  # fmt: skip
     params = {"w": np.full(2, value, np.float32)}
-    return model_file.save_model(path, {"name": name}, params, metadata=metadata)
+    config = {"name": name} if channels is None else {"name": name, "channels": channels}
+    return model_file.save_model(path, config, params, metadata=metadata)
+
+
+def test_grayscale_images_get_a_grayscale_model(tmp_path, monkeypatch, capsys):
+    """``mracnn compress`` picks, for an L image, the grayscale model of the quality where one is
+    bundled, the colour one otherwise; ``mracnn models`` and ``info`` say which is which."""
+    monkeypatch.setattr(zoo, "BUNDLED_DIR", tmp_path)
+    for q in (1, 2, 3):
+        _save(tmp_path / f"colour-q{q}.mracnn", f"colour{q}", float(q))
+    _save(tmp_path / "gray-q2.mracnn", "gray2", 9.0, channels=1)
+    assert zoo.default(channels=1).path.name == "gray-q2.mracnn"
+    assert zoo.default().path.name == "colour-q2.mracnn"
+    assert zoo.by_quality(1, channels=1).path.name == "colour-q1.mracnn"  # no gray q1: colour
+    args = types.SimpleNamespace(model=None, quality=None)
+    assert cli._model_for_compress(args, "L").endswith("gray-q2.mracnn")
+    assert cli._model_for_compress(args, "RGB").endswith("colour-q2.mracnn")
+    assert cli.main(["models"]) == 0
+    rows = {line.split()[-1]: line.split() for line in capsys.readouterr().out.splitlines()[1:5]}
+    assert "grayscale" in rows["gray-q2.mracnn"] and "colour" in rows["colour-q2.mracnn"]
 
 
 def test_the_three_bundled_models(bundled_quality_lambdas):
@@ -114,7 +136,7 @@ def test_identity_error():
 def test_cli_models_table(capsys, bundled_quality_lambdas):
     assert cli.main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["quality", "lambda", "size", "params", "name", "file"]
+    assert lines[0].split() == ["quality", "images", "lambda", "size", "params", "name", "file"]
     lambdas = bundled_quality_lambdas
     for line, e in zip(lines[1:4], zoo.bundled()):
         cells = line.split()
@@ -122,6 +144,8 @@ def test_cli_models_table(capsys, bundled_quality_lambdas):
         star = cells[1] == "*"
         assert star == (e.quality == 2)
         cells = cells[2:] if star else cells[1:]
+        assert cells[0] == ("grayscale" if e.channels == 1 else "colour")
+        cells = cells[1:]
         assert float(cells[0]) == lambdas[e.quality]
         assert cells[1:3] == [f"{e.size / 1e6:.1f}", "MB"]
         assert e.params_digest.startswith(cells[3]) and len(cells[3]) == 16

@@ -10,7 +10,7 @@ produce (only much larger than what they are seen to produce):
     y^_i after the LRP           ->  y^_i (1 + relative u)
 
 with u uniform in [-1, 1], drawn afresh for every call. The file's integers must still come out
-the same (``coding.scale_agreement``'s tolerance is a relative sigma difference of 1.23e-4), and
+the same (``coding.scale_agreement``'s tolerance is a relative sigma difference of 1.11e-4), and
 the reconstruction may only differ by float noise. Used by the tests and by
 ``benchmarks/check_portability.py``.
 """

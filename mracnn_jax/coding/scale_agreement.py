@@ -6,52 +6,104 @@ The y coder picks, for every latent element, one of the 64 Gaussian tables by it
 
 The decoder recomputes f from its own decoded slices on its own hardware and library versions, so
 its f may differ from the encoder's by float noise. Where f lies near a rounding boundary
-(``n + 1/2``) the two sides would pick different tables and the range decoder would read garbage.
+(``b + 1/2``) the two sides would pick different tables and the range decoder would read garbage.
 
-Tolerance. Both sides accept that the decoder's f may differ from the encoder's by at most
-``EPSILON`` (10⁻³ index steps). One step is ``ln(256/0.11)/63 = 0.1231`` in ``ln sigma``, so this
-is a relative difference of sigma up to ``exp(EPSILON * 0.1231) - 1 = 1.23e-4``.
+Tolerance. The format is sized for a decoder whose f differs from the encoder's by at most
+``EPSILON`` = 9 x 10⁻⁴ index steps. One step is ``ln(256/0.11)/63 = 0.1231`` in ``ln sigma``, so
+this is a relative difference of sigma up to ``exp(EPSILON * 0.1231) - 1 = 1.11e-4`` (the
+portability contract asks for 1e-4).
 
-Ambiguous elements. With ``lo = clip(round(f - EPSILON))`` and ``hi = clip(round(f + EPSILON))``,
-an element is *ambiguous* for a side when ``lo != hi`` (then ``hi = lo + 1``). If the two sides'
-f differ by at most EPSILON, the encoder's k is always the decoder's ``lo`` or ``hi``, and equals
-``lo`` wherever the decoder sees no ambiguity (round is monotone). So the decoder knows every k
-but, for each of its ambiguous elements, one bit: the parity of k.
+What the decoder lacks. Where the two sides' f differ by less than the distance of the decoder's
+f to its nearest boundary, the decoder's own rounding is the encoder's k; elsewhere the encoder's
+k is the decoder's rounding moved one step across that boundary, which flips its parity. So the
+decoder needs the parity of k of the elements nearest a boundary, nothing else. Within the
+tolerance, these are the elements whose f lies within EPSILON of a boundary ("ambiguous",
+``candidates``; about ``2 EPSILON`` of those whose sigma is inside the table), and as noise up to
+the tolerance can move each of them either way, about one bit per ambiguous element is the least
+that any scheme honouring the tolerance must send. This one sends that plus a few bits per slice.
 
-Syndrome (Slepian–Wolf with a random linear code). The encoder sends, per group of at most
-``GROUP`` consecutive elements (C order of the slice ``[1, h, w, c]``), the ``m``-bit vector
+Syndrome (Slepian–Wolf with a random linear code). A slice's elements (C order of ``[1, h, w, c]``)
+form one group, or for large slices G groups of consecutive elements with about
+``GROUP_AMBIGUOUS`` ambiguous ones each (which keeps the decoder's GF(2) work small). Per group the
+encoder sends the m-bit vector
 
-    s = XOR over elements i with k_i odd of h(i),     h(i) = m pseudo-random bits of element i
+    s = XOR over the group's elements i with k_i odd of h(i),     h(i) = m pseudo-random bits
 
-with ``m = (encoder's ambiguous count) + MARGIN``. The decoder XORs out the elements it is sure of
-and solves ``A x = r`` over GF(2) for the parities x of its ambiguous elements (A: their h(i) as
-columns); a random m x u matrix with m >= u + 12 has full column rank with probability > 1 - 2⁻¹².
-If it does not (or the decoder sees more ambiguous elements than rows), the free parities take
-the decoder's own rounding; the file's index digest then tells whether the result is right. An
-inconsistent system means the two sides differ by more than the tolerance: ``AgreementError``.
+with m = (its ambiguous count) + spare rows. The spare rows are what brings the group's block to
+``BUDGET`` (0.3 %) of the group's rate as the encoder estimates it from its k (the entropy of each
+table, ``_table_bits``), at least ``MARGIN`` (4) and at most ``SPARE_MAX`` (32): small files, whose
+ambiguous count alone is near that share, get 4; larger ones get more robustness where it costs
+little. The last group also takes the bits up to the next byte boundary as rows (they would
+otherwise be padding). h(i) is splitmix64 of ``(i << 8) | word`` (i the element's index in the
+slice), integer arithmetic only, so both sides generate the same bits everywhere. The spare-row
+rule is the encoder's choice alone: the decoder reads m.
 
-h(i) is splitmix64 of ``(i << 8) | word``, integer arithmetic only, so both sides generate the
-same bits everywhere. Cost: about one bit per ambiguous element (a fraction ``2 EPSILON`` of
-the elements whose sigma is inside the table) plus, per group, ``MARGIN`` bits and an Elias-gamma
-coded count; the whole block is padded to a byte.
+Decoding (ordered statistics). The decoder XORs into s the h(i) of the elements its own rounding
+makes odd; what remains, r, is the XOR of h(i) over the elements where the two sides disagree. It
+sorts its elements by the distance of its f to the nearest boundary and eliminates over GF(2) the
+columns h(i) in that order until ``m - c`` of them are independent, keeping c rows as checks (c =
+``CHECKS`` = 8, or half of its rows beyond its own ambiguous count if more, or fewer, down to
+``CHECKS_MIN`` = 4, when that is what it takes to solve for all of its ambiguous elements). When
+the solution on those pivots passes the c checks, it is the answer: the disagreements were all
+among the elements nearest a boundary, within the tolerance or not, and they are corrected at once.
+Otherwise some disagreement lies further out (noise beyond the tolerance, which compounds along the
+slice chain): the decoder tries flipping one or two further elements within ``OUTLIER_T`` of a
+boundary whose columns satisfy the checks, and keeps the hypothesis that moves f the least (the
+sum over the flipped elements of their distance to the boundary). No hypothesis:
+``AgreementError``.
 
-Block layout (per slice, before its range-coded string): for each group in order,
-``gamma(m - MARGIN + 1)`` then the m syndrome bits (bit j of word j // 64, least significant
-first); then zero bits up to the next byte. The block is self-delimiting given the element count.
+Guarantees. If every disagreement lies among the p elements nearest a boundary, p <= m - c (within
+the tolerance: p = the decoder's ambiguous count, about the encoder's), the answer is the
+encoder's unless those p columns are linearly dependent, probability < 2^(p - m) <= 2^-c. Under
+realistic float noise (10⁻⁶ of sigma) p is 0 or 1, and the bound about 2^-m. Even then, a
+dependent column is most often the last (with probability 1/2 and more), the most reliable of the
+p, and takes the decoder's own rounding, which is then usually right; whatever goes wrong is
+caught by the file's index digest. Beyond the tolerance the decoder usually still succeeds (rows
+past the ambiguous ones, one or two far outliers) but nothing is promised.
+
+Cost per slice: one bit per ambiguous element, the spare rows, a 5–7 bit length code, and the bits
+up to a byte boundary (which serve as rows).
+
+Block layout (per slice, before its range-coded string), n = the slice's element count:
+
+* ``EG_K(n)(w)`` (order-K Exp-Golomb, ``K(x) = max(0, floor(log2(floor(x * EPSILON / 4))))``);
+* w >= 1: one group of all n elements, v = w - 1: the syndrome has m = 8 (floor(P / 8) + v) - P
+  bits, P the bit position after the code, so the block ends on a byte boundary;
+* w = 0: ``gamma(G - 1)``, G >= 2 groups, group j covering elements [j n // G, (j + 1) n // G);
+  for each group but the last ``EG_R(n_j)(m_j)`` (``R(x) = max(0, floor(log2(floor(x *
+  EPSILON))))``) and its m_j syndrome bits; for the last ``EG_K(n_last)(v)`` and its
+  m = 8 (floor(P / 8) + v) - P bits;
+* syndrome bit j is bit ``j mod 64`` of word ``j div 64`` of s (least significant first).
+
+At most ``MAX_ROWS`` bits per group. The block is self-delimiting given the element count.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+
+import numba
 import numpy as np
 
-EPSILON = 1e-3  # index steps: the decoder's f may differ from the encoder's by this much
-MARGIN = 32  # syndrome bits beyond the encoder's ambiguous count: rank, and checks for outliers
-OUTLIER_EPSILON = 4e-3  # the decoder looks for one or two outliers this close to a boundary
-GROUP = 1 << 16  # elements per syndrome
-MAX_WORDS = 256  # 64-bit words per syndrome (m <= 16384)
+EPSILON = 9e-4  # index steps: the tolerance the syndrome is sized for (sigma relative 1.11e-4)
+MARGIN = 4  # least spare syndrome rows per group, beyond the encoder's ambiguous count ...
+SPARE_MAX = 32  # ... most ...
+BUDGET = 3e-3  # ... and in between, what brings the block to this share of the estimated rate
+CHECKS = 8  # the decoder keeps this many rows as checks (more if it has spare rows) ...
+CHECKS_MIN = 4  # ... or at least this many, to solve for all its ambiguous elements
+OUTLIER_T = 4e-3  # the decoder looks this far from a boundary for one or two outliers
+WINDOW = 64  # the decoder eliminates over m + WINDOW candidates at first
+PAIR_CANDIDATES = 256  # outlier pairs are looked for among this many nearest non-pivots
+GROUP_AMBIGUOUS = 256  # a slice with more ambiguous elements than twice this is cut into groups
+MAX_GROUP_ROWS = 1024 + SPARE_MAX  # the encoder cuts finer until no group needs more rows
+MAX_ROWS = 1 << 14  # format limit on the rows of one group (the hash's word index is 8 bits)
 NUM_SCALES = 64
 
 _U64 = np.uint64
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
+_MUL2 = np.uint64(0x94D049BB133111EB)
 
 
 class AgreementError(ValueError):
@@ -60,23 +112,74 @@ class AgreementError(ValueError):
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """splitmix64's output function of ``x + golden`` (uint64 in, uint64 out, wrapping)."""
-    z = x + _U64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+    z = x + _GOLDEN
+    z = (z ^ (z >> _U64(30))) * _MUL1
+    z = (z ^ (z >> _U64(27))) * _MUL2
     return z ^ (z >> _U64(31))
 
 
-def _hash_words(index: np.ndarray, words: int) -> np.ndarray:
-    """h(i) for element indexes ``index [n]``: ``[n, words]`` uint64."""
-    keys = (index.astype(_U64)[:, None] << _U64(8)) | np.arange(words, dtype=_U64)[None, :]
-    with np.errstate(over="ignore"):
-        return _splitmix64(keys)
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mix(x):
+    z = x + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MUL1
+    z = (z ^ (z >> np.uint64(27))) * _MUL2
+    return z ^ (z >> np.uint64(31))
 
 
-def _xor_rows(h: np.ndarray, words: int) -> np.ndarray:
-    if len(h) == 0:
-        return np.zeros(words, _U64)
-    return np.bitwise_xor.reduce(h, axis=0)
+@numba.njit(cache=True, nogil=True)
+def _xor_hashes(index, words):
+    """XOR over ``index`` (int64 [n]) of h(i): uint64 [words]."""
+    acc = np.zeros(words, np.uint64)
+    for t in range(index.shape[0]):
+        base = np.uint64(index[t]) << np.uint64(8)
+        for w in range(words):
+            acc[w] ^= _mix(base | np.uint64(w))
+    return acc
+
+
+@numba.njit(cache=True, nogil=True)
+def _hash_rows(index, words):
+    """h(i) for ``index`` (int64 [n]): uint64 [n, words]."""
+    out = np.empty((index.shape[0], words), np.uint64)
+    for t in range(index.shape[0]):
+        base = np.uint64(index[t]) << np.uint64(8)
+        for w in range(words):
+            out[t, w] = _mix(base | np.uint64(w))
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _eliminate(mat, ncols, max_rank):
+    """Gauss–Jordan over GF(2), in place, on the bit-packed rows ``mat`` (uint64 [m, words],
+    column j at bit j % 64 of word j // 64), pivoting on columns 0, 1, ... in order until
+    ``max_rank`` pivots. Returns (rank, the pivot columns); pivot row i holds column pivots[i]."""
+    m, nw = mat.shape
+    pivots = np.empty(m, np.int64)
+    rank = 0
+    for c in range(ncols):
+        if rank >= max_rank:
+            break
+        w = c >> 6
+        bit = np.uint64(1) << np.uint64(c & 63)
+        p = -1
+        for i in range(rank, m):
+            if (mat[i, w] & bit) != 0:
+                p = i
+                break
+        if p < 0:
+            continue
+        if p != rank:
+            for x in range(nw):
+                tmp = mat[p, x]
+                mat[p, x] = mat[rank, x]
+                mat[rank, x] = tmp
+        for i in range(m):
+            if i != rank and (mat[i, w] & bit) != 0:
+                for x in range(nw):
+                    mat[i, x] ^= mat[rank, x]
+        pivots[rank] = c
+        rank += 1
+    return rank, pivots[:rank].copy()
 
 
 def _to_bits(words: np.ndarray, m: int) -> np.ndarray:
@@ -84,6 +187,20 @@ def _to_bits(words: np.ndarray, m: int) -> np.ndarray:
     shifts = np.arange(64, dtype=_U64)
     bits = (words[..., :, None] >> shifts) & _U64(1)
     return bits.reshape(*words.shape[:-1], 64 * words.shape[-1])[..., :m].astype(bool)
+
+
+def _pack_rows(bits: np.ndarray) -> np.ndarray:
+    """bool [m, c] -> uint64 [m, ceil(c / 64)], column j at bit j % 64 of word j // 64."""
+    m, c = bits.shape
+    nw = max(1, -(-c // 64))
+    padded = np.zeros((m, nw * 64), bool)
+    padded[:, :c] = bits
+    return np.packbits(padded, axis=1, bitorder="little").view("<u8").astype(_U64)
+
+
+def _unpack_rows(mat: np.ndarray, c: int) -> np.ndarray:
+    bits = np.unpackbits(mat.astype("<u8").view(np.uint8), axis=1, bitorder="little")
+    return bits[:, :c].astype(bool)
 
 
 def rounded(f: np.ndarray) -> np.ndarray:
@@ -99,27 +216,57 @@ def candidates(f: np.ndarray, eps: float = EPSILON) -> tuple[np.ndarray, np.ndar
     return lo, hi
 
 
-def _groups(n: int):
-    for start in range(0, n, GROUP):
-        yield start, min(start + GROUP, n)
+def _boundary(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(t, b)``: the distance of f to its nearest boundary ``b + 1/2`` (0 <= b <= 62), where
+    rounding changes between b and b + 1."""
+    f = np.asarray(f, np.float64)
+    b = np.clip(np.floor(f), 0, NUM_SCALES - 2)
+    return np.abs(f - (b + 0.5)), b.astype(np.int32)
+
+
+@functools.lru_cache(maxsize=1)
+def _table_bits() -> np.ndarray:
+    """Entropy in bits of each table's distribution (unit bins of a centred Gaussian): the
+    encoder's estimate of a group's rate, which sets its spare rows."""
+    scales = np.exp(np.linspace(np.log(0.11), np.log(256.0), NUM_SCALES))
+    out = np.empty(NUM_SCALES)
+    for k, s in enumerate(scales):
+        half = int(8 * s) + 2
+        edges = (np.arange(-half, half + 2) - 0.5) / (s * math.sqrt(2.0))
+        p = np.diff(0.5 * (1.0 + np.array([math.erf(e) for e in edges])))
+        p = p[p > 0]
+        out[k] = -(p * np.log2(p)).sum()
+    return out
 
 
 class _BitWriter:
     def __init__(self):
         self.bits: list[np.ndarray] = []
+        self.n = 0
 
-    def gamma(self, value: int) -> None:
-        """Elias gamma code of ``value >= 1``."""
-        b = np.array([int(c) for c in bin(value)[2:]], bool)
-        self.bits.append(np.zeros(len(b) - 1, bool))
+    def raw(self, bits) -> None:
+        b = np.asarray(bits, bool)
         self.bits.append(b)
+        self.n += len(b)
 
-    def raw(self, bits: np.ndarray) -> None:
-        self.bits.append(np.asarray(bits, bool))
+    def uint(self, value: int, width: int) -> None:
+        self.raw(np.array([(value >> (width - 1 - j)) & 1 for j in range(width)], bool))
+
+    def exp_golomb(self, value: int, k: int) -> None:
+        """Order-k Exp-Golomb code of ``value >= 0`` (k = 0: Elias gamma of value + 1)."""
+        v = (value >> k) + 1
+        nb = v.bit_length()
+        self.raw(np.zeros(nb - 1, bool))
+        self.uint(v, nb)
+        self.uint(value & ((1 << k) - 1), k)
 
     def tobytes(self) -> bytes:
         bits = np.concatenate(self.bits) if self.bits else np.zeros(0, bool)
         return np.packbits(bits).tobytes()
+
+
+def _eg_len(value: int, k: int) -> int:
+    return 2 * ((value >> k) + 1).bit_length() - 1 + k
 
 
 class _BitReader:
@@ -131,7 +278,19 @@ class _BitReader:
         if self.pos + n > len(self.bits):
             raise AgreementError("the scale-index block of a y slice is truncated")
 
-    def gamma(self) -> int:
+    def raw(self, n: int) -> np.ndarray:
+        self._need(n)
+        out = self.bits[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def uint(self, width: int) -> int:
+        value = 0
+        for b in self.raw(width):
+            value = (value << 1) | int(b)
+        return value
+
+    def exp_golomb(self, k: int) -> int:
         zeros = 0
         while True:
             self._need(1)
@@ -141,21 +300,53 @@ class _BitReader:
             self.pos += 1
             if zeros > 32:
                 raise AgreementError("malformed scale-index block (bad length code)")
-        self._need(zeros + 1)
-        value = int(
-            "".join("1" if b else "0" for b in self.bits[self.pos : self.pos + zeros + 1]), 2
-        )
-        self.pos += zeros + 1
-        return value
-
-    def raw(self, n: int) -> np.ndarray:
-        self._need(n)
-        out = self.bits[self.pos : self.pos + n]
-        self.pos += n
-        return out
+        return ((self.uint(zeros + 1) - 1) << k) | self.uint(k)
 
     def consumed_bytes(self) -> int:
         return -(-self.pos // 8)
+
+
+def _k_bytes(n: int) -> int:
+    return max(0, int(n * EPSILON / 4).bit_length() - 1)
+
+
+def _k_rows(n: int) -> int:
+    return max(0, int(n * EPSILON).bit_length() - 1)
+
+
+def _bounds(n: int, groups: int) -> list[tuple[int, int]]:
+    return [(j * n // groups, (j + 1) * n // groups) for j in range(groups)]
+
+
+def _spare(bits: float, ambiguous: int) -> int:
+    """Spare rows for a group whose symbols are estimated at ``bits`` (8: the length code and the
+    end of the byte)."""
+    return int(min(SPARE_MAX, max(MARGIN, BUDGET * bits - ambiguous - 8)))
+
+
+def _plan(ambiguous: np.ndarray, rate: np.ndarray) -> tuple[list[tuple[int, int]], list[int]]:
+    """The encoder's groups and the rows each needs (ambiguous count + spare rows)."""
+    n = len(ambiguous)
+    total = int(ambiguous.sum())
+    groups = 1 if total <= 2 * GROUP_AMBIGUOUS else -(-total // GROUP_AMBIGUOUS)
+    while True:
+        bounds = _bounds(n, groups)
+        counts = [int(ambiguous[a:b].sum()) for a, b in bounds]
+        needs = [c + _spare(float(rate[a:b].sum()), c) for c, (a, b) in zip(counts, bounds)]
+        if max(needs) <= MAX_GROUP_ROWS or groups >= n:
+            return bounds, needs
+        groups = min(n, 2 * groups)
+
+
+def _last_rows(out_pos: int, need: int, k: int, shift: int) -> tuple[int, int]:
+    """(v, m) for the last group: the fewest bytes v after its length code that hold ``need``."""
+    v = max(0, need // 8 - 1)
+    while True:
+        pos = out_pos + _eg_len(v + shift, k)
+        m = 8 * (pos // 8 + v) - pos
+        if m >= need:
+            return v, m
+        v += 1
 
 
 def encode(f: np.ndarray) -> tuple[np.ndarray, bytes]:
@@ -163,20 +354,27 @@ def encode(f: np.ndarray) -> tuple[np.ndarray, bytes]:
     f = np.asarray(f)
     k = rounded(f)
     flat_k = k.reshape(-1)
+    n = flat_k.size
     lo, hi = candidates(f.reshape(-1))
-    ambiguous = lo != hi
+    bounds, needs = _plan(lo != hi, _table_bits()[flat_k])
     out = _BitWriter()
-    for start, end in _groups(flat_k.size):
-        m = int(ambiguous[start:end].sum()) + MARGIN
-        words = -(-m // 64)
-        if words > MAX_WORDS:
-            raise AgreementError(
-                f"{m} ambiguous scale indexes in one group: more than the format holds"
-            )
+    if len(bounds) > 1:
+        out.exp_golomb(0, _k_bytes(n))
+        out.exp_golomb(len(bounds) - 2, 0)
+    for j, ((start, end), need) in enumerate(zip(bounds, needs)):
+        if j < len(bounds) - 1:
+            m = need
+            out.exp_golomb(m, _k_rows(end - start))
+        else:
+            kb = _k_bytes(end - start)
+            shift = 1 if len(bounds) == 1 else 0  # one group: w = v + 1, as w = 0 means several
+            v, m = _last_rows(out.n, need, kb, shift)
+            out.exp_golomb(v + shift, kb)
+        if m > MAX_ROWS:
+            raise AgreementError(f"{m} syndrome rows in one group: more than the format holds")
         odd = start + np.flatnonzero(flat_k[start:end] & 1)
-        s = _xor_rows(_hash_words(odd, words), words)
-        out.gamma(m - MARGIN + 1)
-        out.raw(_to_bits(s, m))
+        words = -(-m // 64)
+        out.raw(_to_bits(_xor_hashes(odd.astype(np.int64), words), m))
     return k, out.tobytes()
 
 
@@ -186,82 +384,75 @@ _MISMATCH = (
 )
 
 
-def _reduce(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Gauss–Jordan elimination of ``a`` (bool ``[m, u]``) over GF(2).
-
-    Returns ``(reduced, transform, pivots)`` with ``reduced = transform @ a`` (mod 2) in reduced
-    row echelon form; the rows of ``transform`` past ``len(pivots)`` span the left null space of
-    ``a``: they are the checks that any right-hand side must pass.
-    """
-    m, u = a.shape
-    aug = np.concatenate([a, np.eye(m, dtype=bool)], axis=1).astype(np.uint8)
-    pivots: list[int] = []
-    row = 0
-    for col in range(u):
-        if row >= m:
-            break
-        hits = np.flatnonzero(aug[row:, col]) + row
-        if len(hits) == 0:
-            continue
-        p = hits[0]
-        if p != row:
-            aug[[row, p]] = aug[[p, row]]
-        others = np.flatnonzero(aug[:, col])
-        others = others[others != row]
-        aug[others] ^= aug[row]
-        pivots.append(col)
-        row += 1
-    return aug[:, :u].astype(bool), aug[:, u:].astype(bool), pivots
+def _nearest(t: np.ndarray, count: int) -> np.ndarray:
+    """Indexes of the ``count`` smallest t, smallest first."""
+    if count >= len(t):
+        idx = np.arange(len(t))
+    else:
+        near = np.flatnonzero(t < OUTLIER_T)  # usually enough, and far fewer than all
+        if len(near) < count:
+            near = np.arange(len(t))
+        idx = near[np.argpartition(t[near], count - 1)[:count]] if count < len(near) else near
+    return idx[np.argsort(t[idx], kind="stable")]
 
 
-def _gf2_dot(rows: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """``rows [k, m] @ vectors [n, m]^T`` over GF(2): ``[n, k]`` bool."""
-    return (vectors.astype(np.int64) @ rows.T.astype(np.int64)) & 1 == 1
-
-
-def _outliers(checks: np.ndarray, r: np.ndarray, columns: np.ndarray) -> list[int] | None:
-    """The one or two candidate columns whose flip makes ``r`` pass every check, or None.
-
-    ``checks [c, m]``: the left null space rows; ``columns [n, m]``: h(j) of the candidates.
-    """
-    target = _gf2_dot(checks, r[None, :])[0]
-    if len(columns) == 0 or len(checks) == 0:
+def _search(t_cand, piv, bits, rank, length):
+    """One or two non-pivot candidates whose flip satisfies the checks, the hypothesis that moves
+    f the least; returns the candidate positions to flip, or None."""
+    r_top, c = bits[:rank, length], bits[rank:, length]
+    is_piv = np.zeros(length, bool)
+    is_piv[piv] = True
+    nonpiv = np.flatnonzero(~is_piv)
+    if len(nonpiv) == 0:
         return None
-    moved = _gf2_dot(checks, columns)  # [n, c]
-    single = np.flatnonzero((moved == target).all(axis=1))
-    if len(single) == 1:
-        return [int(single[0])]
-    if len(single) > 1:
+    bottoms = np.packbits(bits[rank:, nonpiv].T, axis=1)
+    keys = [int.from_bytes(row.tobytes(), "big") for row in bottoms]
+    want = int.from_bytes(np.packbits(c).tobytes(), "big")
+    hyps = [(a,) for a, key in enumerate(keys) if key == want]
+    seen: dict[int, list[int]] = {}
+    for a in range(min(len(nonpiv), PAIR_CANDIDATES)):
+        hyps += [(b, a) for b in seen.get(keys[a] ^ want, ())]
+        seen.setdefault(keys[a], []).append(a)
+    if not hyps:
         return None
-    weights = 1 << np.arange(len(target), dtype=object)
-    keys = [int(sum(w for w, b in zip(weights, row) if b)) for row in moved]
-    want = int(sum(w for w, b in zip(weights, target) if b))
-    seen: dict[int, int] = {}
-    found = []
-    for j, key in enumerate(keys):
-        other = seen.get(key ^ want)
-        if other is not None:
-            found.append([other, j])
-        seen.setdefault(key, j)
-    return found[0] if len(found) == 1 else None
+    tops = bits[:rank, nonpiv].T  # [non-pivots, rank]
+    t_piv = t_cand[piv]
+    best, best_cost = None, math.inf
+    for h in hyps:
+        e_top = r_top.copy()
+        for a in h:
+            e_top ^= tops[a]
+        cost = float(t_piv[e_top].sum() + t_cand[nonpiv[list(h)]].sum())
+        if cost < best_cost:
+            best, best_cost = np.concatenate([piv[e_top], nonpiv[list(h)]]), cost
+    return best
 
 
-def _solve_group(a, r, guess):
-    """Parities x of the ambiguous elements with ``a x = r`` (free variables take ``guess``);
-    ``None`` when the system has no solution."""
-    reduced, transform, pivots = _reduce(a)
-    rank = len(pivots)
-    rhs = _gf2_dot(transform, r[None, :])[0]
-    if rhs[rank:].any():
-        return None, transform[rank:]
-    u = a.shape[1]
-    x = guess.astype(np.uint8).copy()
-    free = np.ones(u, bool)
-    free[pivots] = False
-    # Reduced row echelon form: pivot row i reads x[pivot_i] + sum(free terms) = rhs_i.
-    for i, col in enumerate(pivots):
-        x[col] = (int(rhs[i]) + int((reduced[i][free] & x[free].astype(bool)).sum())) & 1
-    return x.astype(bool), transform[rank:]
+def _solve_group(t: np.ndarray, guess: np.ndarray, start: int, s_bits: np.ndarray):
+    """The positions (within the group) where the encoder's k is the decoder's rounding moved
+    across the nearest boundary; None when no hypothesis fits."""
+    m = len(s_bits)
+    if m == 0:
+        return np.zeros(0, np.int64)
+    words = -(-m // 64)
+    odd = start + np.flatnonzero(guess & 1)
+    r = s_bits ^ _to_bits(_xor_hashes(odd.astype(np.int64), words), m)
+    if not r.any():
+        return np.zeros(0, np.int64)  # the decoder's rounding everywhere: no flip is the answer
+    spare = m - int((t < EPSILON).sum())  # rows beyond the decoder's own ambiguous count
+    checks = min(m, max(CHECKS_MIN, min(CHECKS, spare), spare // 2))
+    first = min(len(t), m + WINDOW)
+    wide = min(len(t), max(first, min(int((t < OUTLIER_T).sum()), m + max(4 * m, 256))))
+    for length in (first, wide) if wide > first else (first,):
+        cand = _nearest(t, length)
+        cols = _to_bits(_hash_rows((start + cand).astype(np.int64), words), m)  # [length, m]
+        mat = _pack_rows(np.concatenate([cols.T, r[:, None]], axis=1))
+        rank, piv = _eliminate(mat, length, m - checks)
+        bits = _unpack_rows(mat, length + 1)
+        if not bits[rank:, length].any():  # the nearest elements explain r: pass every check
+            return cand[piv[bits[:rank, length]]]
+    found = _search(t[cand], piv, bits, rank, length)
+    return None if found is None else cand[found]
 
 
 def decode(f: np.ndarray, data: bytes) -> tuple[np.ndarray, int]:
@@ -270,42 +461,28 @@ def decode(f: np.ndarray, data: bytes) -> tuple[np.ndarray, int]:
     ``data`` may continue past the block (the range-coded string follows it).
     """
     f = np.asarray(f)
-    flat_f = f.reshape(-1)
-    lo, hi = candidates(flat_f)
+    flat_f = f.reshape(-1).astype(np.float64)
+    n = flat_f.size
     guess = rounded(flat_f)
-    k = lo.copy()
+    t, b = _boundary(flat_f)
+    k = guess.copy()
     reader = _BitReader(data)
-    for start, end in _groups(flat_f.size):
-        m = reader.gamma() - 1 + MARGIN
-        words = -(-m // 64)
-        if words > MAX_WORDS:
-            raise AgreementError("malformed scale-index block (syndrome too long)")
-        s_bits = reader.raw(m)
-        g_lo, g_hi = lo[start:end], hi[start:end]
-        amb = np.flatnonzero(g_lo != g_hi)
-        sure_odd = start + np.flatnonzero((g_lo == g_hi) & (g_lo & 1).astype(bool))
-        known = _to_bits(_xor_rows(_hash_words(sure_odd, words), words), m)
-        r = s_bits ^ known
-        a = _to_bits(_hash_words(start + amb, words), m).T  # [m, u]
-        amb_guess = (guess[start:end][amb] & 1).astype(bool)
-        parity, checks = _solve_group(a, r, amb_guess)
-        if parity is None:
-            # Rare outliers: an element the decoder was sure of moved further than EPSILON.
-            # Candidates lie within OUTLIER_EPSILON of a boundary; one or two of them whose flip
-            # satisfies every check (the spare syndrome rows) are taken, else it is an error.
-            w_lo, w_hi = candidates(flat_f[start:end], OUTLIER_EPSILON)
-            cand = np.flatnonzero((w_lo != w_hi) & (g_lo == g_hi))
-            cols = _to_bits(_hash_words(start + cand, words), m)
-            flips = _outliers(checks, r, cols)
-            if flips is None:
-                raise AgreementError(_MISMATCH)
-            for j in flips:
-                e = cand[j]
-                k[start + e] = w_hi[e] if g_lo[e] == w_lo[e] else w_lo[e]
-                r = r ^ cols[j]
-            parity, _ = _solve_group(a, r, amb_guess)
-            if parity is None:
-                raise AgreementError(_MISMATCH)
-        chosen = np.where((g_lo[amb] & 1).astype(bool) == parity, g_lo[amb], g_hi[amb])
-        k[start + amb] = chosen
+    w = reader.exp_golomb(_k_bytes(n))
+    groups = 1 if w else reader.exp_golomb(0) + 2
+    if groups > max(1, n):
+        raise AgreementError("malformed scale-index block (more groups than elements)")
+    bounds = _bounds(n, groups)
+    for j, (start, end) in enumerate(bounds):
+        if j < groups - 1:
+            m = reader.exp_golomb(_k_rows(end - start))
+        else:
+            v = w - 1 if groups == 1 else reader.exp_golomb(_k_bytes(end - start))
+            m = 8 * (reader.pos // 8 + v) - reader.pos
+        if not 0 <= m <= MAX_ROWS:
+            raise AgreementError("malformed scale-index block (bad syndrome length)")
+        flips = _solve_group(t[start:end], guess[start:end], start, reader.raw(m))
+        if flips is None:
+            raise AgreementError(_MISMATCH)
+        e = start + flips
+        k[e] = 2 * b[e] + 1 - guess[e]
     return k.reshape(f.shape), reader.consumed_bytes()

@@ -19,10 +19,11 @@ rounded value (exact decimal arithmetic), except for the seven ``k <= 2^16 + 1``
 rounds up instead (``_GLIBC_UP``). TensorFlow runs kernels with denormals-are-zero, so a
 subnormal float32 p_i counts as 0 in penalties and gains. All else is IEEE double arithmetic.
 
-z (``z_coding_tables``), as ``tfc_models.z_support`` / ``z_tables`` define them: channel c's
-offset m_c is its median (``l_K(m_c) = 0``, bisection, ``channel_medians``), the coded symbol is
-``s = round(z - m_c)``, and for ``s`` in ``[floor(lo_c - m_c), ceil(hi_c - m_c)]`` (lo_c, hi_c: the
-``tail_mass / 2`` and ``1 - tail_mass / 2`` quantiles, clipped to 4096 symbols either side)
+z (``z_coding_tables``), as ``tfc_models.z_tables`` defines them: channel c's offset m_c is its
+median (``l_K(m_c) = 0``, bisection, ``channel_medians``), the coded symbol is
+``s = round(z - m_c)``, and for ``s`` in ``[floor(lo_c - m_c), ceil(hi_c - m_c)]`` (``z_support``;
+lo_c, hi_c: the ``tail_mass / 2`` and ``1 - tail_mass / 2`` quantiles, ``logit_quantiles``, clipped
+to 4096 symbols either side)
 ``P(s) = CDF_c(m_c + s + 1/2) - CDF_c(m_c + s - 1/2)`` (the model's likelihood, float32); the
 escape bin gets ``max(1 - sum P, 0)`` (float64 sum).
 
@@ -55,8 +56,8 @@ __all__ = [
     "gaussian_tables",
     "pmf_to_quantized_cdf",
     "prior_params_of",
-    "prior_quantiles",
     "z_coding_tables",
+    "z_support",
 ]
 
 # -------------------------------------------------------------------------------------------------
@@ -226,43 +227,52 @@ def prior_params_of(params: Mapping[str, Any]) -> dict | None:
 
 
 @functools.cache
-def _jitted():
-    """(medians, quantiles, likelihood), jitted once (JAX is imported only here)."""
+def _prior_functions() -> tuple[Callable, Callable, Callable]:
+    """``entropy.factorized``'s medians, quantiles and likelihood, jitted: ``(medians(params,
+    num_layers), quantiles(params, targets, num_layers), likelihood(params, z))``.
+
+    JAX is imported here, where z tables are computed from a prior, and nowhere else in this
+    module: the integer tables, the Gaussian asset and the coders built on them need no JAX.
+    """
     import jax
-    import jax.numpy as jnp
 
-    from mracnn_jax.entropy.factorized import FactorizedPrior, channel_medians, logits_cumulative
-
-    @functools.partial(jax.jit, static_argnames=("num_layers", "iterations", "bound"))
-    def quantiles(prior_params, targets, num_layers, iterations=64, bound=1e4):
-        c, t = prior_params["matrix_0"].shape[0], targets.shape[0]
-        lo = jnp.full((c, 1, t), -bound, jnp.float32)
-        hi = jnp.full((c, 1, t), bound, jnp.float32)
-        tgt = targets.reshape(1, 1, t)
-
-        def step(_, bounds):
-            lo, hi = bounds
-            mid = 0.5 * (lo + hi)
-            above = logits_cumulative(prior_params, mid, num_layers) > tgt
-            return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
-
-        lo, hi = jax.lax.fori_loop(0, iterations, step, (lo, hi))
-        return (0.5 * (lo + hi)).reshape(c, t).T
+    from mracnn_jax.entropy.factorized import FactorizedPrior, channel_medians, logit_quantiles
 
     def likelihood(prior_params, z):
         k = sum(1 for name in prior_params if name.startswith("matrix_"))
         filters = tuple(prior_params[f"matrix_{i}"].shape[1] for i in range(k - 1))
-        module = FactorizedPrior(z.shape[-1], filters)
-        return module.apply({"params": prior_params}, z)
+        return FactorizedPrior(z.shape[-1], filters).apply({"params": prior_params}, z)
 
-    medians = jax.jit(channel_medians, static_argnames=("num_layers",))
-    return medians, quantiles, jax.jit(likelihood)
+    return (
+        jax.jit(channel_medians, static_argnames=("num_layers",)),
+        jax.jit(logit_quantiles, static_argnames=("num_layers", "iterations", "bound")),
+        jax.jit(likelihood),
+    )
 
 
-def prior_quantiles(prior_params: Mapping[str, Any], targets, num_layers: int):
-    """Per channel, the x where the prior's cumulative logit equals each target: ``[T, C]``
-    (bisection on [-1e4, 1e4], 64 halvings)."""
-    return _jitted()[1](prior_params, targets, num_layers)
+def _float32(prior_params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v, np.float32) for k, v in prior_params.items()}
+
+
+def z_support(
+    prior_params: Mapping[str, Any], offsets, tail_mass: float = TAIL_MASS
+) -> tuple[np.ndarray, np.ndarray]:
+    """First symbol and number of symbols of each channel's z table: ``([C] int32, [C] int32)``.
+
+    Symbols ``floor(lo_c - m_c) .. ceil(hi_c - m_c)``, clipped to ``MAX_HALF_WIDTH`` either side
+    of 0, where ``lo_c``, ``hi_c`` are the ``tail_mass / 2`` and ``1 - tail_mass / 2`` quantiles
+    (``entropy.factorized.logit_quantiles``, 64 halvings) and ``m_c = offsets[c]``.
+    """
+    num_layers = sum(1 for k in prior_params if k.startswith("matrix_"))
+    p = tail_mass / 2
+    targets = np.asarray([np.log(p / (1 - p)), np.log((1 - p) / p)], np.float32)
+    quantiles = _prior_functions()[1]
+    tails = quantiles(_float32(prior_params), targets, num_layers=num_layers)
+    tails = np.asarray(tails, np.float64)
+    offsets = np.asarray(offsets, np.float32).astype(np.float64)
+    lo = np.clip(np.floor(tails[:, 0] - offsets), -MAX_HALF_WIDTH, 0)
+    hi = np.clip(np.ceil(tails[:, 1] - offsets), 0, MAX_HALF_WIDTH)
+    return lo.astype(np.int32), (hi - lo + 1).astype(np.int32)
 
 
 def z_coding_tables(
@@ -277,29 +287,23 @@ def z_coding_tables(
 
     Args:
       prior_params: ``matrix_k``, ``bias_k``, ``factor_k`` (``params['entropy_bottleneck']``).
-      likelihood_fn: ``z [L, C] -> P(unit bin around z) [L, C]``; default: ``FactorizedPrior``'s.
+      likelihood_fn: ``z [L, C]`` (NumPy float32) ``-> P(unit bin around z) [L, C]``; default:
+        ``FactorizedPrior``'s.
       offsets: per-channel offsets ``[C]``; default: the medians, as the model's ``z_offsets()``.
 
     Returns:
       ``{"z_offsets": float32 [C], "z_cdf": int32 flat, "z_cdf_offset": int32 [C],
       "precision": int, "tail_mass": float}``.
     """
-    import jax.numpy as jnp
-
-    medians, quantiles, likelihood = _jitted()
-    prior_params = {k: jnp.asarray(v, jnp.float32) for k, v in prior_params.items()}
+    medians, _, likelihood = _prior_functions()
+    prior_params = _float32(prior_params)
     num_layers = sum(1 for k in prior_params if k.startswith("matrix_"))
     if offsets is None:
         offsets = medians(prior_params, num_layers=num_layers)
     offsets = np.asarray(offsets, np.float32)
-    p = tail_mass / 2
-    targets = jnp.asarray([np.log(p / (1 - p)), np.log((1 - p) / p)], jnp.float32)
-    tails = np.asarray(quantiles(prior_params, targets, num_layers), np.float64)
-    lo = np.clip(np.floor(tails[0] - offsets.astype(np.float64)), -MAX_HALF_WIDTH, 0)
-    hi = np.clip(np.ceil(tails[1] - offsets.astype(np.float64)), 0, MAX_HALF_WIDTH)
-    minima, lengths = lo.astype(np.int32), (hi - lo + 1).astype(np.int32)
+    minima, lengths = z_support(prior_params, offsets, tail_mass)
     grid = np.arange(int(lengths.max()), dtype=np.float32)[:, None] + minima.astype(np.float32)
-    z = jnp.asarray(grid + offsets[None, :])
+    z = grid + offsets[None, :]
     pmf = likelihood(prior_params, z) if likelihood_fn is None else likelihood_fn(z)
     pmf = np.asarray(pmf, np.float64)
     rows = []

@@ -16,7 +16,8 @@ z (hyper-latent ``[1, h, w, C]``)
         P(s) = likelihood_c(m_c + s) = CDF_c(m_c + s + 1/2) - CDF_c(m_c + s - 1/2)
 
     evaluated by the model's own ``z_likelihood``, for s in ``[floor(lo_c - m_c), ceil(hi_c - m_c)]``
-    where lo_c, hi_c are the ``TAIL_MASS / 2`` and ``1 - TAIL_MASS / 2`` quantiles of CDF_c;
+    where lo_c, hi_c are the ``TAIL_MASS / 2`` and ``1 - TAIL_MASS / 2`` quantiles of CDF_c
+    (``coding.tables.z_support``, the support the stored tables have too);
     ``1 - sum P`` is the escape ("overflow") bin, and ``tfc.pmf_to_quantized_cdf`` quantises the
     whole to ``PRECISION`` bits. The entropy model is handed the integer symbols (as floats, with
     no quantisation offset of its own), so TensorFlow never rounds anything: the symbols and the
@@ -63,7 +64,7 @@ from mracnn_jax.coding.coders import (
     check_y_shapes,
 )
 from mracnn_jax.coding.range_coder import RangeCodingError, Tables  # one error for both coders
-from mracnn_jax.coding.tables import MAX_HALF_WIDTH, PRECISION, TAIL_MASS, prior_quantiles
+from mracnn_jax.coding.tables import PRECISION, TAIL_MASS, z_support
 from mracnn_jax.entropy import gaussian
 
 DECODE_TIMEOUT_S = float(os.environ.get("MRACNN_DECODE_TIMEOUT_S", "120"))
@@ -129,20 +130,6 @@ def _run_bounded(fn, what: str, timeout_s: float | None = None):
 
 # -------------------------------------------------------------------------------------------------
 # z: tables from the JAX factorized prior.
-
-
-def z_support(prior_params: dict, offsets: np.ndarray, tail_mass: float = TAIL_MASS):
-    """First symbol and number of symbols of each channel's table: ``([C] int32, [C] int32)``."""
-    num_layers = sum(1 for k in prior_params if k.startswith("matrix_"))
-    p = tail_mass / 2
-    targets = jnp.asarray([np.log(p / (1 - p)), np.log((1 - p) / p)], jnp.float32)
-    tails = np.asarray(prior_quantiles(prior_params, targets, num_layers), np.float64)
-    offsets = np.asarray(offsets, np.float64)
-    minima = np.floor(tails[0] - offsets)
-    maxima = np.ceil(tails[1] - offsets)
-    minima = np.clip(minima, -MAX_HALF_WIDTH, 0).astype(np.int32)
-    maxima = np.clip(maxima, 0, MAX_HALF_WIDTH).astype(np.int32)
-    return minima, maxima - minima + 1
 
 
 def z_tables(likelihood_fn, prior_params: dict, offsets: np.ndarray, precision: int = PRECISION):

@@ -30,6 +30,7 @@ from mracnn_jax.entropy.gaussian import gaussian_likelihood
 from mracnn_jax.entropy.quantize import add_noise, quantize_around
 from mracnn_jax.layers.clab import CLAB
 from mracnn_jax.layers.conv import Conv2d
+from mracnn_jax.layers.precision import compute
 from mracnn_jax.layers.residual import activation_fn
 
 
@@ -59,6 +60,7 @@ class ChannelContextModel(nn.Module):
     support_attention: str = "clab"
     clab_dim: int = 128
     elsa: object = None  # ELSA options for CLAB
+    compute_dtype: str = "float32"  # of CLAB, cc and LRP (mu, sigma and y^ are float32)
 
     def setup(self):
         if self.latent_channels % self.num_slices:
@@ -92,16 +94,18 @@ class ChannelContextModel(nn.Module):
         support = list(decoded[: self.num_support(i)])
         mean_support = jnp.concatenate([latent_means] + support, axis=-1)
         scale_support = jnp.concatenate([latent_scales] + support, axis=-1)
+        return compute(self.compute_dtype, self._parameters, i, mean_support, scale_support)
+
+    def _parameters(self, i: int, mean_support, scale_support):
         if self.support_attention == "clab":
             mean_support = self.clab_mean[i](mean_support)
             scale_support = self.clab_scale[i](scale_support)
-        mu = self.cc_mean[i](mean_support)
-        sigma = self.cc_scale[i](scale_support)
-        return mu, sigma, mean_support
+        return self.cc_mean[i](mean_support), self.cc_scale[i](scale_support), mean_support
 
     def refine(self, i: int, mean_support, y_tilde):
         """Latent residual prediction: ``y~_i + 1/2 tanh(lrp_i(concat(m_i, y~_i)))``."""
-        lrp = self.lrp[i](jnp.concatenate([mean_support, y_tilde], axis=-1))
+        support = jnp.concatenate([mean_support, y_tilde], axis=-1)
+        lrp = compute(self.compute_dtype, self.lrp[i], support)
         return y_tilde + 0.5 * jnp.tanh(lrp)
 
     def __call__(self, y, latent_means, latent_scales, train: bool):

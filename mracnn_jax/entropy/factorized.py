@@ -19,8 +19,9 @@ Initialisation as both: scale = init_scale^(1 / K), H_k = log(expm1(1 / scale / 
 b_k ~ U(-1/2, 1/2), a_k = 0.
 
 The quantisation offset of z is the median of each channel's density (the point where the
-cumulative logit is 0), found by bisection; CompressAI learns the same point as a "quantile"
-parameter with an auxiliary loss, which we do not need.
+cumulative logit is 0), found by bisection (``logit_quantiles``, the one quantile search of this
+density: the coding tables' tails and the export to CompressAI use it too); CompressAI learns the
+same point as a "quantile" parameter with an auxiliary loss, which we do not need.
 """
 
 from __future__ import annotations
@@ -49,24 +50,48 @@ def logits_cumulative(params: dict, x, num_layers: int):
     return logits
 
 
-def channel_medians(params: dict, num_layers: int, iterations: int = 60, bound: float = 1e4):
-    """Per-channel median ``m`` with ``l_K(m) = 0``, by bisection on ``[-bound, bound]``: ``[C]``.
+def logit_quantiles(
+    params: dict, targets, num_layers: int, iterations: int = 64, bound: float = 1e4
+) -> jnp.ndarray:
+    """Per channel c and target t, the point ``x`` with ``l_K(x) = t``: ``[C, T]`` (float32).
 
-    Not differentiated (the offset is a constant for the gradient, as CompressAI's medians are).
+    ``targets [T]`` are cumulative logits: ``t = ln(q / (1 - q))`` is the q-quantile of the density
+    (``t = 0`` its median). Bisection on ``[-bound, bound]``: ``iterations`` halvings of
+    ``[lo, hi]``, keeping ``l_K(lo) <= t < l_K(hi)``, then the midpoint. Once ``lo`` and ``hi``
+    are adjacent float32 numbers the bracket stops moving; with the defaults that happens for
+    ``|x|`` above about 1e-8, nearer 0 the float32 spacing is finer and each halving still counts,
+    so callers whose results are stored keep their iteration count (the medians: 60). Not
+    differentiated.
+
+    The one quantile search of the factorized density: the quantisation offsets
+    (``channel_medians``), the z coding tables' tails (``coding.tables``) and CompressAI's
+    ``quantiles`` on export (``convert``) all call it.
     """
     params = jax.lax.stop_gradient(params)
     c = params["matrix_0"].shape[0]
-    lo = jnp.full((c, 1, 1), -bound, jnp.float32)
-    hi = jnp.full((c, 1, 1), bound, jnp.float32)
+    targets = jnp.asarray(targets, jnp.float32).reshape(1, 1, -1)
+    t = targets.shape[-1]
+    lo = jnp.full((c, 1, t), -bound, jnp.float32)
+    hi = jnp.full((c, 1, t), bound, jnp.float32)
 
     def step(_, bounds):
         lo, hi = bounds
         mid = 0.5 * (lo + hi)
-        positive = logits_cumulative(params, mid, num_layers) > 0
-        return jnp.where(positive, lo, mid), jnp.where(positive, mid, hi)
+        above = logits_cumulative(params, mid, num_layers) > targets
+        return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
 
     lo, hi = jax.lax.fori_loop(0, iterations, step, (lo, hi))
-    return (0.5 * (lo + hi)).reshape(c)
+    return (0.5 * (lo + hi)).reshape(c, t)
+
+
+def channel_medians(params: dict, num_layers: int, iterations: int = 60, bound: float = 1e4):
+    """Per-channel median ``m`` with ``l_K(m) = 0``: ``[C]`` (``logit_quantiles`` at 0, 60
+    halvings).
+
+    Not differentiated (the offset is a constant for the gradient, as CompressAI's medians are).
+    """
+    zero = jnp.zeros((1,), jnp.float32)
+    return logit_quantiles(params, zero, num_layers, iterations, bound)[:, 0]
 
 
 class FactorizedPrior(nn.Module):

@@ -25,8 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image, features
 
-from mracnn_jax import images
-from mracnn_jax.evaluation import metrics
+from mracnn_jax import images, metrics
 
 CODECS: tuple[str, ...] = ("jpeg", "webp", "jpeg2000", "avif")
 

@@ -1,7 +1,9 @@
 """Rate–distortion plots (PNG): PSNR–bpp and MS-SSIM(dB)–bpp.
 
-Measured curves are lines with round markers; published figures (e.g. the WACNN and MRACNN
-papers' Kodak points) are unconnected reference markers labelled "(published)". Drawing uses
+Measured curves are lines with round markers; compared curves (CompressAI-layout results of
+other codecs, e.g. the published VTM and BPG Kodak curves) are dashed lines with small square
+markers, labelled by their names; published figures (e.g. the WACNN and MRACNN papers' Kodak
+points) are unconnected reference markers labelled "(published)". Drawing uses
 matplotlib's object API on an Agg canvas — no pyplot, no global backend switch, no display.
 """
 
@@ -39,8 +41,10 @@ def draw_rd(
     results: Sequence[dict[str, Any]],
     metric: str = "psnr",
     published: Sequence[dict[str, Any]] = (),
+    compared: Sequence[dict[str, Any]] = (),
 ) -> None:
-    """Draw the RD curves of `results` and the `published` points on a matplotlib Axes.
+    """Draw the RD curves of `results`, the `compared` curves and the `published` points on a
+    matplotlib Axes.
 
     `metric` is "psnr" or "ms-ssim-db"; results without that metric are skipped (published
     PSNR-only points do not appear on an MS-SSIM plot).
@@ -51,6 +55,10 @@ def draw_rd(
         pts = _points(r, metric)
         if pts:
             ax.plot(*pts, marker="o", markersize=4, linewidth=1.5, label=r["name"])
+    for r in compared:
+        pts = _points(r, metric)
+        if pts:
+            ax.plot(*pts, linestyle="--", marker="s", markersize=3, linewidth=1.2, label=r["name"])
     for i, r in enumerate(published):
         pts = _points(r, metric)
         if pts:
@@ -75,6 +83,7 @@ def plot_rd(
     path: str | Path | None = None,
     published: Sequence[dict[str, Any]] = (),
     metrics: Sequence[str] = ("psnr", "ms-ssim-db"),
+    compared: Sequence[dict[str, Any]] = (),
     title: str | None = None,
     dpi: int = 120,
 ) -> Figure:
@@ -85,6 +94,7 @@ def plot_rd(
       results: CompressAI-layout result dicts (ours and the anchors).
       path: output file (PNG); parent folders are created.
       published: published result dicts, drawn as reference markers ("(published)").
+      compared: result dicts of other codecs, drawn as dashed curves labelled by name.
       metrics: panels, from "psnr" and "ms-ssim-db".
       title: figure title.
     """
@@ -92,7 +102,7 @@ def plot_rd(
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, m in zip(axes, metrics):
-        draw_rd(ax, results, m, published)
+        draw_rd(ax, results, m, published, compared)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

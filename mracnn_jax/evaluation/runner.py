@@ -34,8 +34,11 @@ puts every model on one curve of that name. A point is labelled by the model's m
 Classic anchors (``anchors.CODECS``) run over their default quality sweeps on the same
 images. Outputs (``run_evaluation``): per curve ``<curve>.json`` (CompressAI ``eval_model``
 layout, see ``results``) and ``<curve>.csv`` (per image), ``summary.md`` (means per point and
-BD-rates against one curve), ``rd.png`` (PSNR–bpp and MS-SSIM(dB)–bpp with the published
-WACNN and MRACNN Kodak points), and the bitstreams under ``bitstreams/<curve>/<point>/``.
+BD-rates against one curve), ``rd.png`` (PSNR–bpp and MS-SSIM(dB)–bpp), and the bitstreams
+under ``bitstreams/<curve>/<point>/``. Reference curves (``compare``) join the plot and the
+BD-rate table: those given (``compared``, ``evaluate.py --compare``) always, the published
+WACNN and MRACNN Kodak points only when the images are Kodak's 24 (``compare.kodak_mismatch``;
+otherwise the summary says why they are left out).
 ``completed.jsonl`` journals each model record as it is measured; a rerun into the same folder
 takes those from it instead of coding the images again (``journal``; ``resume=False`` starts over).
 """
@@ -54,11 +57,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from mracnn_jax import zoo
-from mracnn_jax.evaluation import journal
+from mracnn_jax import codec, metrics, model_file, zoo
+from mracnn_jax.coding import container
+from mracnn_jax.evaluation import anchors, bd_rate, compare, journal, plots, results
 from mracnn_jax.images import SUFFIXES as IMAGE_SUFFIXES
 from mracnn_jax.images import ImageError, list_images, read_image
+from mracnn_jax.models.padding import padded_size
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 #: The default image set: three Kodak images, two portrait and one landscape.
@@ -141,8 +147,6 @@ def _point_label(path: Path, metadata: dict[str, Any]) -> str:
 
 def describe_models(paths: Sequence[str | Path], name: str | None = None) -> list[ModelSpec]:
     """Read the headers of model files and assign curves and point labels (module docstring)."""
-    from mracnn_jax import model_file
-
     specs = []
     for p in map(Path, paths):
         try:
@@ -203,8 +207,6 @@ def score(original: np.ndarray, decoded: np.ndarray) -> dict[str, Any]:
     """PSNR-RGB, MS-SSIM and MS-SSIM dB of ``decoded`` (``[H, W, 3]`` or a stack ``[N, H, W,
     3]``, uint8) against ``original`` ``[H, W, 3]``; MS-SSIM is NaN for images under 161 pixels
     a side (see the module docstring)."""
-    from mracnn_jax.evaluation import metrics
-
     h, w = original.shape[:2]
     if min(h, w) >= metrics.min_size_for_ms_ssim():
         return metrics.image_metrics(original, decoded)
@@ -219,8 +221,6 @@ def summarize(records: Sequence[dict[str, Any]], key: str) -> list[dict[str, Any
     """Means per point (records grouped by ``key``), sorted by mean bpp: ``key``,
     ``num_images``, the means of ``MEAN_KEYS`` present, and ``ms_ssim_db`` of the mean
     MS-SSIM."""
-    from mracnn_jax.evaluation import metrics
-
     groups: dict[Any, list[dict[str, Any]]] = {}
     for r in records:
         groups.setdefault(r[key], []).append(r)
@@ -237,8 +237,6 @@ def summarize(records: Sequence[dict[str, Any]], key: str) -> list[dict[str, Any
 
 def _result(name: str, description: str, means: list[dict[str, Any]], **extra: Any) -> dict:
     """A CompressAI-layout result; MS-SSIM is left out when some image had none (NaN)."""
-    from mracnn_jax.evaluation import results
-
     if any(not math.isfinite(m["ms_ssim"]) for m in means):
         warnings.warn(
             f"{name}: some images are under 161 pixels a side, so the curve has no MS-SSIM",
@@ -310,10 +308,6 @@ def evaluate_model(
     ``done`` holds (an earlier, interrupted run into the same folder) are not coded again; every
     new record is added to it as soon as it is measured.
     """
-    from mracnn_jax import codec
-    from mracnn_jax.evaluation import metrics
-    from mracnn_jax.models.padding import padded_size
-
     model, setup_s = None, None  # loaded when the first image needs coding
     bitstream_dir.mkdir(parents=True, exist_ok=True)
     records, first_calls, resumed = [], [], 0
@@ -368,8 +362,6 @@ def evaluate_model(
                 "reconstruction"
             )
         if decoded_dir is not None:
-            from PIL import Image
-
             decoded_dir.mkdir(parents=True, exist_ok=True)
             Image.fromarray(dec.image).save(decoded_dir / _png(name))
         if first is not None:
@@ -415,8 +407,6 @@ def evaluate_model(
 def _payload_bpp(data: bytes) -> float:
     """8 · payload bytes (the z and y strings, no header or CRC) / original H·W of a .mrac file:
     the rate CompressAI reports."""
-    from mracnn_jax.coding import container
-
     bs = container.unpack(data)
     return 8 * bs.payload_bytes() / (bs.height * bs.width)
 
@@ -434,8 +424,6 @@ def evaluate_anchor(
 ) -> list[dict[str, Any]]:
     """Per-image records of one Pillow anchor over its quality sweep (as
     ``anchors.run_codec``, with MS-SSIM NaN on images too small for it)."""
-    from mracnn_jax.evaluation import anchors
-
     qualities = tuple(anchors.DEFAULT_QUALITIES[codec_name] if qualities is None else qualities)
     records = []
     for name, image in zip(names, images):
@@ -459,6 +447,8 @@ class Evaluation:
     summary: str  # the Markdown summary
     files: dict[str, Path]  # role -> path ("summary", "plot", "<curve>.json", "<curve>.csv")
     seconds: float
+    references: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # drawn, BD-rated
+    notes: list[str] = dataclasses.field(default_factory=list)  # about the references
 
 
 def _model_description(specs: Sequence[ModelSpec], dataset: str) -> str:
@@ -469,13 +459,25 @@ def _model_description(specs: Sequence[ModelSpec], dataset: str) -> str:
     )
 
 
-def _published_for_plot() -> list[dict[str, Any]]:
-    from mracnn_jax.evaluation import results
-
+def _default_published(compared: Sequence[compare.Reference]) -> list[dict[str, Any]]:
+    """The published Kodak points drawn by default, less those also given as compared curves."""
     try:
-        return results.load_published()
+        published = compare.default_published()
     except (OSError, ValueError):  # a broken install: plot without them
         return []
+    given = {r.name for r in compared}
+    return [p.result for p in published if p.name not in given]
+
+
+def _check_reference_names(compared: Sequence[compare.Reference], taken: Iterable[str]) -> None:
+    seen = set(taken)
+    for r in compared:
+        if r.name in seen:
+            raise EvaluationError(
+                f"compared curve {r.name!r} ({r.source}) has the name of another curve; give it "
+                "another 'name' in its JSON"
+            )
+        seen.add(r.name)
 
 
 def run_evaluation(
@@ -491,6 +493,7 @@ def run_evaluation(
     resume: bool = True,
     show_progress: bool = True,
     echo: Callable[[str], None] | None = print,
+    compared: Sequence[compare.Reference] = (),
 ) -> Evaluation:
     """Evaluate model files and anchors on the images of ``data_dir``; write everything to
     ``out_dir`` (module docstring) and return it.
@@ -503,16 +506,18 @@ def run_evaluation(
       name: put every model on one curve of this name.
       anchor_codecs: Pillow anchors to run (``anchors.CODECS``).
       bd_anchor: the curve every BD-rate is taken against (an anchor codec, run even when not
-        in ``anchor_codecs``, or a model curve's name); None for no BD-rates.
+        in ``anchor_codecs``, a model curve's name, or a compared curve's); None for no
+        BD-rates.
       anchor_qualities: per-codec quality sweeps (default ``anchors.DEFAULT_QUALITIES``).
       save_decoded: also write the decoded images as PNG under ``decoded/``.
       resume: reuse the model records that an earlier run into ``out_dir`` finished (``journal``);
         False starts over.
       show_progress: draw a tqdm progress bar on stderr.
       echo: where the summary and notes are printed (None: nowhere).
+      compared: reference curves (``compare.load_reference``) drawn and BD-rated beside the
+        measured ones on any image set, with a note when the data set they state is not
+        recognisably the evaluated one.
     """
-    from mracnn_jax.evaluation import anchors, bd_rate, plots, results
-
     t_start = time.perf_counter()
     say = echo or (lambda _: None)
     out = Path(out_dir)
@@ -533,9 +538,19 @@ def run_evaluation(
     clash = sorted({s.curve for s in specs} & set(anchor_codecs))
     if clash:
         raise EvaluationError(f"model curve {clash[0]!r} has an anchor's name; use --name")
+    _check_reference_names(compared, [s.curve for s in specs] + anchor_codecs)
     names, images = load_images(data_dir)
     sizes = sorted({f"{im.shape[1]}x{im.shape[0]}" for im in images})
     dataset = f"{Path(data_dir).name or data_dir} ({len(images)} images, {', '.join(sizes)})"
+    not_kodak = compare.kodak_mismatch(names, [im.shape for im in images])
+    notes = [n for r in compared if (n := compare.dataset_note(r, dataset, not not_kodak))]
+    published = [] if not_kodak else _default_published(compared)
+    if not_kodak:
+        notes.append(
+            "note: the published Kodak points (WACNN, MRACNN paper Table 3) are left out: the "
+            f"images are not Kodak's 24 ({not_kodak}); --compare wacnn or mracnn-paper-table3 "
+            "draws them anyway"
+        )
     out.mkdir(parents=True, exist_ok=True)
     done = journal.Journal(out, resume=resume) if specs else None
     if done is not None and done.done:
@@ -598,22 +613,28 @@ def run_evaluation(
         written[f"{c}.json"] = results.write_result_json(out / f"{slug(c)}.json", res)
         written[f"{c}.csv"] = results.write_records_csv(out / f"{slug(c)}.csv", records)
 
+    references = [r.result for r in compared]
     anchor_result = None
     if bd_anchor is not None:
-        anchor_result = next((c for c in curves if c["name"] == bd_anchor), None)
+        anchor_result = next((c for c in curves + references if c["name"] == bd_anchor), None)
         if anchor_result is None:
             say(f"note: no curve named {bd_anchor!r} to take BD-rates against; none computed")
-    others = [c for c in curves if c is not anchor_result]
+    others = [c for c in curves + references if c is not anchor_result]
     bd_rates = (
         bd_rate.bd_rate_table(others, anchor_result, min_overlap=0.0) if anchor_result else {}
     )
 
-    published = _published_for_plot()
     title = f"{dataset}: rate–distortion"
     written["plot"] = out / "rd.png"
-    plots.plot_rd(curves, written["plot"], published=published, title=title)
+    plots.plot_rd(curves, written["plot"], published=published, compared=references, title=title)
     summary = _summary_markdown(
-        curves, anchor_result, model_runs, published, dataset, time.perf_counter() - t_start
+        curves + references,
+        anchor_result,
+        model_runs,
+        published,
+        dataset,
+        time.perf_counter() - t_start,
+        notes,
     )
     written["summary"] = out / "summary.md"
     written["summary"].write_text(summary)
@@ -626,6 +647,8 @@ def run_evaluation(
         summary=summary,
         files=written,
         seconds=time.perf_counter() - t_start,
+        references=references + published,
+        notes=notes,
     )
 
 
@@ -636,11 +659,11 @@ def _summary_markdown(
     published: list[dict[str, Any]],
     dataset: str,
     seconds: float,
+    notes: Sequence[str] = (),
 ) -> str:
-    """Means per point, BD-rates against ``anchor`` (with the published Kodak points as extra
-    rows), and for the models the estimated rate and the first-call (compilation) times."""
-    from mracnn_jax.evaluation import results
-
+    """Means per point, BD-rates against ``anchor`` (with the published Kodak points, when
+    shown, as extra rows), the ``notes`` on reference curves, and for the models the estimated
+    rate and the first-call (compilation) times."""
     ref = [dict(p, name=f"{p['name']} (published, Kodak)") for p in published]
     md = results.markdown_summary(curves + ref, anchor=anchor, title=f"Evaluation on {dataset}")
     lines = [md.rstrip("\n"), ""]
@@ -648,12 +671,13 @@ def _summary_markdown(
         lines += [
             (
                 "BD-rates marked – are not computable: fewer than 2 points, quality not "
-                "increasing with rate, or no overlap with the anchor. Published rows are the "
-                "papers' Kodak figures (PSNR only) and compare with this anchor only when the data "
-                "is Kodak."
+                "increasing with rate, or no overlap with the anchor."
+                + (" Published rows are the papers' Kodak figures (PSNR only)." if ref else "")
             ),
             "",
         ]
+    if notes:
+        lines += [f"- {n.removeprefix('note: ')}" for n in notes] + [""]
     if runs:
         lines += [
             (

@@ -334,7 +334,7 @@ class ELSA(nn.Module):
       gamma: scale of the additive ghost ``G_add``; 0 removes it.
       qk_scale: scale of ``q ⊙ k``; None means ``(dim // num_heads)^-1/2``.
       impl: aggregation, ``"loop"`` (bounded memory) or ``"patches"`` (unfold reference).
-      dtype: computation dtype of the layers (None: inferred); softmax runs in float32.
+      dtype: computation dtype of the layers (None: the input's); softmax runs in float32.
       param_dtype: parameter dtype.
       precision: matmul/conv precision passed to every layer.
     """
@@ -400,7 +400,8 @@ class ELSA(nn.Module):
         k, heads, d_qk, d_v = self.kernel_size, self.num_heads, self.dim_qk, self.dim
         kk = k * k
         b, hh, ww, _ = x.shape
-        common = {"dtype": self.dtype, "param_dtype": self.param_dtype, "precision": self.precision}
+        dtype = x.dtype if self.dtype is None else self.dtype
+        common = {"dtype": dtype, "param_dtype": self.param_dtype, "precision": self.precision}
 
         qkv = nn.Conv(
             2 * d_qk + d_v,
@@ -475,7 +476,8 @@ class ELSABlock(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """x: ``[B, H, W, dim]`` -> ``[B, H, W, dim]``."""
-        common = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        dtype = x.dtype if self.dtype is None else self.dtype
+        common = {"dtype": dtype, "param_dtype": self.param_dtype}
         dense = {
             "precision": self.precision,
             "kernel_init": _timm_trunc_normal(0.02),

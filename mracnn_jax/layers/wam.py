@@ -112,8 +112,8 @@ class WindowAttention(nn.Module):
         addend = bias.transpose(2, 0, 1)[None]
         if s:
             addend = addend + jnp.asarray(shift_mask(h, w, win, s))[:, None]
-        logits = jnp.einsum("bwhnd,bwhmd->bwhnm", q * (d**-0.5), k) + addend
-        attn = jax.nn.softmax(logits, axis=-1)
+        logits = jnp.einsum("bwhnd,bwhmd->bwhnm", q * (d**-0.5), k).astype(jnp.float32) + addend
+        attn = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # float32 softmax in any dtype
         out = jnp.einsum("bwhnm,bwhmd->bwnhd", attn, v).reshape(-1, n, c)
         out = Dense(c, name="proj")(out)
         out = unpartition(out.reshape(-1, win, win, c), win, h, w)

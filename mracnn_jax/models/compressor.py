@@ -1,6 +1,7 @@
 """The learned image codec: transforms, hyperprior and the channel-wise entropy model.
 
-For an image x ``[B, H, W, 3]`` in [0, 1] with H and W multiples of 64:
+For an image x ``[B, H, W, C]`` in [0, 1] with H and W multiples of 64 (C = ``cfg.channels``: 3
+for RGB, 1 for grayscale):
 
     y = g_a(x);  z = h_a(y)
     z~ = round(z - m) + m                     m: medians of the factorized prior (per channel)
@@ -12,6 +13,10 @@ For an image x ``[B, H, W, 3]`` in [0, 1] with H and W multiples of 64:
 Training (``train=True``): p_z and p_y are evaluated on noisy latents (z + u, y + u), while h_s,
 the LRP and g_s see straight-through rounded values (architecture.md §1.4). Inference: everything
 is rounded, and p_z, p_y are the probabilities of the transmitted symbols.
+
+With ``cfg.compute_dtype = 'bfloat16'`` the networks (g_a, g_s, h_a, h_s, CLAB, cc, LRP) compute
+in bfloat16 from float32 parameters; their outputs, the priors' likelihoods and bpp are float32
+(``mracnn_jax.layers.precision``).
 
 The separate methods (``analysis``, ``hyper_analysis``, ``hyper_synthesis``, ``synthesis``,
 ``z_offsets``, ``slice_parameters``, ``refine_slice``) are what the coder calls, one jitted
@@ -26,6 +31,7 @@ import jax.numpy as jnp
 from mracnn_jax.entropy.channel_context import ChannelContextModel
 from mracnn_jax.entropy.factorized import FactorizedPrior
 from mracnn_jax.entropy.quantize import add_noise, quantize_around
+from mracnn_jax.layers.precision import compute
 from mracnn_jax.models.transforms import (
     AnalysisTransform,
     HyperAnalysis,
@@ -43,7 +49,7 @@ def bits_per_pixel(likelihoods: dict, num_pixels):
 
 
 class ImageCompressor(nn.Module):
-    """MRACNN, WACNN or an ablation, depending on ``cfg`` (see ``configs/``)."""
+    """MRACNN, WACNN or an ablation, depending on ``cfg`` (see the presets in ``mracnn_jax/configs/``)."""
 
     cfg: object
 
@@ -65,21 +71,36 @@ class ImageCompressor(nn.Module):
             support_attention=ent.support_attention,
             clab_dim=ent.clab_dim,
             elsa=cfg.elsa,
+            compute_dtype=self.compute_dtype,
         )
         self.entropy_bottleneck = FactorizedPrior(cfg.Z, tuple(cfg.prior_filters), cfg.prior_init_scale)
 
+    @property
+    def compute_dtype(self) -> str:
+        """``cfg.compute_dtype``: the dtype of the networks' arithmetic (float32 where unset)."""
+        return self.cfg.get("compute_dtype", "float32")
+
+    def _check_channels(self, x) -> None:
+        if x.shape[-1] != self.cfg.channels:
+            raise ValueError(
+                f"the image has {x.shape[-1]} channels, the model {self.cfg.channels} "
+                f"(model.channels of {self.cfg.name!r})"
+            )
+
     # -- pieces the coder calls -------------------------------------------------------------
     def analysis(self, x):
-        return self.g_a(x)
+        self._check_channels(x)
+        return compute(self.compute_dtype, self.g_a, x)
 
     def hyper_analysis(self, y):
-        return self.h_a(y)
+        return compute(self.compute_dtype, self.h_a, y)
 
     def hyper_synthesis(self, z_hat):
-        return self.h_mean_s(z_hat), self.h_scale_s(z_hat)
+        both = lambda z: (self.h_mean_s(z), self.h_scale_s(z))
+        return compute(self.compute_dtype, both, z_hat)
 
     def synthesis(self, y_hat):
-        return self.g_s(y_hat)
+        return compute(self.compute_dtype, self.g_s, y_hat)
 
     def z_offsets(self):
         return self.entropy_bottleneck.medians()
@@ -102,8 +123,9 @@ class ImageCompressor(nn.Module):
                 f"input {h}x{w} is not a multiple of {DOWNSAMPLING}; "
                 "pad it first (mracnn_jax.models.padding.pad_to_multiple)"
             )
-        y = self.g_a(x)
-        z = self.h_a(y)
+        self._check_channels(x)
+        y = compute(self.compute_dtype, self.g_a, x)
+        z = self.hyper_analysis(y)
         offsets = self.z_offsets()
         if train:
             z_likelihood = self.entropy_bottleneck.likelihood(add_noise(z, self.make_rng("noise")))
@@ -113,7 +135,7 @@ class ImageCompressor(nn.Module):
             z_likelihood = self.entropy_bottleneck.likelihood(z_hat)
         latent_means, latent_scales = self.hyper_synthesis(z_hat)
         y_hat, y_likelihood = self.entropy(y, latent_means, latent_scales, train)
-        x_hat = self.g_s(y_hat)
+        x_hat = self.synthesis(y_hat)
         likelihoods = {"y": y_likelihood, "z": z_likelihood}
         return {
             "x_hat": x_hat,

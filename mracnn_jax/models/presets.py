@@ -1,9 +1,11 @@
 """Model configurations: MRACNN (reconstruction A), WACNN, the paper's ablations, small variants.
 
-Every number that shapes a model lives here (or in the ``configs/*.py`` that call these).
+Every number that shapes a model lives here (or in the presets of ``mracnn_jax/configs/`` that call these).
 Fields of ``config.model``:
 
     name                  label written into exported models and bitstreams
+    channels              image channels in and out: 3 (RGB) or 1 (grayscale); model files
+                          written before the field existed mean 3 (``with_defaults``)
     N, M, Z               intermediate, latent (y) and hyper-latent (z) channels
     transform             'mracb' (MRACD/MRACU, 3x3 strided) or 'conv5' (WACNN's conv5x5 + GDN)
     attention             'elam' or 'wam' at 1/4 (N channels) and 1/16 (M channels) resolution
@@ -22,11 +24,36 @@ Fields of ``config.model``:
     entropy.support_attention  'clab' (MRACNN) or 'none' (WACNN)
     entropy.clab_dim      CLAB's squeezed width
     prior_filters, prior_init_scale   the factorized prior of z
+    compute_dtype         'float32' or 'bfloat16': the dtype the transforms, CLAB and the
+                          cc/LRP stacks compute in (parameters, optimizer state, likelihoods and
+                          the loss stay float32; mracnn_jax/layers/precision.py)
 """
 
 from __future__ import annotations
 
+import copy
+
 import ml_collections
+
+#: Fields added to the model config after model files were first written: a config without one
+#: (an older model file's) means the value ``mracnn()`` gives it.
+LATER_FIELDS: tuple[str, ...] = ("channels", "compute_dtype")
+
+
+def with_defaults(cfg) -> ml_collections.ConfigDict:
+    """A copy of the model config ``cfg`` (ConfigDict, FrozenConfigDict or dict) with each of
+    ``LATER_FIELDS`` it lacks set as ``mracnn()`` sets it."""
+    if isinstance(cfg, ml_collections.FrozenConfigDict):
+        out = cfg.as_configdict()
+    elif isinstance(cfg, ml_collections.ConfigDict):
+        out = copy.deepcopy(cfg)
+    else:
+        out = ml_collections.ConfigDict(dict(cfg))
+    base = mracnn()
+    for field in LATER_FIELDS:
+        if field not in out:
+            out[field] = base[field]
+    return out
 
 
 def _elsa(**overrides) -> ml_collections.ConfigDict:
@@ -51,6 +78,7 @@ def mracnn() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
             "name": "mracnn",
+            "channels": 3,
             "N": 192,
             "M": 320,
             "Z": 192,
@@ -73,6 +101,7 @@ def mracnn() -> ml_collections.ConfigDict:
             },
             "prior_filters": (3, 3, 3, 3),
             "prior_init_scale": 10.0,
+            "compute_dtype": "float32",
         }
     )
 

@@ -1,16 +1,17 @@
 """Analysis and synthesis transforms of MRACNN and WACNN, and the shared hyperprior transforms.
 
-Shapes for an input ``[B, H, W, 3]`` with H, W multiples of 64 (N, M, Z from the config):
+Shapes for an input ``[B, H, W, C]`` with H, W multiples of 64 (C = ``channels``, 3 for RGB or
+1 for grayscale; N, M, Z from the config):
 
-    g_a: [B, H, W, 3] -> y [B, H/16, W/16, M]        g_s: y^ -> x^ [B, H, W, 3]
+    g_a: [B, H, W, C] -> y [B, H/16, W/16, M]        g_s: y^ -> x^ [B, H, W, C]
     h_a: y -> z [B, H/64, W/64, Z]                   h_mean_s, h_scale_s: z^ -> [B, H/16, W/16, M]
 
 MRACNN (``transform='mracb'``, architecture.md §4.1):
-    g_a = MRACD(3,N) MRACD(N,N) ATT(N) MRACD(N,N) conv3x3/s2(N,M) ATT(M)
-    g_s = ATT(M) MRACU(M,N) [ATT(N) if third_elam] MRACU(N,N) ATT(N) MRACU(N,N) tconv3x3/s2(N,3)
+    g_a = MRACD(C,N) MRACD(N,N) ATT(N) MRACD(N,N) conv3x3/s2(N,M) ATT(M)
+    g_s = ATT(M) MRACU(M,N) [ATT(N) if third_elam] MRACU(N,N) ATT(N) MRACU(N,N) tconv3x3/s2(N,C)
 WACNN (``transform='conv5'``, §1.1):
     g_a = conv5/s2 GDN conv5/s2 GDN ATT(N) conv5/s2 GDN conv5/s2(N,M) ATT(M)
-    g_s = ATT(M) tconv5/s2 IGDN tconv5/s2 IGDN ATT(N) tconv5/s2 IGDN tconv5/s2(N,3)
+    g_s = ATT(M) tconv5/s2 IGDN tconv5/s2 IGDN ATT(N) tconv5/s2 IGDN tconv5/s2(N,C)
 ATT is ELAM (``attention='elam'``) or WAM (``'wam'``: window 8 / shift 4 at N channels, window 4 /
 shift 2 at M channels). The hyperprior is WACNN's (3x3 convolutions, GELU between them; the
 hyper-synthesis upsamples with sub-pixel convolutions).
@@ -27,6 +28,14 @@ from mracnn_jax.layers.mracb import MRACD, MRACU
 from mracnn_jax.layers.residual import activation_fn
 from mracnn_jax.layers.wam import WAM
 
+#: Per ``transform``: the convolutions that read the image (kernel ``[k, k, C, N]``) and the one
+#: that writes it (kernel ``[k, k, N, C]``, bias ``[C]``), as parameter paths.
+IMAGE_INPUT_LAYERS = {
+    "mracb": (("g_a", "mracd_0", "down"), ("g_a", "mracd_0", "skip")),
+    "conv5": (("g_a", "conv_0"),),
+}
+IMAGE_OUTPUT_LAYER = {"mracb": ("g_s", "deconv_5"), "conv5": ("g_s", "deconv_8")}
+
 
 def attention_module(cfg, at_latent: bool, name: str) -> nn.Module:
     """ELAM or WAM; WAM's window depends on whether it sits at the latent (M) resolution."""
@@ -40,7 +49,8 @@ def attention_module(cfg, at_latent: bool, name: str) -> nn.Module:
 
 
 class AnalysisTransform(nn.Module):
-    """g_a: image ``[B, H, W, 3]`` -> y ``[B, H/16, W/16, M]``."""
+    """g_a: image ``[B, H, W, C]`` -> y ``[B, H/16, W/16, M]`` (its first convolutions take C
+    from the image)."""
 
     cfg: object
 
@@ -67,7 +77,7 @@ class AnalysisTransform(nn.Module):
 
 
 class SynthesisTransform(nn.Module):
-    """g_s: y^ ``[B, h, w, M]`` -> x^ ``[B, 16h, 16w, 3]``."""
+    """g_s: y^ ``[B, h, w, M]`` -> x^ ``[B, 16h, 16w, C]``, C = ``cfg.channels``."""
 
     cfg: object
 
@@ -84,13 +94,13 @@ class SynthesisTransform(nn.Module):
             x = MRACU(n, k, deconv_impl=impl, name="mracu_2")(x)
             x = attention_module(cfg, False, "attention_3")(x)
             x = MRACU(n, k, deconv_impl=impl, name="mracu_4")(x)
-            return ConvTranspose2d(3, 3, impl, name="deconv_5")(x)
+            return ConvTranspose2d(cfg.channels, 3, impl, name="deconv_5")(x)
         if cfg.transform == "conv5":
             x = GDN(inverse=True, name="igdn_2")(ConvTranspose2d(n, 5, impl, name="deconv_1")(x))
             x = GDN(inverse=True, name="igdn_4")(ConvTranspose2d(n, 5, impl, name="deconv_3")(x))
             x = attention_module(cfg, False, "attention_5")(x)
             x = GDN(inverse=True, name="igdn_7")(ConvTranspose2d(n, 5, impl, name="deconv_6")(x))
-            return ConvTranspose2d(3, 5, impl, name="deconv_8")(x)
+            return ConvTranspose2d(cfg.channels, 5, impl, name="deconv_8")(x)
         raise ValueError(f"unknown transform {cfg.transform!r}; use 'mracb' or 'conv5'")
 
 

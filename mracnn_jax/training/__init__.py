@@ -8,6 +8,7 @@ Modules (import them directly; this package imports nothing heavy so that config
 * ``losses``          ``rate_distortion_loss`` (λ·255²·MSE + bpp, or λ·(1 − MS-SSIM) + bpp).
 * ``train_state``     ``TrainState`` and ``make_optimizer`` (clipping + Adam + schedule).
 * ``checkpoint``      ``CheckpointManager`` for orbax 0.4.4 and 0.12.
+* ``export``          ``export_from_checkpoint``: a checkpoint's portable model file.
 * ``train_lib``       ``train_and_evaluate(config, workdir)``.
 """
 
@@ -24,14 +25,5 @@ __all__ = [
     "MS_SSIM_LAMBDAS",
     "PAPER_LEARNING_RATE",
     "data_config",
-    "train_and_evaluate",
     "training_config",
 ]
-
-
-def __getattr__(name):
-    if name == "train_and_evaluate":
-        from mracnn_jax.training.train_lib import train_and_evaluate
-
-        return train_and_evaluate
-    raise AttributeError(name)

@@ -2,7 +2,7 @@
 ``config.data = data_config()``.
 
 Every field is documented where it is set. A run overrides them on the command line, e.g.
-``train.py --config=configs/mracnn.py --config.train.lmbda=0.0067 --config.train.num_steps=2000000``.
+``train.py --config=mracnn --config.train.lmbda=0.0067 --config.train.num_steps=2000000``.
 
 Paper facts (Yan et al. 2024, §4.1): random 256x256 crops of 310K OpenImages photos, batch 4, Adam,
 "initial lr 0.00001", MSE λ ∈ {0.0018, 0.0035, 0.0067, 0.0130, 0.025, 0.05}, MS-SSIM λ ∈

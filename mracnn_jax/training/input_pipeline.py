@@ -1,4 +1,4 @@
-"""Training and validation images: folders of image files → uint8 batches `[B, c, c, 3]`.
+"""Training and validation images: folders of image files → uint8 batches `[B, c, c, C]`.
 
 Training stream
 ---------------
@@ -14,6 +14,10 @@ Each file is decoded by ``images.read_image`` (the codec's rules: grayscale, pal
 16-bit images become 8-bit RGB; images with an alpha channel are refused, so skipped), randomly
 cropped to ``crop_size``² and randomly flipped, with a NumPy generator seeded by ``(seed, p)``:
 the crop of a position does not depend on the number of workers, the backend or a restart.
+For a grayscale model (``channels=1``, the model config's ``channels``) each crop then becomes
+its ITU-R 601 luma (``images.restore_mode(crop, 'L')``, the gray of Pillow's ``convert('L')``,
+which the codec restores too), ``[c, c, 1]``: gray photos stay as they are, colour photos become
+gray.
 
 * Images smaller than the crop: ``small_images='pad'`` reflect-pads them up to the crop (the
   default: BSDS500's 321-pixel side is fine for 256 crops, but 64x64 thumbnails would otherwise be
@@ -21,7 +25,8 @@ the crop of a position does not depend on the number of workers, the backend or 
 * Files that fail to decode are skipped, counted (``TrainIterator.skipped``) and warned about once
   each; the run never crashes on them. A stream that yields no decodable image at all raises.
 
-Batches are uint8 ``[B_local, c, c, 3]`` (``B_local`` = global batch / process count); the
+Batches are uint8 ``[B_local, c, c, C]`` (``B_local`` = global batch / process count, C =
+``channels``, 3 or 1); the
 training step converts them to float32 in [0, 1] on the device (4x less host→device traffic than
 float32; measured in the module's benchmark, see ``python -m mracnn_jax.training.input_pipeline
 --help``).
@@ -47,7 +52,8 @@ Both produce identical batches (tested).
 Validation
 ----------
 ``load_eval_images`` reads the first ``num_images`` files of a folder (sorted by path) as fixed
-centre crops (reflect-padded when smaller); deterministic, no randomness.
+centre crops (reflect-padded when smaller), gray for ``channels=1``; deterministic, no
+randomness.
 """
 
 from __future__ import annotations
@@ -65,6 +71,9 @@ import numpy as np
 
 from mracnn_jax import images
 from mracnn_jax.training.defaults import DATA_BACKENDS, SMALL_IMAGE_POLICIES
+
+#: Image channels the pipeline delivers: 3 (RGB) or 1 (the luma of the crop).
+CHANNELS: tuple[int, ...] = (3, 1)
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +239,20 @@ def random_crop_flip(
     return np.ascontiguousarray(out)
 
 
+def _check_channels(channels: int) -> int:
+    if channels not in CHANNELS:
+        raise ValueError(f"channels must be one of {CHANNELS} (the model's), got {channels!r}")
+    return int(channels)
+
+
+def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` → ``[H, W, channels]``: as is for 3, the ITU-R 601 luma
+    (``images.restore_mode``, Pillow's ``convert('L')``) for 1."""
+    if channels == 3:
+        return img
+    return np.ascontiguousarray(images.restore_mode(img, "L")[..., None])
+
+
 def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
     """The centred ``size``² crop (reflect-padded first when the image is smaller)."""
     img = pad_to_at_least(img, size)
@@ -242,13 +265,20 @@ _Base = _grain.RandomMapTransform if _grain is not None else object
 
 
 class DecodeCropFlip(_Base):
-    """path → ``{'image': uint8 [c, c, 3], 'valid': bool, 'reason': str, 'path': str}``.
+    """path → ``{'image': uint8 [c, c, C], 'valid': bool, 'reason': str, 'path': str}``.
 
     An undecodable (or, with ``small_images='skip'``, too small) file gives ``valid=False`` and a
     zero image; the main process drops and counts it, so the count is exact with worker processes.
     """
 
-    def __init__(self, crop_size: int, flip_lr: bool, flip_ud: bool, small_images: str = "pad"):
+    def __init__(
+        self,
+        crop_size: int,
+        flip_lr: bool,
+        flip_ud: bool,
+        small_images: str = "pad",
+        channels: int = 3,
+    ):
         if small_images not in SMALL_IMAGE_POLICIES:
             raise ValueError(
                 f"small_images must be one of {SMALL_IMAGE_POLICIES}, got {small_images!r}"
@@ -256,11 +286,12 @@ class DecodeCropFlip(_Base):
         self.crop_size = int(crop_size)
         self.flip_lr, self.flip_ud = bool(flip_lr), bool(flip_ud)
         self.small_images = small_images
+        self.channels = _check_channels(channels)
 
     def _invalid(self, path: str, reason: str) -> dict[str, Any]:
         c = self.crop_size
         return {
-            "image": np.zeros((c, c, 3), np.uint8),
+            "image": np.zeros((c, c, self.channels), np.uint8),
             "valid": False,
             "reason": reason,
             "path": path,
@@ -276,6 +307,7 @@ class DecodeCropFlip(_Base):
                 return self._invalid(path, f"smaller than the crop: {img.shape[1]}x{img.shape[0]}")
             img = pad_to_at_least(img, self.crop_size)
         crop = random_crop_flip(img, self.crop_size, rng, self.flip_lr, self.flip_ud)
+        crop = to_channels(crop, self.channels)
         return {"image": crop, "valid": True, "reason": "", "path": path}
 
     # The 'python' backend calls the transform directly.
@@ -339,7 +371,7 @@ def _python_elements(
 
 
 class TrainIterator:
-    """Endless iterator of uint8 batches ``[batch_size, c, c, 3]`` for this process.
+    """Endless iterator of uint8 batches ``[batch_size, c, c, channels]`` for this process.
 
     ``get_state()`` returns ``{'records_consumed': n, 'skipped': {...}, 'backend': ...}``; pass it
     back as ``state`` to ``make_train_iterator`` to continue from the same position.
@@ -361,6 +393,7 @@ class TrainIterator:
         flip_lr: bool = True,
         flip_ud: bool = False,
         small_images: str = "pad",
+        channels: int = 3,
     ):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -377,7 +410,7 @@ class TrainIterator:
         sampler = StreamSampler(
             len(paths), seed, process_count, offset=self.records_consumed * process_count
         )
-        transform = DecodeCropFlip(crop_size, flip_lr, flip_ud, small_images)
+        transform = DecodeCropFlip(crop_size, flip_lr, flip_ud, small_images, channels)
         if self.backend == "grain":
             _ensure_absl_flags_parsed()
             loader = _grain.DataLoader(
@@ -465,11 +498,12 @@ def make_train_iterator(
     process_index: int = 0,
     process_count: int = 1,
     state: dict[str, Any] | None = None,
+    channels: int = 3,
 ) -> TrainIterator:
     """The training iterator of ``config.data`` for this process.
 
     ``batch_size`` is the per-process batch; ``state`` is a ``TrainIterator.get_state()`` from a
-    checkpoint (None: start of the stream).
+    checkpoint (None: start of the stream); ``channels`` the model's (``config.model.channels``).
     """
     paths = list_images(list(data_config.train_dirs))
     data_seed = int(data_config.get("seed", -1))
@@ -487,6 +521,7 @@ def make_train_iterator(
         flip_lr=bool(data_config.get("random_flip_lr", True)),
         flip_ud=bool(data_config.get("random_flip_ud", False)),
         small_images=data_config.get("small_images", "pad"),
+        channels=channels,
     )
     if state and state.get("skipped"):
         it.skipped.update({k: int(v) for k, v in state["skipped"].items()})
@@ -494,11 +529,12 @@ def make_train_iterator(
 
 
 def load_eval_images(
-    directory: str | os.PathLike, crop_size: int, num_images: int
+    directory: str | os.PathLike, crop_size: int, num_images: int, channels: int = 3
 ) -> tuple[np.ndarray, list[str]]:
     """The first ``num_images`` decodable images of ``directory`` (sorted by path) as centre
-    crops: uint8 ``[N, crop_size, crop_size, 3]`` and their paths. Undecodable files are skipped
-    with a warning."""
+    crops: uint8 ``[N, crop_size, crop_size, channels]`` and their paths. Undecodable files are
+    skipped with a warning."""
+    channels = _check_channels(channels)
     images, used = [], []
     for path in list_images(directory):
         if len(images) >= num_images:
@@ -508,7 +544,7 @@ def load_eval_images(
         except Exception as e:  # noqa: BLE001
             logger.warning("skipping validation image %s (%s: %s)", path, type(e).__name__, e)
             continue
-        images.append(centre_crop(img, crop_size))
+        images.append(to_channels(centre_crop(img, crop_size), channels))
         used.append(path)
     if not images:
         raise ValueError(f"no decodable validation image in {os.fspath(directory)!r}")

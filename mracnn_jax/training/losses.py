@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mracnn_jax.evaluation.metrics import ms_ssim as _ms_ssim
+from mracnn_jax.metrics import ms_ssim as _ms_ssim
 from mracnn_jax.training.defaults import LOSS_METRICS
 
 

@@ -38,17 +38,35 @@ ms_ssim) and ``loss``, the training loss's formula on them (``eval_rd_loss``).
 Outputs in ``workdir``
 ----------------------
 ``config.json`` (+ ``config.yaml``), ``metrics.jsonl`` (one JSON object per log/eval point, with
-``"split": "train"`` or ``"eval"``), ``checkpoints/``, TensorBoard events under ``tb/`` when
-tensorboardX is installed (silently skipped otherwise; TensorFlow is never imported), and at the end
-the portable model file ``train.export_name`` (see ``mracnn_jax.model_file``).
+``"split": "train"`` or ``"eval"``), ``checkpoints/``, TensorBoard events under ``tb/`` (written
+with tensorboardX, a dependency of the ``train`` extra, which never imports TensorFlow; without it
+a warning says so and the rest is written), and at the end the portable model file
+``train.export_name`` (see ``mracnn_jax.model_file``).
+
+Compilation cache
+-----------------
+``train_and_evaluate`` turns JAX's persistent compilation cache on (``use_compilation_cache``):
+``$MRACNN_JAX_CACHE_DIR``, else ``~/.cache/mracnn-jax/xla``; ``MRACNN_JAX_CACHE_DIR=off`` turns it
+off. A run of a config compiled before, in this or an earlier process, skips the compilation.
+
+What the terminal shows
+-----------------------
+The config and the data folders are checked before anything is built or written
+(``config_checks.check_run``: one ``ConfigError``). Before the first step a line says that the
+training step is being compiled, and one after it how long that took; then a progress bar counts
+steps, with the rate in steps per second (``steps/s``), the loss, bpp and PSNR of the last log
+window. Library INFO logging (orbax's checkpoint lines, through absl) is raised to WARNING for the
+length of the run so that it does not break the bar; this module's own lines stay.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -58,14 +76,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
 
 from mracnn_jax import model_file
-from mracnn_jax.models.registry import init_params
+from mracnn_jax.compilation_cache import compilation_cache_dir, enable_compilation_cache
+from mracnn_jax.metrics import min_size_for_ms_ssim, ms_ssim
+from mracnn_jax.models.registry import build_model, init_params
 from mracnn_jax.training import checkpoint as ckpt_lib
-from mracnn_jax.training import input_pipeline
-from mracnn_jax.training.defaults import LOSS_METRICS
+from mracnn_jax.training import config_checks, input_pipeline
 from mracnn_jax.training.losses import bits_per_image, rate_distortion_loss
 from mracnn_jax.training.train_state import TrainState, make_lr_schedule, make_optimizer
 
@@ -214,8 +235,6 @@ def make_eval_step(model, crop_size: int):
     The reconstruction is clipped to [0, 1] and rounded to 8 bits before the distortion, as a
     decoded image would be; bpp is the likelihood estimate, not a real bitstream.
     """
-    from mracnn_jax.evaluation.metrics import min_size_for_ms_ssim, ms_ssim
-
     with_ms_ssim = crop_size >= min_size_for_ms_ssim()
 
     def eval_step(params, batch):
@@ -240,8 +259,38 @@ def make_eval_step(model, crop_size: int):
 # Logging.
 
 
+#: Where TensorBoard's event files go, inside the work directory.
+TB_DIR = "tb"
+
+#: Loggers that print INFO lines during a run (orbax logs through absl's); raised to WARNING
+#: while the progress bar is shown (``quiet_library_logging``).
+NOISY_LOGGERS: tuple[str, ...] = ("absl", "orbax", "orbax.checkpoint")
+
+
+@contextlib.contextmanager
+def quiet_library_logging(level: int = logging.WARNING):
+    """Raises ``NOISY_LOGGERS`` to at least ``level`` inside the block, restoring them after."""
+    saved = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+    try:
+        for name in NOISY_LOGGERS:
+            log = logging.getLogger(name)
+            log.setLevel(max(log.getEffectiveLevel(), level))
+        yield
+    finally:
+        for name, old in saved.items():
+            logging.getLogger(name).setLevel(old)
+
+
+def _say(message: str, enabled: bool) -> None:
+    """A line on stderr that does not break the progress bar (process 0 only)."""
+    if enabled:
+        tqdm.write(message, file=sys.stderr)
+        sys.stderr.flush()
+
+
 class MetricWriter:
-    """metrics.jsonl (always) and TensorBoard via tensorboardX (when installed); process 0 only."""
+    """metrics.jsonl (always) and TensorBoard events under ``tb/`` via tensorboardX (a dependency
+    of the ``train`` extra; a warning if it is missing); process 0 only."""
 
     def __init__(self, workdir: str, enabled: bool):
         self.enabled = enabled
@@ -252,11 +301,14 @@ class MetricWriter:
         # Kept open for the whole run (closed in close()); line-buffered so a crash loses nothing.
         self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)  # noqa: SIM115
         try:
-            from tensorboardX import SummaryWriter  # optional; never TensorFlow
+            from tensorboardX import SummaryWriter  # the train extra's; never TensorFlow
         except ImportError:
-            SummaryWriter = None
-        if SummaryWriter is not None:
-            self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+            logger.warning(
+                "no TensorBoard logs: tensorboardX is not installed (pip install "
+                "'mracnn-jax[train]' or tensorboardX); metrics.jsonl has the same values"
+            )
+            return
+        self._tb = SummaryWriter(os.path.join(workdir, TB_DIR))
 
     def write(self, step: int, split: str, values: dict[str, float]) -> None:
         if not self.enabled:
@@ -282,15 +334,18 @@ class MetricWriter:
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
-    from tqdm import tqdm
-
+    """Steps done of ``total``, elapsed and remaining time, then the postfix (``flush``): the
+    rate in steps per second of the last log window (``steps/s``) and its loss, bpp and PSNR."""
     return tqdm(
         total=total,
         initial=initial,
         disable=not enabled,
         dynamic_ncols=True,
         mininterval=1.0,
+        desc="train",
         unit="step",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| step {n_fmt}/{total_fmt} "
+        "[{elapsed}<{remaining}{postfix}]",
     )
 
 
@@ -335,39 +390,24 @@ def _time_is_up(deadline: float) -> bool:
         return False
     up = time.time() >= deadline
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         up = bool(multihost_utils.broadcast_one_to_all(np.asarray(up)))
     return up
 
 
 def _validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> None:
+    """What ``config_checks`` cannot know: the batch divides among the devices and processes."""
     t = config.train
     if t.batch_size % num_devices or t.batch_size % num_processes:
-        raise ValueError(
+        raise config_checks.ConfigError(
             f"train.batch_size = {t.batch_size} must be divisible by the number of devices "
             f"({num_devices}) and processes ({num_processes})"
         )
-    if t.crop_size % 64:
-        raise ValueError(f"train.crop_size = {t.crop_size} must be a multiple of 64")
-    if t.loss_metric not in LOSS_METRICS:
-        raise ValueError(f"train.loss_metric must be one of {LOSS_METRICS}, got {t.loss_metric!r}")
-    if t.loss_metric == "ms-ssim":
-        from mracnn_jax.evaluation.metrics import min_size_for_ms_ssim
-
-        if t.crop_size < min_size_for_ms_ssim():
-            raise ValueError(f"MS-SSIM training needs train.crop_size >= {min_size_for_ms_ssim()}")
-    for name in ("checkpoint_every", "log_every", "num_steps"):
-        if int(t[name]) <= 0:
-            raise ValueError(f"train.{name} must be positive, got {t[name]}")
 
 
 def _data_state_for_checkpoint(it: input_pipeline.TrainIterator) -> dict[str, Any]:
     state = it.get_state()
     consumed = np.asarray([state["records_consumed"]], np.int64)
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         consumed = np.asarray(multihost_utils.process_allgather(consumed)).reshape(-1)
     return {
         "records_consumed": [int(c) for c in consumed],
@@ -407,6 +447,35 @@ def eval_rd_loss(metrics: dict[str, float], train_config) -> float:
     return lmbda * 255.0**2 * metrics["mse"] + metrics["bpp"]
 
 
+def _compile_step(jitted, args: tuple, is_main: bool):
+    """Compiles the jitted training step for ``args`` ahead of the first step, saying so before
+    and with the time it took after; returns the compiled step."""
+    _say(
+        "compiling the training step (once per run; minutes for a full-size model on a CPU)...",
+        is_main,
+    )
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    _say(f"compiled the training step in {time.perf_counter() - t0:.1f} s", is_main)
+    return compiled
+
+
+def use_compilation_cache() -> str | None:
+    """Turns JAX's persistent compilation cache on for the run, so that a restarted or repeated
+    run skips compiling its step: in ``$MRACNN_JAX_CACHE_DIR`` (``off``: none), else in the
+    user's cache folder (``mracnn_jax.compilation_cache``). Returns the folder, None for none; one
+    that cannot be made is a warning, and the run compiles without the cache."""
+    path = compilation_cache_dir()
+    if path is None:
+        return None
+    try:
+        enable_compilation_cache(path)
+    except OSError as e:
+        logger.warning("no compilation cache (cannot create %r: %s)", path, e)
+        return None
+    return path
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, *, model=None
 ) -> TrainState:
@@ -419,20 +488,27 @@ def train_and_evaluate(
       model: the Flax module to train; default ``build_model(config.model)``.
 
     Raises:
+      ConfigError: the config or its data folders (``config_checks.check_run``), found before
+        the model is built or ``workdir`` is created.
       NonFiniteLossError: the loss became NaN/Inf (nothing of that state is saved).
     """
     run_t0 = time.time()
-    workdir = os.path.abspath(workdir)
+    config_checks.check_run(config)
+    use_compilation_cache()
+    mesh = make_mesh()
+    _validate(config, mesh.devices.size, jax.process_count())
+    with quiet_library_logging():
+        return _train(config, os.path.abspath(workdir), model, mesh, run_t0)
+
+
+def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState:
+    """The body of ``train_and_evaluate``, after the checks."""
     os.makedirs(workdir, exist_ok=True)
     t = config.train
-    mesh = make_mesh()
     process_index, process_count = jax.process_index(), jax.process_count()
-    _validate(config, mesh.devices.size, process_count)
     is_main = process_index == 0
 
     if model is None:
-        from mracnn_jax.models import build_model
-
         model = build_model(config.model)
     config_json = (
         _save_config(config, workdir) if is_main else json.loads(config.to_json_best_effort())
@@ -479,6 +555,7 @@ def train_and_evaluate(
         process_index=process_index,
         process_count=process_count,
         state=data_state,
+        channels=model.cfg.channels,
     )
     p_train_step = jit_train_step(make_train_step(model, tx, t), mesh)
 
@@ -488,7 +565,9 @@ def train_and_evaluate(
     val_dir = config.data.get("val_dir", "")
     if num_eval > 0 and val_dir and int(t.get("eval_every", 0)) >= 0:
         eval_crop = int(t.get("eval_crop_size", t.crop_size))
-        eval_images, _ = input_pipeline.load_eval_images(val_dir, eval_crop, num_eval)
+        eval_images, _ = input_pipeline.load_eval_images(
+            val_dir, eval_crop, num_eval, channels=model.cfg.channels
+        )
         eval_fn = jax.jit(make_eval_step(model, eval_crop), out_shardings=replicated(mesh))
 
     writer = MetricWriter(workdir, enabled=is_main)
@@ -517,7 +596,7 @@ def train_and_evaluate(
             loss=f"{means['loss']:.4f}",
             bpp=f"{means['bpp']:.4f}",
             psnr=f"{means['psnr']:.2f}",
-            sps=f"{means['steps_per_sec']:.2f}",
+            **{"steps/s": f"{means['steps_per_sec']:.2f}"},
             refresh=False,
         )
         window, window_t0, data_time = [], time.perf_counter(), 0.0
@@ -545,11 +624,15 @@ def train_and_evaluate(
         if eval_fn is not None and t.get("eval_at_start", False) and step < num_steps:
             run_eval(step)
             window_t0 = time.perf_counter()  # the first window's rate excludes this validation
+        compiled = None
         while step < num_steps:
             t0 = time.perf_counter()
             batch = make_global_batch(next(train_iter), mesh)
             data_time += time.perf_counter() - t0
-            state, metrics = p_train_step(state, batch, noise_key)
+            if compiled is None:
+                compiled = _compile_step(p_train_step, (state, batch, noise_key), is_main)
+                window_t0 = time.perf_counter()  # the first window's rate excludes compiling
+            state, metrics = compiled(state, batch, noise_key)
             step += 1
             pbar.update(1)
             window.append((step, metrics))

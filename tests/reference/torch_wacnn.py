@@ -4,7 +4,9 @@ Written from the structure in docs/architecture.md section 1 (which was read off
 ``Googolxx/STF`` code).  It is used for two things:
 
 * the timing reference in ``benchmarks/bench_torch_wacnn.py``;
-* the parity reference when converting PyTorch (STF/CompressAI-style) checkpoints to Flax.
+* the parity reference when converting PyTorch (STF/CompressAI-style) checkpoints to Flax, and
+  for the WACNN twin in ``mracnn_jax.torch_models`` (``tests/test_torch_models.py``), which is
+  built from our configs; this file stays independent of both, as a second reading of STF.
 
 The module tree is laid out so that ``state_dict()`` has exactly the keys of the public STF
 ``WACNN`` (parameters *and* persistent buffers), e.g.::

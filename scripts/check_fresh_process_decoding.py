@@ -2,7 +2,7 @@
 """Fresh-process decoding check: files written by one process decode, in another, to exactly the
 reconstruction the encoder predicted.
 
-    python benchmarks/check_fresh_process_decoding.py --data ../shared/data/kodak \
+    python scripts/check_fresh_process_decoding.py --data ../shared/data/kodak \
         [--model M ...] [--work DIR]
 
 Phase 1 (this process): every image is compressed with every model (default: the bundled ones);
@@ -23,14 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from mracnn_jax import codec, zoo
+from mracnn_jax.config_files import data_path
+from mracnn_jax.evaluation import runner
 
 
 def encode(models: list[Path], data: Path, work: Path) -> None:
-    from mracnn_jax import codec
-    from mracnn_jax.evaluation import runner
-
     names, images = runner.load_images(data)
     index = []
     for m in models:
@@ -50,8 +48,6 @@ def encode(models: list[Path], data: Path, work: Path) -> None:
 
 
 def decode(work: Path) -> int:
-    from mracnn_jax import codec
-
     index = json.loads((work / "index.json").read_text())
     models: dict[str, codec.LoadedModel] = {}
     results: dict[str, list[bool]] = {}
@@ -75,7 +71,7 @@ def decode(work: Path) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "kodak"))
+    p.add_argument("--data", default=str(data_path("kodak")))
     p.add_argument("--model", nargs="*", default=None)
     p.add_argument("--work", default="/tmp/fresh_process_check")
     p.add_argument("--decode-only", action="store_true", help=argparse.SUPPRESS)
@@ -83,8 +79,6 @@ def main() -> int:
     work = Path(a.work)
     if a.decode_only:
         return decode(work)
-    from mracnn_jax import zoo
-
     models = [Path(m) for m in a.model] if a.model else [e.path for e in zoo.bundled()]
     encode(models, Path(a.data), work)
     return subprocess.run(

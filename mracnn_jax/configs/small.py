@@ -1,4 +1,4 @@
-"""A narrow MRACNN (N=16, M=40) with every block type of configs/mracnn.py, for tests and smoke runs."""
+"""A narrow MRACNN (N=16, M=40) with every block type of the mracnn preset, for tests and smoke runs."""
 
 from mracnn_jax.experiment import experiment_config
 from mracnn_jax.models import presets

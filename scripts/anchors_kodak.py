@@ -5,21 +5,18 @@ Writes docs/results/anchors/<codec>.json (CompressAI eval layout), docs/results/
 prints the wall time and whether each curve is monotone (bpp, PSNR and MS-SSIM all strictly
 increasing along the sweep).
 
-    python benchmarks/anchors_kodak.py [--data ../shared/data/kodak] [--out docs/results]
+    python scripts/anchors_kodak.py [--data ../shared/data/kodak] [--out docs/results]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
+from mracnn_jax.config_files import REPO, data_path
 from mracnn_jax.evaluation import anchors, plots, results
 
 
@@ -29,7 +26,7 @@ def is_monotone(means: list[dict]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "kodak")
+    p.add_argument("--data", type=Path, default=data_path("kodak"))
     p.add_argument("--out", type=Path, default=REPO / "docs" / "results")
     p.add_argument("--codecs", nargs="+", default=list(anchors.CODECS))
     args = p.parse_args(argv)

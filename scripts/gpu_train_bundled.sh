@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# Trains the three bundled models (configs/bundled.py at quality 1, 2 and 3) side by side on one
+# Trains the three bundled models (mracnn_jax/configs/bundled.py at quality 1, 2 and 3) side by side on one
 # GPU for a fixed wall-clock budget, then keeps each only if it is sane and better than it started.
 #
-#   benchmarks/gpu_train_bundled.sh DATA_ROOT OUT_DIR [SECONDS]
+#   scripts/gpu_train_bundled.sh DATA_ROOT OUT_DIR [SECONDS]
 #
 # INIT_FROM=DIR continues each quality from its own model file DIR/mracnn-bundled-qN.mracnn (e.g.
-# mracnn_jax/assets/models, or the files benchmarks/gpu_lease.sh unpacks from the kit) with a fresh
+# mracnn_jax/assets/models, or the files scripts/gpu_lease.sh unpacks from the kit) with a fresh
 # optimiser, instead of a random initialisation. DATA_ROOT has the layout of ../shared/data
-# (train/bsds500/{train,test,val}, train/cid22; benchmarks/make_gpu_kit.py's .kit/data has it).
+# (train/bsds500/{train,test,val}, train/cid22; scripts/make_gpu_kit.py's .kit/data has it).
 # The three runs share the GPU (each may take MEM_FRACTION, default 30 %, of its memory) and stop
 # cleanly when SECONDS (default 420, imports excluded, compilation included) are spent:
 # checkpoint, validation, float16 export. Validation (the first EVAL_IMAGES=8 files of
 # DATA_ROOT/train/bsds500/val, centre crops of EVAL_CROP=256) runs at step 0 on the starting
 # weights (train.eval_at_start), every EVAL_EVERY=500 steps and at the end.
-# benchmarks/gpu_keep_or_drop.py then KEEPs a model only if train.py succeeded, no training loss
+# scripts/gpu_keep_or_drop.py then KEEPs a model only if train.py succeeded, no training loss
 # and no parameter is NaN/Inf, and the validation RD loss (λ·255²·MSE + bpp) at the end is lower
 # than at step 0; else DROP.
 # OUT_DIR receives, at most 8 files (the device tool's limit; 16 MiB each, 64 MiB in all):
@@ -27,7 +27,7 @@
 # (5 data threads per run), LOG_EVERY (50), QUALITIES ("1 2 3"), PYTHON (python3), WORK
 # (/tmp/bundled: the runs' work directories, emptied first). A CPU smoke test of the whole lease:
 #   OUT=/tmp/o WORK=/tmp/w PYTHON=.venv-new/bin/python DEADLINE=420 MARGIN=60 CROP=64 BATCH=2 \
-#   WORKERS=1 EVAL_IMAGES=2 EVAL_CROP=64 LOG_EVERY=2 WARMUP=0 bash benchmarks/gpu_lease.sh .kit
+#   WORKERS=1 EVAL_IMAGES=2 EVAL_CROP=64 LOG_EVERY=2 WARMUP=0 bash scripts/gpu_lease.sh .kit
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=$(readlink -f "$1"); OUT=$(readlink -f "$2"); BUDGET=${3:-420}
@@ -38,8 +38,8 @@ export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # The λ of each quality, from the one place that defines them.
 declare -A LAMBDA
 read -r LAMBDA[1] LAMBDA[2] LAMBDA[3] < <("$PYTHON" -c \
-  "from configs.bundled import QUALITY_LAMBDAS as q; print(q[1], q[2], q[3])")
-[ -n "${LAMBDA[3]:-}" ] || { echo "cannot read configs/bundled.py's QUALITY_LAMBDAS" >&2; exit 1; }
+  "from mracnn_jax.configs.bundled import QUALITY_LAMBDAS as q; print(q[1], q[2], q[3])")
+[ -n "${LAMBDA[3]:-}" ] || { echo "cannot read mracnn_jax/configs/bundled.py's QUALITY_LAMBDAS" >&2; exit 1; }
 mkdir -p "$OUT" "$WORK"
 for q in $QUALITIES; do rm -rf "$WORK/q$q" "$WORK/q$q.log" "$WORK/q$q.rc"; done
 rm -f "$WORK/decisions.json" "$WORK/keep.txt"
@@ -57,7 +57,7 @@ optax.__version__, 'orbax', o.__version__, 'numpy', numpy.__version__, jax.devic
 for q in $QUALITIES; do
   wd="$WORK/q$q"
   MRACNN_DATA="$DATA" XLA_PYTHON_CLIENT_MEM_FRACTION=${MEM_FRACTION:-0.3} \
-  "$PYTHON" train.py --config=configs/bundled.py --workdir="$wd" \
+  "$PYTHON" train.py --config=bundled --workdir="$wd" \
     --config.train.lmbda="${LAMBDA[$q]}" \
     --config.train.batch_size="${BATCH:-16}" --config.train.crop_size="${CROP:-256}" \
     --config.train.learning_rate="${LR:-1e-4}" --config.train.lr_schedule=constant \
@@ -83,7 +83,7 @@ for q in $QUALITIES; do
 done
 
 # shellcheck disable=SC2086  # QUALITIES is a list
-"$PYTHON" benchmarks/gpu_keep_or_drop.py "$WORK" $QUALITIES > "$WORK/decisions.txt" 2>&1
+"$PYTHON" scripts/gpu_keep_or_drop.py "$WORK" $QUALITIES > "$WORK/decisions.txt" 2>&1
 for q in $(cat "$WORK/keep.txt" 2>/dev/null); do
   model="$WORK/q$q/mracnn-bundled-q$q.mracnn"
   # Parts of 15 MiB: the device tool brings back at most 16 MiB per file.

@@ -2,14 +2,14 @@
 # Everything one GPU lease of the device tool runs, in one command: the three bundled models, each
 # continued from its own current weights, trained side by side for what is left of DEADLINE
 # seconds (default 540; the tool's limit for one command is 600) by
-# benchmarks/gpu_train_bundled.sh, which keeps a model only if it is sane and its validation RD
-# loss went down (see there); optionally benchmarks/gpu_train.sh's benchmark first.
+# scripts/gpu_train_bundled.sh, which keeps a model only if it is sane and its validation RD
+# loss went down (see there); optionally scripts/gpu_train.sh's benchmark first.
 #
-#   DEADLINE=540 bash benchmarks/gpu_lease.sh KIT_DIR          (OUT must name the output folder)
-#   device tool: command "bash benchmarks/gpu_lease.sh .kit", carry [".kit"], with the three
+#   DEADLINE=540 bash scripts/gpu_lease.sh KIT_DIR          (OUT must name the output folder)
+#   device tool: command "bash scripts/gpu_lease.sh .kit", carry [".kit"], with the three
 #   mracnn_jax/assets/models/*.mracnn moved aside for the call (the tree must fit in 64 MiB)
 #
-# KIT_DIR (.kit) is built on the development machine by benchmarks/make_gpu_kit.py (see
+# KIT_DIR (.kit) is built on the development machine by scripts/make_gpu_kit.py (see
 # docs/models.md, "The GPU kit"); with the working tree it fills at most 63 MiB of the 64 a call
 # carries: whl/ (ml_collections, the one package of ours the GPU image lacks; every wheel there is
 # installed into WORK/site), models/mracnn-bundled-q{1,2,3}.mracnn.f16s.xz (the bundled models,
@@ -18,7 +18,7 @@
 # ../shared/data's layout).
 # OUT receives at most 8 files: summary.txt, logs.tar.gz and two 15 MiB parts of each kept model
 # (gpu_train_bundled.sh); this script checks the tool's limits on OUT at the end.
-# Settings: SKIP_BENCH=0 runs benchmarks/gpu_train.sh first (off by default: it took 188 s of the
+# Settings: SKIP_BENCH=0 runs scripts/gpu_train.sh first (off by default: it took 188 s of the
 # lease and its results are in docs/benchmarks.md), under BENCH_TIMEOUT (230 s), its log in WORK.
 # MARGIN (default 80 s) is kept after the training budget for imports, the last step, checkpoint,
 # validation, export and the verdicts. PYTHON (python3), WORK (/tmp/bundled), LR (1e-4) and the
@@ -45,7 +45,7 @@ for q in 1 2 3; do
   src=$(ls "$KIT/models/mracnn-bundled-q$q.mracnn.f16s.xz" \
     "$KIT/models/mracnn-bundled-q$q.mracnn.xz" 2>/dev/null | head -1)
   [ -n "$src" ] || fail "no model for q$q in $KIT/models"
-  "$PYTHON" benchmarks/make_gpu_kit.py unpack-model "$src" \
+  "$PYTHON" scripts/make_gpu_kit.py unpack-model "$src" \
     "$WORK/init/mracnn-bundled-q$q.mracnn" &
   unpack[$q]=$!
 done
@@ -55,15 +55,15 @@ done
 echo "unpacked ($(( $(date +%s) - T0 )) s in)"
 
 if [ "${SKIP_BENCH:-1}" != 1 ]; then
-  echo "== benchmarks/gpu_train.sh ($(( $(date +%s) - T0 )) s in)"
-  timeout "${BENCH_TIMEOUT:-230}" benchmarks/gpu_train.sh 2>&1 | tee "$WORK/gpu_train.log" | tail -30
+  echo "== scripts/gpu_train.sh ($(( $(date +%s) - T0 )) s in)"
+  timeout "${BENCH_TIMEOUT:-230}" scripts/gpu_train.sh 2>&1 | tee "$WORK/gpu_train.log" | tail -30
   echo "gpu_train.sh exit status ${PIPESTATUS[0]}"
 fi
 
 BUDGET=$(( DEADLINE - ($(date +%s) - T0) - ${MARGIN:-80} ))
 [ "$BUDGET" -ge 1 ] || BUDGET=1  # (0 would mean no limit to train.py)
-echo "== benchmarks/gpu_train_bundled.sh, budget $BUDGET s ($(( $(date +%s) - T0 )) s in)"
-INIT_FROM="$WORK/init" benchmarks/gpu_train_bundled.sh "$KIT/data" "$OUT" "$BUDGET"
+echo "== scripts/gpu_train_bundled.sh, budget $BUDGET s ($(( $(date +%s) - T0 )) s in)"
+INIT_FROM="$WORK/init" scripts/gpu_train_bundled.sh "$KIT/data" "$OUT" "$BUDGET"
 echo "== done $(( $(date +%s) - T0 )) s in"
 if [ -f "$WORK/gpu_train.log" ]; then tail -3 "$WORK/gpu_train.log"; fi
 

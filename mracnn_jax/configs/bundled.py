@@ -1,12 +1,12 @@
 """The bundled models: MRACNN's block types at reduced width, trainable on a 2-core CPU.
 
-Same structure as configs/mracnn.py (MRACB transforms, two ELAMs per transform with ELSA kernel 7
+Same structure as the mracnn preset (MRACB transforms, two ELAMs per transform with ELSA kernel 7
 and 8 heads, 5-slice channel-aware squeezing entropy model with CLAB and LRP), with N = 64,
 M = 160 (5 slices of 32), Z = 64, CLAB width 64 and cc/LRP widths (64, 48): 9,753,827 parameters
-(a 19.9 MB float16 model file), 86.4 GFLOPs at 768x512 (configs/mracnn.py: 607). Three rate points:
+(a 19.9 MB float16 model file), 86.4 GFLOPs at 768x512 (the mracnn preset: 607). Three rate points:
 ``--config.train.lmbda`` 0.0018 (quality 1), 0.0130 (quality 2, the default), 0.05 (quality 3).
 The defaults below are for a CPU (128x128 crops, 4x cheaper per step than 256x256);
-benchmarks/gpu_train_bundled.sh overrides them for one GPU (256x256 crops, batch 16).
+scripts/gpu_train_bundled.sh overrides them for one GPU (256x256 crops, batch 16).
 """
 
 from mracnn_jax.experiment import experiment_config

@@ -1,7 +1,7 @@
-"""Build ``.kit/``: what a GPU machine lacks to train the bundled models (benchmarks/gpu_lease.sh).
+"""Build ``.kit/``: what a GPU machine lacks to train the bundled models (scripts/gpu_lease.sh).
 
-    python benchmarks/make_gpu_kit.py [--kit .kit] [--data ../shared/data] [--limit-mib 63]
-    python benchmarks/make_gpu_kit.py unpack-model IN.mracnn.f16s.xz OUT.mracnn   (on the GPU side)
+    python scripts/make_gpu_kit.py [--kit .kit] [--data ../shared/data] [--limit-mib 63]
+    python scripts/make_gpu_kit.py unpack-model IN.mracnn.f16s.xz OUT.mracnn   (on the GPU side)
 
 A device call carries the working tree (tracked + untracked-not-ignored files) and the carried
 folders, 64 MiB in all. The three tracked model files (19.9 MB each) are moved aside for the call,

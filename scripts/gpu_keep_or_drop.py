@@ -1,6 +1,6 @@
-"""Decide, for each run of benchmarks/gpu_train_bundled.sh, whether its model is kept.
+"""Decide, for each run of scripts/gpu_train_bundled.sh, whether its model is kept.
 
-    python benchmarks/gpu_keep_or_drop.py WORK [Q ...]        (default Q: 1 2 3)
+    python scripts/gpu_keep_or_drop.py WORK [Q ...]        (default Q: 1 2 3)
 
 Reads WORK/qQ/ (config.json, metrics.jsonl, mracnn-bundled-qQ.mracnn) and WORK/qQ.rc (train.py's
 exit status). A model is KEPT only when all of these hold:
@@ -14,6 +14,8 @@ exit status). A model is KEPT only when all of these hold:
 
 Prints a summary per quality (start and end validation loss, bpp and PSNR, steps, steps/s, KEEP or
 DROP and why), writes WORK/decisions.json and WORK/keep.txt (the kept qualities, one a line).
+Reads the model files with ``mracnn_jax``: installed, or on ``PYTHONPATH`` (gpu_train_bundled.sh
+runs this from the repository root with ``PYTHONPATH=.``).
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ import json
 import math
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for mracnn_jax
 
 
 def _finite(v) -> bool:

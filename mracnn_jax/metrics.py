@@ -1,4 +1,5 @@
-"""Image-quality metrics in JAX: PSNR, SSIM, MS-SSIM, plus rate helpers.
+"""Image-quality metrics in JAX: PSNR, SSIM, MS-SSIM, plus rate helpers (used by training and
+evaluation alike).
 
 Everything here is plain `jax.numpy`, differentiable and jittable (shapes are static), so the
 same MS-SSIM serves the evaluation and the training loss λ·(1 − MS-SSIM) + bpp. TensorFlow is
@@ -13,6 +14,25 @@ wider) *without* rescaling, so `max_val` must describe the values given: 255 for
 images, 1 for images in [0, 1].
 (TF rescales integer images to [0, 1] and `max_val` with them; SSIM and PSNR are invariant to
 that common scaling, so the results agree.)
+
+MS-SSIM convention (`ms_ssim`, the one evaluation reports): `tf.image.ssim_multiscale`'s.
+  - SSIM per scale: 11x11 Gaussian window, σ = 1.5, separable, 'VALID' filtering (no padding;
+    the maps shrink by 10 pixels a side); K1 = 0.01, K2 = 0.03, C1 = (K1·L)², C2 = (K2·L)²
+    with L = `max_val` the data range (255 for 8-bit images); biased (1/N) local variances.
+  - 5 scales with the weights `MS_SSIM_WEIGHTS` (0.0448, 0.2856, 0.3001, 0.2363, 0.1333);
+    between scales a 2x2 average pool with stride 2, an odd side first padded at its end by
+    repeating the last row or column (TF's SYMMETRIC pad).
+  - Per channel, Π_{j<5} relu(CS_j)^β_j · relu(SSIM_5)^β_5: a negative mean contrast-structure
+    (or final SSIM) counts as 0; then the mean over R, G and B. Images need ≥ 161 pixels a
+    side.
+CompressAI scores with `pytorch_msssim.ms_ssim(x, y, data_range=...)`: the same window, σ,
+K1/K2, weights, 'valid' filtering, relu on CS and on the final SSIM, and mean over channels. It
+differs in the pooling of an odd side: `avg_pool2d(padding=1)` pads a zero row or column on
+*both* ends and averages the zeros in. On sizes that stay even for four halvings (Kodak's
+768x512: 768 → 48, 512 → 32) the two agree to float32 rounding (measured on the 24 Kodak
+images against JPEG at qualities 10, 30, 75: |Δ| ≤ 1e-5, ≤ 0.004 dB); on odd sizes they do not
+(Kodak cropped to 767x511: |Δ| up to 0.015, 0.6 dB). docs/evaluation.md has the table;
+tests/test_metrics.py checks both bounds.
 """
 
 from __future__ import annotations

@@ -1,0 +1,294 @@
+#!/usr/bin/env python
+"""Our training step in float32 and in bfloat16 against the PyTorch twin's, one table.
+
+For each config (default: mracnn and wacnn at batch 16 of 256²) it runs, each in its own process:
+
+    jax-f32        the library's jitted step (``train_lib.make_train_step``: loss, clipping, Adam)
+    jax-bf16       the same with ``model.compute_dtype = 'bfloat16'`` (mixed precision)
+    torch-eager    the PyTorch twin (``mracnn_jax.torch_models``), Adam on the same loss
+    torch-compile  the twin under ``torch.compile`` (``--variants`` adds it; minutes of warm-up)
+
+and prints s/step, images/s, compile (JAX) or warm-up (PyTorch: the first two steps) time, peak
+device memory, TFLOP/s and the fraction of ``--peak-tf32`` (float32 rows) or ``--peak-bf16``
+(bfloat16 rows). FLOPs per step are the JAX step's (``bench_train_step``: the lowered step's cost
+analysis, else the convolutions and matrix products of its jaxpr), for the PyTorch rows too.
+
+The workers start together, so the slow part, XLA's compilation on the host, overlaps; their
+timed steps take turns under a file lock, so no two timed loops share the device (compile times
+are therefore under host contention: an upper bound). Random uint8 images; no input pipeline.
+``--deadline`` stops whatever is still running and prints what finished.
+
+    python benchmarks/bench_gpu_compare.py --peak-tf32 494 --peak-bf16 989     # H200
+    python benchmarks/bench_gpu_compare.py --smoke      # CPU check: small preset, 2 steps each
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+JAX_VARIANTS = ("jax-f32", "jax-bf16")
+TORCH_VARIANTS = ("torch-eager", "torch-compile")
+DEFAULT_VARIANTS = ("jax-f32", "jax-bf16", "torch-eager")
+
+
+@contextlib.contextmanager
+def _turn(lock_path: str):
+    """Exclusive use of the device for a timed loop (one process at a time)."""
+    with open(lock_path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _jax_worker(a) -> dict:
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    sys.path.insert(0, str(HERE))
+    from bench_train_step import _flops, jaxpr_flops
+
+    from mracnn_jax.config_files import load_config
+    from mracnn_jax.models import build_model
+    from mracnn_jax.training import train_lib
+    from mracnn_jax.training.train_state import make_optimizer
+
+    t_start = time.perf_counter()
+    config = load_config(a.config)
+    config.model.compute_dtype = "bfloat16" if a.worker == "jax-bf16" else "float32"
+    model = build_model(config.model)
+    mesh = train_lib.make_mesh(jax.local_devices()[:1])
+    tx = make_optimizer(config.train)
+    init_key, noise_key = train_lib.root_keys(0)
+    state = train_lib.init_train_state(model, tx, init_key, mesh)
+    step = train_lib.jit_train_step(train_lib.make_train_step(model, tx, config.train), mesh)
+    batch = jax.device_put(
+        (jax.random.uniform(jax.random.PRNGKey(1), (a.batch, a.crop, a.crop, 3)) * 255).astype(
+            jnp.uint8
+        ),
+        NamedSharding(mesh, P("data")),
+    )
+    lowered = step.lower(state, batch, noise_key)
+    t0 = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - t0
+    flops, source = _flops(lowered), "lowered"
+    if flops is None:
+        flops, source = jaxpr_flops(jax.make_jaxpr(step)(state, batch, noise_key)), "jaxpr"
+    start_s = time.perf_counter() - t_start
+    with _turn(a.lock):
+        state, metrics = compiled(state, batch, noise_key)  # warm-up
+        jax.block_until_ready(metrics)
+        t0 = time.perf_counter()
+        for i in range(a.steps):
+            state, metrics = compiled(state, batch, jax.random.fold_in(noise_key, i))
+        jax.block_until_ready(metrics)
+        seconds = (time.perf_counter() - t0) / a.steps
+    stats = jax.local_devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return {
+        "compile_s": compile_s,
+        "start_to_compiled_s": start_s,
+        "seconds_per_step": seconds,
+        "peak_gib": None if peak is None else peak / 2**30,
+        "flops": flops,
+        "flops_source": source,
+        "loss": float(metrics["loss"]),
+        "device": str(jax.local_devices()[0]),
+    }
+
+
+def _torch_worker(a) -> dict:
+    import torch
+
+    from mracnn_jax.config_files import load_config
+    from mracnn_jax.torch_models import build_model
+
+    config = load_config(a.config)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = True  # the float32 default of JAX on a GPU
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    net = build_model(config).to(device).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=float(config.train.learning_rate))
+    clip = float(config.train.get("grad_clip_norm", 0.0))
+    lmbda = float(config.train.lmbda)
+    forward = torch.compile(net) if a.worker == "torch-compile" else net
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randint(0, 256, (a.batch, 3, a.crop, a.crop), generator=g).float() / 255).to(device)
+
+    def step() -> torch.Tensor:
+        out = forward(x)
+        bits = sum(-torch.log2(p).sum() for p in out["likelihoods"].values())
+        loss = lmbda * 255.0**2 * torch.mean((out["x_hat"] - x) ** 2) + bits / (a.batch * a.crop**2)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+        optimizer.step()
+        return loss
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    with _turn(a.lock):
+        t0 = time.perf_counter()
+        for _ in range(2):
+            loss = step()
+        sync()
+        warmup_s = time.perf_counter() - t0
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        for _ in range(a.steps):
+            loss = step()
+        sync()
+        seconds = (time.perf_counter() - t0) / a.steps
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+    return {
+        "compile_s": warmup_s,
+        "seconds_per_step": seconds,
+        "peak_gib": peak,
+        "loss": float(loss),
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+    }
+
+
+def _run_worker(a) -> int:
+    fn = _jax_worker if a.worker in JAX_VARIANTS else _torch_worker
+    result = {"config": a.config, "variant": a.worker, "batch": a.batch, "crop": a.crop}
+    result.update(fn(a))
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _table(rows: list[dict], peak_tf32: float | None, peak_bf16: float | None) -> str:
+    flops_of = {r["config"]: r["flops"] for r in rows if r.get("flops")}
+    head = ("config", "variant", "s/step", "img/s", "compile/warm-up s", "peak GiB", "TFLOP/s",
+            "% peak")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['config']} | {r['variant']} | {r['error']} |" + " |" * 5)
+            continue
+        s = r["seconds_per_step"]
+        flops = flops_of.get(r["config"])
+        tflops = flops / s / 1e12 if flops else None
+        peak = peak_bf16 if r["variant"] == "jax-bf16" else peak_tf32
+        cells = (
+            r["config"],
+            r["variant"],
+            f"{s:.4f}",
+            f"{r['batch'] / s:.1f}",
+            f"{r['compile_s']:.1f}",
+            "-" if r.get("peak_gib") is None else f"{r['peak_gib']:.1f}",
+            "-" if tflops is None else f"{tflops:.3g}",
+            "-" if tflops is None or not peak else f"{100 * tflops / peak:.1f}",
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", nargs="+", default=["mracnn", "wacnn"])
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
+                   choices=JAX_VARIANTS + TORCH_VARIANTS)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per variant")
+    p.add_argument("--peak-tf32", type=float, help="device peak TFLOP/s for float32 rows (H200: 494)")
+    p.add_argument("--peak-bf16", type=float, help="device peak TFLOP/s for bfloat16 rows (H200: 989)")
+    p.add_argument("--deadline", type=float, default=450.0, help="seconds for everything")
+    p.add_argument("--sequential", action="store_true", help="one worker at a time (clean compile times)")
+    p.add_argument("--json", help="also write the rows here")
+    p.add_argument("--smoke", action="store_true",
+                   help="CPU check: config small, batch 2 of 64², 2 steps")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--config", help=argparse.SUPPRESS)
+    p.add_argument("--lock", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.worker:
+        return _run_worker(a)
+    if a.smoke:
+        a.configs, a.batch, a.crop, a.steps = ["small"], 2, 64, 2
+    variants = list(a.variants)
+    if not _torch_available():
+        skipped = [v for v in variants if v in TORCH_VARIANTS]
+        variants = [v for v in variants if v not in TORCH_VARIANTS]
+        if skipped:
+            print(f"torch is not installed: {', '.join(skipped)} left out", file=sys.stderr)
+
+    t0 = time.time()
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    jobs = [(c, v) for c in a.configs for v in variants]
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        lock = os.path.join(tmp, "device.lock")
+
+        def start(config: str, variant: str) -> subprocess.Popen:
+            cmd = [sys.executable, __file__, "--worker", variant, "--config", config, "--lock", lock,
+                   "--batch", str(a.batch), "--crop", str(a.crop), "--steps", str(a.steps)]
+            return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True)
+
+        pending = list(jobs)
+        running: list[tuple[str, str, subprocess.Popen]] = []
+        while pending or running:
+            while pending and (not running or not a.sequential):
+                c, v = pending.pop(0)
+                running.append((c, v, start(c, v)))
+            c, v, proc = running.pop(0)
+            try:
+                out, _ = proc.communicate(timeout=max(1.0, a.deadline - (time.time() - t0)))
+            except subprocess.TimeoutExpired:
+                for _, _, other in [(c, v, proc)] + running:
+                    other.kill()
+                    other.communicate()
+                rows.append({"config": c, "variant": v, "error": "past the deadline"})
+                rows.extend({"config": c2, "variant": v2, "error": "past the deadline"}
+                            for c2, v2, _ in running)
+                rows.extend({"config": c2, "variant": v2, "error": "not started"}
+                            for c2, v2 in pending)
+                running, pending = [], []
+                break
+            found = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode == 0 and found:
+                rows.append(json.loads(found[-1][len("RESULT "):]))
+            else:
+                tail = out.strip().splitlines()[-1:] or ["no output"]
+                print(f"== {c} {v} failed ({proc.returncode}):\n{out[-3000:]}", file=sys.stderr)
+                rows.append({"config": c, "variant": v, "error": f"failed: {tail[0][:60]}"})
+    order = {(c, v): i for i, (c, v) in enumerate(jobs)}
+    rows.sort(key=lambda r: order.get((r["config"], r["variant"]), 0))
+    print(f"batch {a.batch} of {a.crop}², {a.steps} timed steps each, {time.time() - t0:.0f} s in all; "
+          f"devices: {sorted({r['device'] for r in rows if 'device' in r})}")
+    print(_table(rows, a.peak_tf32, a.peak_bf16))
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=1))
+    return 0 if all("error" not in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""bfloat16 mixed precision (``config.model.compute_dtype``, ``mracnn_jax/layers/precision.py``).
+
+The networks compute in bfloat16; parameters, gradients, the optimizer state, the likelihoods and
+the loss stay float32. Training the small preset in bfloat16 follows the float32 loss curve.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mracnn_jax.config_files import load_config
+from mracnn_jax.models import presets
+from mracnn_jax.models.registry import build_model, init_params
+from mracnn_jax.training import defaults, input_pipeline
+from mracnn_jax.training.train_lib import (
+    init_train_state,
+    jit_train_step,
+    make_global_batch,
+    make_mesh,
+    make_train_step,
+    root_keys,
+)
+from mracnn_jax.training.train_state import make_optimizer
+
+#: Steps of the loss-curve comparison; ``MRACNN_BF16_STEPS=300`` runs the full check (about 25
+#: minutes on a busy 2-core CPU: 1.2 s a step in float32, 1.85 s in bfloat16, which the CPU emulates).
+STEPS = int(os.environ.get("MRACNN_BF16_STEPS", "40"))
+BATCH, CROP, TAIL = 4, 64, 20
+#: Allowed relative difference of the last TAIL steps' mean loss. From 200 steps on it is the 2 %
+#: asked for (measured: -1.8 % at 200). Before that the loss falls 20-fold and the two runs, a few
+#: steps apart on that slope, differ more: +4.6 % at 40 steps, -12 % to +12 % between 60 and 120.
+TOLERANCE = 0.02 if STEPS >= 200 else 0.08
+
+
+def _dtypes_of(tree) -> set[str]:
+    return {str(a.dtype) for a in jax.tree_util.tree_leaves(tree) if hasattr(a, "dtype")}
+
+
+def _matmul_operand_dtypes(jaxpr) -> set[str]:
+    """The operand dtypes of every convolution and matrix product in ``jaxpr``, nested ones too."""
+    found = set()
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("conv_general_dilated", "dot_general"):
+            found.update(str(v.aval.dtype) for v in eqn.invars)
+        for param in eqn.params.values():
+            inner = getattr(param, "jaxpr", None)
+            if inner is not None:
+                found |= _matmul_operand_dtypes(getattr(inner, "jaxpr", inner))
+    return found
+
+
+@pytest.mark.parametrize("base", ["mracnn", "wacnn"])
+def test_bf16_networks_compute_in_bf16_and_return_float32(base):
+    cfg = presets.small(presets.wacnn() if base == "wacnn" else None)
+    cfg.compute_dtype = "bfloat16"
+    model = build_model(cfg)
+    params = init_params(model, jax.random.PRNGKey(0), 64)
+    assert _dtypes_of(params) == {"float32"}
+    x = jnp.zeros((1, 64, 64, 3), jnp.float32)
+
+    # every convolution and matrix product of the networks is bf16 (the factorized prior's
+    # products, the one other place with any, stay float32)
+    m, c = cfg.M, cfg.M // cfg.entropy.num_slices
+    y = jnp.zeros((1, 4, 4, m), jnp.float32)
+    pieces = {
+        "g_a": (lambda mod, x: mod.analysis(x), x),
+        "h_a": (lambda mod, y: mod.hyper_analysis(y), y),
+        "h_s": (lambda mod, z: mod.hyper_synthesis(z), jnp.zeros((1, 1, 1, cfg.Z), jnp.float32)),
+        "g_s": (lambda mod, y: mod.synthesis(y), y),
+        "slice 1": (lambda mod, y: mod.slice_parameters(1, y, y, [y[..., :c]]), y),
+        "LRP 1": (lambda mod, s: mod.refine_slice(1, s, s[..., :c]), jnp.zeros((1, 4, 4, m + c))),
+    }
+    for name, (method, arg) in pieces.items():
+        run = partial(model.apply, method=method)
+        jaxpr = jax.make_jaxpr(lambda p, a, run=run: run({"params": p}, a))(params, arg)
+        assert _matmul_operand_dtypes(jaxpr.jaxpr) == {"bfloat16"}, name
+        assert _dtypes_of(jaxpr.out_avals) == {"float32"}, name
+    rngs = {"noise": jax.random.PRNGKey(1)}
+
+    out = model.apply({"params": params}, x, train=True, rngs=rngs)
+    assert {k: str(out[k].dtype) for k in ("x_hat", "y_hat", "z_hat", "bpp")} == dict.fromkeys(
+        ("x_hat", "y_hat", "z_hat", "bpp"), "float32"
+    )
+    assert _dtypes_of(out["likelihoods"]) == {"float32"}
+
+
+def test_compute_dtype_defaults_to_float32_and_is_validated():
+    assert presets.mracnn().compute_dtype == "float32"
+    old = presets.mracnn()
+    del old["compute_dtype"]  # a model file written before the field existed
+    assert build_model(old).compute_dtype == "float32"
+    bad = presets.small()
+    bad.compute_dtype = "float16"
+    with pytest.raises(ValueError, match="compute_dtype"):
+        build_model(bad)
+
+
+def _train_losses(images: np.ndarray, compute_dtype: str, steps: int):
+    """Losses of ``steps`` training steps of the small preset on ``images`` (cycled in batches
+    of ``BATCH``), the final state and the seconds per step after the first."""
+    config = load_config("small")
+    config.model.compute_dtype = compute_dtype
+    config.train.update({"learning_rate": 5e-4, "lr_schedule": "constant", "warmup_steps": 20})
+    t = config.train
+    model = build_model(config.model)
+    mesh = make_mesh()
+    tx = make_optimizer(t)
+    init_key, noise_key = root_keys(0)
+    state = init_train_state(model, tx, init_key, mesh)
+    step = jit_train_step(make_train_step(model, tx, t), mesh)
+    batches = [make_global_batch(b, mesh) for b in images.reshape(-1, BATCH, *images.shape[1:])]
+    losses = []
+    for s in range(steps):
+        if s == 1:
+            t0 = time.perf_counter()
+        state, metrics = step(state, batches[s % len(batches)], noise_key)
+        losses.append(float(metrics["loss"]))
+    return np.asarray(losses), state, (time.perf_counter() - t0) / max(steps - 1, 1)
+
+
+@pytest.mark.slow
+def test_bf16_training_follows_the_float32_loss_curve():
+    """The small preset, STEPS steps on 16 crops of the shared training photos: the mean loss
+    of the last TAIL steps in bfloat16 is within TOLERANCE of float32's (same seed, same
+    batches), and parameters and optimizer state stay float32."""
+    data = defaults.default_data_root() / "train"
+    if not data.is_dir():
+        pytest.skip(f"the training photos are not at {data}")
+    images, _ = input_pipeline.load_eval_images(data, CROP, 4 * BATCH)
+    f32, _, f32_step = _train_losses(images, "float32", STEPS)
+    bf16, state, bf16_step = _train_losses(images, "bfloat16", STEPS)
+
+    assert _dtypes_of(state.params) == {"float32"}
+    assert _dtypes_of(state.opt_state) <= {"float32", "int32"}
+    assert np.all(np.isfinite(bf16))
+    end_f32, end_bf16 = f32[-TAIL:].mean(), bf16[-TAIL:].mean()
+    print(
+        f"{STEPS} steps: loss {f32[0]:.3f} -> {end_f32:.4f} (float32, {f32_step * 1e3:.0f} ms/step), "
+        f"{bf16[0]:.3f} -> {end_bf16:.4f} (bfloat16, {bf16_step * 1e3:.0f} ms/step), "
+        f"relative difference {end_bf16 / end_f32 - 1:+.2%}"
+    )
+    assert end_f32 < 0.7 * f32[:TAIL].mean()  # it learned
+    assert abs(end_bf16 / end_f32 - 1) < TOLERANCE
+
+
+def test_build_model_can_override_the_compute_dtype():
+    """How the coder builds a model trained in bfloat16: computing in float32."""
+    cfg = presets.small()
+    cfg.compute_dtype = "bfloat16"
+    assert build_model(cfg).compute_dtype == "bfloat16"
+    assert build_model(cfg, compute_dtype="float32").compute_dtype == "float32"
+    assert cfg.compute_dtype == "bfloat16"  # the caller's config is left as it was

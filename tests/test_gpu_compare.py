@@ -1,0 +1,37 @@
+"""``benchmarks/bench_gpu_compare.py --smoke``: the GPU comparison's driver on the CPU (the small
+preset, batch 2 of 64², 2 steps each), its JAX rows in any environment, the PyTorch row where
+torch is installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_gpu_compare_smoke_run(repo_root, tmp_path):
+    """Two variants per environment, to keep ``make test`` short: the float32 step and the
+    PyTorch twin where torch is (``.venv``), the float32 and bfloat16 steps elsewhere
+    (``.venv-new``, whose half of ``make test`` runs this file too)."""
+    rows_path = tmp_path / "rows.json"
+    has_torch = importlib.util.find_spec("torch") is not None
+    expected = {"jax-f32", "torch-eager"} if has_torch else {"jax-f32", "jax-bf16"}
+    proc = subprocess.run(
+        [sys.executable, str(repo_root / "benchmarks" / "bench_gpu_compare.py"), "--smoke",
+         "--variants", *sorted(expected),
+         "--deadline", "1500", "--json", str(rows_path), "--peak-tf32", "1", "--peak-bf16", "2"],
+        check=False, capture_output=True, text=True, cwd=repo_root, timeout=1800,
+    )
+    print(proc.stdout[-3000:], proc.stderr[-3000:])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["variant"]: r for r in json.loads(rows_path.read_text())}
+    assert set(rows) == expected
+    for r in rows.values():
+        assert r["seconds_per_step"] > 0 and r["compile_s"] > 0 and r["loss"] > 0
+    assert rows["jax-f32"]["flops"] > 0
+    table = proc.stdout
+    assert all(f"| small | {v} |" in table for v in expected) and "% peak" in table

@@ -1,0 +1,116 @@
+"""Grayscale models initialised from colour ones (models/grayscale.py,
+scripts/make_grayscale_model.py): exact on gray images."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mracnn_jax import model_file
+from mracnn_jax.models import build_model, init_params, presets
+from mracnn_jax.models.grayscale import OUTPUT_WEIGHTS, grayscale_from_colour
+
+
+def _script(repo_root):
+    path = repo_root / "scripts" / "make_grayscale_model.py"
+    spec = importlib.util.spec_from_file_location("make_grayscale_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def colour_file(tmp_path_factory):
+    cfg = presets.small()
+    params = init_params(build_model(cfg), jax.random.PRNGKey(3))
+    path = tmp_path_factory.mktemp("colour") / "colour.mracnn"
+    config = cfg.to_dict()
+    del config["channels"]  # as in model files written before the field existed
+    model_file.save_model(path, config, params, metadata={"lmbda": 0.013, "eval": {"psnr": 1.0}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def gray_image():
+    """A smooth gray ramp with a disc and mild noise, ``[1, 128, 128, 1]`` in [0, 1]."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:128, 0:128] / 128
+    img = 0.2 + 0.5 * xx + 0.2 * yy
+    img[(yy - 0.4) ** 2 + (xx - 0.6) ** 2 < 0.05] = 0.9
+    img = np.clip(img + rng.normal(0, 0.02, img.shape), 0, 1)
+    return jnp.asarray(img[None, :, :, None], jnp.float32)
+
+
+def _apply(config, params, x, **kw):
+    model = build_model(config)
+    return model, model.apply({"params": params}, x, **kw)
+
+
+@pytest.mark.parametrize("output", sorted(OUTPUT_WEIGHTS))
+def test_gray_model_computes_the_colour_model_on_equal_channels(colour_file, gray_image, output):
+    config, params, _ = model_file.load_model(colour_file)
+    gray_config, gray_params = grayscale_from_colour(config, params, output)
+    assert gray_config.channels == 1 and gray_config.name == f"{config.name}-gray"
+    rgb = jnp.repeat(gray_image, 3, axis=-1)
+
+    _, y_rgb = _apply(config, params, rgb, method="analysis")
+    _, y_gray = _apply(gray_config, gray_params, gray_image, method="analysis")
+    scale = float(jnp.max(jnp.abs(y_rgb)))
+    np.testing.assert_allclose(np.asarray(y_gray), np.asarray(y_rgb), atol=1e-5 * scale)
+
+    _, out_rgb = _apply(config, params, rgb, train=False)
+    _, out_gray = _apply(gray_config, gray_params, gray_image, train=False)
+    np.testing.assert_array_equal(np.asarray(out_gray["y_hat"]), np.asarray(out_rgb["y_hat"]))
+    np.testing.assert_allclose(float(out_gray["bpp"]), float(out_rgb["bpp"]), rtol=1e-5)
+    w = np.asarray(OUTPUT_WEIGHTS[output], np.float32)
+    expected = np.asarray(out_rgb["x_hat"]) @ w
+    assert out_gray["x_hat"].shape == (1, 128, 128, 1)
+    np.testing.assert_allclose(np.asarray(out_gray["x_hat"])[..., 0], expected, atol=1e-5)
+    if output == "mean":
+        mean = np.mean(np.asarray(out_rgb["x_hat"]), axis=-1)
+        np.testing.assert_allclose(np.asarray(out_gray["x_hat"])[..., 0], mean, atol=1e-5)
+
+
+def test_script_writes_a_gray_model_file(colour_file, gray_image, tmp_path, repo_root):
+    out = tmp_path / "gray.mracnn"
+    assert _script(repo_root).main([str(colour_file), str(out)]) == 0
+    config, params, metadata = model_file.load_model(out)
+    assert config.channels == 1 and config.name.endswith("-gray")
+    assert metadata["lmbda"] == 0.013 and "eval" not in metadata  # the colour scores do not apply
+    assert (
+        metadata["initialised_from"]["params_digest"]
+        == model_file.read_header(colour_file)["params_digest"]
+    )
+    assert model_file.read_header(out)["storage_dtype"] == "float32"
+    tables, colour_tables = (
+        model_file.load_coding_tables(out),
+        model_file.load_coding_tables(colour_file),
+    )
+    for name in model_file.CODING_ARRAYS:
+        np.testing.assert_array_equal(tables[name], colour_tables[name])
+    # only the image layers changed
+    flat, colour = (
+        model_file.flatten_params(params),
+        model_file.flatten_params(model_file.load_model(colour_file)[1]),
+    )
+    changed = sorted(k for k in flat if flat[k].shape != colour[k].shape)
+    assert changed == [
+        "g_a/mracd_0/down/kernel", "g_a/mracd_0/skip/kernel", "g_s/deconv_5/bias",
+        "g_s/deconv_5/kernel",
+    ]  # fmt: skip
+    assert all(np.array_equal(flat[k], colour[k]) for k in flat if k not in changed)
+    _, out_gray = _apply(config, params, gray_image, train=False)
+    assert out_gray["x_hat"].shape == (1, 128, 128, 1)
+
+
+def test_refuses_a_gray_model(colour_file):
+    config, params, _ = model_file.load_model(colour_file)
+    gray_config, gray_params = grayscale_from_colour(config, params)
+    with pytest.raises(ValueError, match="expected a colour"):
+        grayscale_from_colour(gray_config, gray_params)
+    with pytest.raises(ValueError, match="output must be one of"):
+        grayscale_from_colour(config, params, "max")
