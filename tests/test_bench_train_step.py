@@ -46,7 +46,7 @@ def test_jaxpr_flops_counts_convolutions_and_matmuls():
 
 def test_smoke_run_on_the_small_config():
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--config", str(REPO / "configs" / "small.py"),
+        [sys.executable, str(SCRIPT), "--config", "small",
          "--batch", "1", "--crop", "64", "--steps", "1"],
         capture_output=True, text=True, timeout=600, check=False, cwd=REPO,
     )  # fmt: skip
