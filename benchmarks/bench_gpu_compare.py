@@ -35,7 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
 JAX_VARIANTS = ("jax-f32", "jax-bf16")
 TORCH_VARIANTS = ("torch-eager", "torch-compile")
 DEFAULT_VARIANTS = ("jax-f32", "jax-bf16", "torch-eager")
@@ -55,11 +54,9 @@ def _turn(lock_path: str):
 def _jax_worker(a) -> dict:
     import jax
     import jax.numpy as jnp
+    from bench_train_step import _flops, jaxpr_flops, time_steps  # the script's folder
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
-
-    sys.path.insert(0, str(HERE))
-    from bench_train_step import _flops, jaxpr_flops
 
     from mracnn_jax.config_files import load_config
     from mracnn_jax.models import build_model
@@ -90,13 +87,7 @@ def _jax_worker(a) -> dict:
         flops, source = jaxpr_flops(jax.make_jaxpr(step)(state, batch, noise_key)), "jaxpr"
     start_s = time.perf_counter() - t_start
     with _turn(a.lock):
-        state, metrics = compiled(state, batch, noise_key)  # warm-up
-        jax.block_until_ready(metrics)
-        t0 = time.perf_counter()
-        for i in range(a.steps):
-            state, metrics = compiled(state, batch, jax.random.fold_in(noise_key, i))
-        jax.block_until_ready(metrics)
-        seconds = (time.perf_counter() - t0) / a.steps
+        state, metrics, seconds = time_steps(compiled, state, batch, noise_key, a.steps)
     stats = jax.local_devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
     return {

@@ -23,6 +23,8 @@ train figure includes the eval phase; run --mode eval and --mode train separatel
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import pathlib
@@ -34,21 +36,31 @@ import time
 
 import torch
 
-# tests/reference is a package; its parent goes on the path, as pytest puts it there for tests.
-_TESTS = str(pathlib.Path(__file__).resolve().parents[1] / "tests")
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
-from reference import compressai_loader, torch_wacnn
+REFERENCE = pathlib.Path(__file__).resolve().parents[1] / "tests" / "reference"
+
+
+def _reference(name: str):
+    """``tests/reference/<name>.py`` as ``reference.<name>``, the name the tests import it by.
+    The package is found by its location, so nothing of ``tests/`` goes on ``sys.path``; under
+    pytest (``tests/`` on the path) the package already imported is reused."""
+    if "reference" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "reference", REFERENCE / "__init__.py", submodule_search_locations=[str(REFERENCE)]
+        )
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["reference"] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"reference.{name}")
 
 
 def load_reference():
     """tests/reference/torch_wacnn.py (the PyTorch WACNN), for this and the other benchmarks."""
-    return torch_wacnn
+    return _reference("torch_wacnn")
 
 
 def load_compressai():
     """CompressAI's entropy_models, gdn and ans (tests/reference/compressai_loader.py)."""
-    return compressai_loader.import_compressai()
+    return _reference("compressai_loader").import_compressai()
 
 
 def _peak_rss_mb() -> float:

@@ -88,6 +88,20 @@ def jaxpr_flops(jaxpr) -> float:
     return total
 
 
+def time_steps(compiled, state, batch, noise_key, steps: int):
+    """Runs the compiled train step once (warm-up), then ``steps`` times, step i with the noise key
+    folded with i; returns ``(state, metrics, seconds per step)`` of the timed steps, waited for."""
+    import jax
+
+    state, metrics = compiled(state, batch, noise_key)  # warm-up
+    jax.block_until_ready(metrics)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        state, metrics = compiled(state, batch, jax.random.fold_in(noise_key, i))
+    jax.block_until_ready(metrics)
+    return state, metrics, (time.perf_counter() - t0) / steps
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(config_path("mracnn")))
@@ -128,13 +142,7 @@ def main() -> int:
     if flops is None:
         flops, source = counted, "jaxpr"
     compiled_flops = _flops(compiled)
-    state, metrics = compiled(state, batch, noise_key)  # warm-up
-    jax.block_until_ready(metrics)
-    t0 = time.perf_counter()
-    for i in range(a.steps):
-        state, metrics = compiled(state, batch, jax.random.fold_in(noise_key, i))
-    jax.block_until_ready(metrics)
-    seconds = (time.perf_counter() - t0) / a.steps
+    state, metrics, seconds = time_steps(compiled, state, batch, noise_key, a.steps)
     result = {
         "config": a.config,
         "devices": [str(d) for d in jax.devices()],

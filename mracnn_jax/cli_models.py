@@ -1,5 +1,5 @@
 """The ``mracnn`` commands that make, train, evaluate and convert models (``mracnn_jax.cli`` holds
-the parser and the coding commands):
+the parser, ``cli_coding`` the coding commands):
 
     mracnn export --config PRESET|FILE --seed S OUT.mracnn    a random-initialised model file
     mracnn export-xla MODEL OUTDIR [...]                      jax.export artefacts (export_xla)

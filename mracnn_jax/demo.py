@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mracnn_jax import metrics, zoo
-from mracnn_jax.evaluation import anchors, runner
+from mracnn_jax.evaluation import anchors, measure, runner
 
 MATCHED_CODECS = ("jpeg", "webp")
 
@@ -62,7 +62,7 @@ def matched_rate_rows(records: list[dict[str, Any]], images: dict[str, Any]) -> 
         row = {k: r[k] for k in ("image", "point", "bpp", "psnr", "ms_ssim")}
         for codec in MATCHED_CODECS:
             q, coded = matched_quality(image, codec, r["num_bytes"])
-            m = runner.score(image, coded.decoded)
+            m = measure.score(image, coded.decoded)
             row[codec] = {
                 "quality": q,
                 "bpp": metrics.bpp_from_file_size(len(coded.data), h, w),
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="model files (default: the bundled models)")
     a = p.parse_args(argv)
 
-    models = a.model or [e.path for e in zoo.bundled()]
+    models = a.model or [e.path for e in zoo.for_channels(3)]
     if not models:
         print(zoo.no_model_message(), file=sys.stderr)
         return 1

@@ -408,20 +408,32 @@ def _metrics_8bit(x: jnp.ndarray, y: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndar
     return psnr(x, y, 255.0), ms_ssim(x, y, 255.0)
 
 
-def image_metrics(original: np.ndarray, reconstruction: np.ndarray) -> dict[str, Any]:
-    """PSNR-RGB, MS-SSIM and MS-SSIM dB of 8-bit RGB images, as Python floats or NumPy arrays.
+def with_channel_axis(original: Any, reconstruction: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays with a channel axis: a grayscale ``original`` ``[H, W]`` (two axes) and its
+    reconstruction ``[H, W]`` or stack ``[N, H, W]`` get a last axis of 1; anything else (an
+    ``original`` with three axes, ``[H, W, C]``) is returned as is. The one rule by which the
+    evaluation scores grayscale images on their one channel."""
+    original, reconstruction = np.asarray(original), np.asarray(reconstruction)
+    if original.ndim == 2:
+        return original[..., None], reconstruction[..., None]
+    return original, reconstruction
 
-    A convenience for evaluation loops: both images are `[..., H, W, 3]` uint8 (or values on
+
+def image_metrics(original: np.ndarray, reconstruction: np.ndarray) -> dict[str, Any]:
+    """PSNR, MS-SSIM and MS-SSIM dB of 8-bit images, as Python floats or NumPy arrays.
+
+    A convenience for evaluation loops: both images are `[..., H, W, C]` uint8 (or values on
     the 0..255 scale) at the original size, their leading axes broadcasting (one original
-    `[H, W, 3]` against a stack of reconstructions `[N, H, W, 3]` is the fast way to score a
-    quality sweep); the computation is jitted once per pair of shapes.
+    `[H, W, C]` against a stack of reconstructions `[N, H, W, C]` is the fast way to score a
+    quality sweep); the computation is jitted once per pair of shapes. A grayscale original
+    `[H, W]` with reconstructions `[H, W]` or `[N, H, W]` is scored on its one channel
+    (`with_channel_axis`); RGB images give PSNR-RGB.
     Images smaller than `min_size_for_ms_ssim()` raise ValueError (see `ms_ssim`).
 
     Returns:
       {"psnr": dB, "ms_ssim": in [0, 1], "ms_ssim_db": −10·log10(1 − ms_ssim)}.
     """
-    original = np.asarray(original)
-    reconstruction = np.asarray(reconstruction)
+    original, reconstruction = with_channel_axis(original, reconstruction)
     if original.shape[-3:] != reconstruction.shape[-3:]:
         raise ValueError(
             f"image_metrics: image sizes differ, {original.shape} vs {reconstruction.shape}; "

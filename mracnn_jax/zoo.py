@@ -66,6 +66,12 @@ def model_files(directory: str | os.PathLike) -> list[Path]:
     return sorted(p for p in directory.iterdir() if is_model_name(p) and p.is_file())
 
 
+def header_channels(header: dict[str, Any]) -> int:
+    """The image channels of the model a file header describes: its config's ``channels``, 3
+    for files written before the field existed (as ``presets.with_defaults`` fills it in)."""
+    return int((header.get("model_config") or {}).get("channels", 3))
+
+
 @functools.lru_cache(maxsize=64)
 def _read(path: str, size: int, mtime_ns: int) -> Entry | None:
     try:
@@ -85,7 +91,7 @@ def _read(path: str, size: int, mtime_ns: int) -> Entry | None:
         size=size,
         params_digest=str(header["params_digest"]),
         name=(header.get("model_config") or {}).get("name"),
-        channels=int((header.get("model_config") or {}).get("channels", 3)),
+        channels=header_channels(header),
         metadata=metadata,
     )
 
@@ -129,7 +135,7 @@ def no_model_message(quality: int | None = None, bitstream: Any = None) -> str:
     return f"several models are bundled (qualities: {have}): choose one with --quality or --model"
 
 
-def _for_channels(channels: int) -> list[Entry]:
+def for_channels(channels: int) -> list[Entry]:
     """The bundled models for images of ``channels`` (1: grayscale, 3: colour): those built for
     them, else, for grayscale, the colour models (they code gray as three equal channels)."""
     entries = bundled()
@@ -149,10 +155,10 @@ def by_quality(quality: int, channels: int = 3) -> Entry:
 
 
 def default(channels: int = 3) -> Entry:
-    """The model used without --quality for images of ``channels`` (``_for_channels``): the only
+    """The model used without --quality for images of ``channels`` (``for_channels``): the only
     one, the one with metadata ``default: true``, else the middle quality (quality 2 of the shipped
     three). NoModelError if none."""
-    entries = _for_channels(channels)
+    entries = for_channels(channels)
     if len(entries) == 1:
         return entries[0]
     for entry in entries:

@@ -79,7 +79,7 @@ def main() -> int:
     work = Path(a.work)
     if a.decode_only:
         return decode(work)
-    models = [Path(m) for m in a.model] if a.model else [e.path for e in zoo.bundled()]
+    models = [Path(m) for m in a.model] if a.model else [e.path for e in zoo.for_channels(3)]
     encode(models, Path(a.data), work)
     return subprocess.run(
         [sys.executable, __file__, "--work", str(work), "--decode-only"], check=False

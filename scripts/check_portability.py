@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "--models",
         type=pathlib.Path,
         nargs="+",
-        default=[e.path for e in zoo.bundled()],
+        default=[e.path for e in zoo.for_channels(3)],
     )
     p.add_argument("--relative", type=float, default=1e-4)
     p.add_argument("--limit", type=int, default=0, help="first N images only")

@@ -51,7 +51,7 @@ def _stack() -> dict:
 
 
 def _models() -> dict[str, codec.LoadedModel]:
-    return {f"q{e.quality}": codec.LoadedModel.load(e.path) for e in zoo.bundled()}
+    return {f"q{e.quality}": codec.LoadedModel.load(e.path) for e in zoo.for_channels(3)}
 
 
 def encode(out: pathlib.Path, paths: list[pathlib.Path], tiled_image: pathlib.Path) -> None:

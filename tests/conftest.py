@@ -121,3 +121,11 @@ def rich_model_path(exported, tmp_path_factory) -> pathlib.Path:
     path = tmp_path_factory.mktemp("models") / "rich.mracnn"
     rich.save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def rich_model(rich_model_path):
+    """``rich_model_path`` loaded (a ``codec.LoadedModel``), once per requesting module."""
+    from mracnn_jax import codec
+
+    return codec.LoadedModel.load(rich_model_path)

@@ -26,7 +26,7 @@ from PIL import Image
 import mracnn_jax
 import mracnn_jax.codec.tiles  # imported now: a first import in a test would undo fake_codec
 import mracnn_jax.coding
-from mracnn_jax import cli, compilation_cache, fileio, zoo
+from mracnn_jax import cli, cli_coding, compilation_cache, fileio, zoo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 IMAGE_EXTENSIONS = ("png", "PNG", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "ppm")
@@ -96,7 +96,7 @@ def fake_codec(monkeypatch):
     monkeypatch.setattr(mracnn_jax, "codec", codec, raising=False)
     monkeypatch.setattr(mracnn_jax.coding, "container", types.SimpleNamespace(unpack=_fake_unpack))
     monkeypatch.setattr(
-        cli, "_load_model", lambda path, expect=None: types.SimpleNamespace(name="m")
+        cli_coding, "_load_model", lambda path, expect=None: types.SimpleNamespace(name="m")
     )
     monkeypatch.setenv("MRACNN_JAX_CACHE_DIR", "off")
     return codec
@@ -452,7 +452,7 @@ def test_batch_loads_the_model_once_and_reports_each_file(
         loads.append(path)
         return types.SimpleNamespace(name="m")
 
-    monkeypatch.setattr(cli, "_load_model", load)
+    monkeypatch.setattr(cli_coding, "_load_model", load)
     out_dir = tmp_path / "new" / "mrac"  # created, parents too
     args = [
         "compress",

@@ -436,7 +436,7 @@ def test_codec_codes_the_symbols_of_the_pytorch_compressai_codec(torch, ref):
     rounding boundary and the frameworks' float32 sums differ), and each decodes its own stream
     to exactly the encoder's latents."""
     from mracnn_jax import codec, images
-    from mracnn_jax.evaluation.runner import SAMPLES_DIR
+    from mracnn_jax.evaluation.inputs import SAMPLES_DIR
 
     compressai = import_compressai()
     bench = _load(

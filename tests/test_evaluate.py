@@ -27,7 +27,7 @@ from PIL import Image
 
 from mracnn_jax import codec, zoo
 from mracnn_jax.coding import container
-from mracnn_jax.evaluation import bd_rate, results, runner
+from mracnn_jax.evaluation import bd_rate, measure, results, runner
 
 REPO = Path(__file__).resolve().parents[1]
 KODAK = REPO.parent / "shared" / "data" / "kodak"
@@ -88,7 +88,7 @@ def test_bpp_is_file_size_over_original_pixels_exactly(out_dir, data_dir, model_
     assert points == {"small-seed0", "lambda=0.05"}
     seen = set()
     for row in rows:
-        point_dir = out_dir / "bitstreams" / CURVE / runner.slug(row["point"])
+        point_dir = out_dir / "bitstreams" / CURVE / measure.slug(row["point"])
         path = point_dir / (Path(row["image"]).stem + ".mrac")
         assert Path(row["bitstream"]) == path
         size = os.path.getsize(path)
@@ -265,7 +265,7 @@ def test_small_images_have_no_ms_ssim():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     y = np.clip(x.astype(int) + rng.integers(-3, 4, x.shape), 0, 255).astype(np.uint8)
-    m = runner.score(x, y)
+    m = measure.score(x, y)
     mse = np.mean((x.astype(float) - y) ** 2)
     assert m["psnr"] == pytest.approx(10 * math.log10(255.0**2 / mse), abs=1e-3)
     assert math.isnan(m["ms_ssim"])
@@ -337,7 +337,7 @@ def test_published_points_only_on_kodak(anchors_only, fake_kodak, crops, tmp_pat
     left_out = [line for line in summary.splitlines() if "Kodak points" in line]
     assert len(left_out) == 1 and "left out" in left_out[0] and "2 images" in left_out[0]
 
-    monkeypatch.setattr(runner, "score", _cheap_score)
+    monkeypatch.setattr(measure, "score", _cheap_score)
     argv = ["--anchors", "jpeg", "--no-progress", "--out", str(tmp_path / "kodak")]
     assert evaluate.main([*argv, "--data", str(fake_kodak)]) == 0
     summary = (tmp_path / "kodak" / "summary.md").read_text()

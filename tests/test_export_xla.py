@@ -41,16 +41,6 @@ needs_serialisation = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def model_path(rich_model_path):
-    return rich_model_path
-
-
-@pytest.fixture(scope="module")
-def model(model_path):
-    return codec.LoadedModel.load(model_path)
-
-
-@pytest.fixture(scope="module")
 def images(tmp_path_factory) -> list[tuple[np.ndarray, pathlib.Path]]:
     """Images of ``SIZES`` (gradients and noise), each with its ``.npy`` file."""
     folder = tmp_path_factory.mktemp("images")
@@ -67,9 +57,9 @@ def images(tmp_path_factory) -> list[tuple[np.ndarray, pathlib.Path]]:
 
 
 @pytest.fixture(scope="module")
-def references(model, images):
+def references(rich_model, images):
     """The codec's view of each image, computed in one tile as the artefacts compute it."""
-    return [codec.compress_with_info(image, model, tile=None) for image, _ in images]
+    return [codec.compress_with_info(image, rich_model, tile=None) for image, _ in images]
 
 
 @pytest.fixture(scope="module")
@@ -82,26 +72,26 @@ def runner(tmp_path_factory) -> pathlib.Path:
     return path
 
 
-def _export(model_path, outdir, *options) -> str:
+def _export(rich_model_path, outdir, *options) -> str:
     """``mracnn export-xla MODEL OUTDIR OPTIONS``; returns what it printed."""
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert cli.main(["export-xla", str(model_path), str(outdir), *options]) == 0
+        assert cli.main(["export-xla", str(rich_model_path), str(outdir), *options]) == 0
     return printed.getvalue()
 
 
 @pytest.fixture(scope="module")
-def fixed(model_path, tmp_path_factory):
+def fixed(rich_model_path, tmp_path_factory):
     outdir = tmp_path_factory.mktemp("xla") / "fixed"
     h, w = SIZES[0]
-    printed = _export(model_path, outdir, "--height", str(h), "--width", str(w))
+    printed = _export(rich_model_path, outdir, "--height", str(h), "--width", str(w))
     return outdir, printed
 
 
 @pytest.fixture(scope="module")
-def symbolic(model_path, tmp_path_factory):
+def symbolic(rich_model_path, tmp_path_factory):
     outdir = tmp_path_factory.mktemp("xla") / "symbolic"
-    printed = _export(model_path, outdir, "--symbolic", "--platforms", "cpu,cuda")
+    printed = _export(rich_model_path, outdir, "--symbolic", "--platforms", "cpu,cuda")
     return outdir, printed
 
 
@@ -175,25 +165,25 @@ def _manifest(outdir) -> dict:
 
 
 @needs_serialisation
-def test_the_manifest_describes_pieces_order_and_identity(fixed, symbolic, model):
+def test_the_manifest_describes_pieces_order_and_identity(fixed, symbolic, rich_model):
     import jax
 
     info = _manifest(fixed[0])
-    assert info["model"]["name"] == model.name
-    assert info["model"]["params_digest"] == model.params_digest
-    assert info["model"]["identity"] == model.identity.hex()
-    assert info["model"]["num_support"] == list(model.pieces.num_support)
+    assert info["model"]["name"] == rich_model.name
+    assert info["model"]["params_digest"] == rich_model.params_digest
+    assert info["model"]["identity"] == rich_model.identity.hex()
+    assert info["model"]["num_support"] == list(rich_model.pieces.num_support)
     assert info["jax"]["version"] == jax.__version__ and info["jax"]["platforms"] == ["cpu"]
     assert _manifest(symbolic[0])["jax"]["platforms"] == ["cpu", "cuda"]
     assert info["image"] | {"input": None} == {
         "multiple": 64, "peak": 255, "channels": 3, "symbolic": False, "height": 120,
         "width": 100, "padded": [128, 128], "top": 4, "left": 14, "input": None,
     }  # fmt: skip
-    np.testing.assert_array_equal(np.asarray(info["z_offsets"], np.float32), model.offsets)
+    np.testing.assert_array_equal(np.asarray(info["z_offsets"], np.float32), rich_model.offsets)
     assert info["entropy_coding"]["included"] is False
     assert "coding/z_cdf.npy" in info["entropy_coding"]["z"]  # the model file holds the tables
     names = {"analysis", "hyper_analysis", "hyper_synthesis", "synthesis"}
-    names |= {f"{kind}_{i}" for kind in ("slice", "refine") for i in range(model.num_slices)}
+    names |= {f"{kind}_{i}" for kind in ("slice", "refine") for i in range(rich_model.num_slices)}
     assert set(info["pieces"]) == names
     assert sorted(os.listdir(fixed[0])) == sorted(
         ["manifest.json"] + [p["file"] for p in info["pieces"].values()]
@@ -205,7 +195,7 @@ def test_the_manifest_describes_pieces_order_and_identity(fixed, symbolic, model
     symbolic_x = _manifest(symbolic[0])["pieces"]["analysis"]["inputs"][0]["shape"]
     assert symbolic_x == [1, "64*a", "64*b", 3]
     for program, given in (("encode", {"x"}), ("decode", {"z_symbols"})):
-        known = set(given) | {f"s_{i}" for i in range(model.num_slices) if program == "decode"}
+        known = set(given) | {f"s_{i}" for i in range(rich_model.num_slices) if program == "decode"}
         for step in info["programs"][program]:
             assert set(step["in"]) <= known, (program, step)
             if step["op"] == "call":

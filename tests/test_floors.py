@@ -4,7 +4,7 @@
     layers  ->  entropy  ->  models  ->  coding  ->  model_file  ->  zoo  ->  codec
     apps        training, evaluation, convert, export_xla, torch_models
     tools       experiment  ->  configs (the presets)  ->  config_files  ->  summary, demo, cli_paths
-    cli         cli_models (the model commands)  ->  cli
+    cli         cli_models (the model commands), cli_coding (the coding commands)  ->  cli
 
 An area may import any area on a lower floor and itself; areas on one floor do not import each
 other (so training never imports evaluation), except the pairs in ``PEERS``. Imports inside
@@ -31,7 +31,7 @@ FLOORS = [
     {"configs"},
     {"config_files"},
     {"summary", "demo", "cli_paths"},
-    {"cli_models"},
+    {"cli_models", "cli_coding"},
     {"cli"},
 ]
 PEERS = {("torch_models", "convert")}  # the twin loads weights through convert's key mapping

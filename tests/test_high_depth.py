@@ -20,16 +20,6 @@ from mracnn_jax.coding import container
 
 
 @pytest.fixture(scope="module")
-def model_path(rich_model_path):
-    return rich_model_path
-
-
-@pytest.fixture(scope="module")
-def model(model_path):
-    return codec.LoadedModel.load(model_path)
-
-
-@pytest.fixture(scope="module")
 def gray16(request):
     try:
         kodak = request.getfixturevalue("kodak_dir")
@@ -47,45 +37,45 @@ def _is_shifted_8_bit(a: np.ndarray) -> bool:
     return bool(np.all(a % 257 == 0) or np.all(a % 256 == 0))
 
 
-def test_16_bit_gray_png_round_trip(gray16, model, model_path, tmp_path, capsys):
+def test_16_bit_gray_png_round_trip(gray16, rich_model, rich_model_path, tmp_path, capsys):
     assert not _is_shifted_8_bit(gray16) and len(np.unique(gray16)) > 4096
     src, mrac, out = tmp_path / "g16.png", tmp_path / "g16.mrac", tmp_path / "back.png"
     Image.fromarray(gray16).save(src)
     assert Image.open(src).mode == "I;16"
-    assert cli.main(["compress", str(src), str(mrac), "--model", str(model_path)]) == 0
+    assert cli.main(["compress", str(src), str(mrac), "--model", str(rich_model_path)]) == 0
     assert "L 16-bit" in capsys.readouterr().out
     bs = container.unpack(mrac.read_bytes())
     assert (bs.bits, bs.peak, bs.colour_mode) == (16, 65535, "L") and mrac.read_bytes()[5] == 0x81
-    assert cli.main(["decompress", str(mrac), str(out), "--model", str(model_path)]) == 0
+    assert cli.main(["decompress", str(mrac), str(out), "--model", str(rich_model_path)]) == 0
     back = Image.open(out)
     assert back.mode == "I;16" and back.size == (gray16.shape[1], gray16.shape[0])
     decoded = np.asarray(back).astype(np.uint16)
-    np.testing.assert_array_equal(decoded, codec.decompress(mrac.read_bytes(), model))
+    np.testing.assert_array_equal(decoded, codec.decompress(mrac.read_bytes(), rich_model))
     assert not _is_shifted_8_bit(decoded) and len(np.unique(decoded)) > 256
     # PSNR at the 16-bit peak; the 8-bit coding of the same image, at its peak, is comparable.
     mse16 = np.mean((decoded.astype(np.float64) - gray16) ** 2)
     psnr16 = 10 * np.log10(65535.0**2 / mse16)
     g8 = ((gray16.astype(np.int64) + 128) // 257).astype(np.uint8)
-    d8 = codec.decompress(codec.compress(g8, model), model)
+    d8 = codec.decompress(codec.compress(g8, rich_model), rich_model)
     psnr8 = 10 * np.log10(255.0**2 / np.mean((d8.astype(np.float64) - g8) ** 2))
     assert abs(psnr16 - psnr8) < 1.0, (psnr16, psnr8)
     assert cli.main(["info", str(mrac)]) == 0
     assert '"bits_per_sample": 16' in capsys.readouterr().out
 
 
-def test_10_and_12_bit_samples(gray16, model):
+def test_10_and_12_bit_samples(gray16, rich_model):
     twelve = (gray16 >> 4).astype(np.uint16)
-    r = codec.compress_with_info(twelve, model, bits=12)
+    r = codec.compress_with_info(twelve, rich_model, bits=12)
     bs = container.unpack(r.data)
     assert bs.bits == 12 and bs.peak == 4095
-    decoded = codec.decompress(r.data, model)
+    decoded = codec.decompress(r.data, rich_model)
     assert decoded.dtype == np.uint16 and decoded.max() <= 4095
     np.testing.assert_array_equal(decoded, r.reconstruction)
     with pytest.raises(codec.ImageError, match="does not fit in 10 bits") as e:
-        codec.compress(twelve, model, bits=10)
+        codec.compress(twelve, rich_model, bits=10)
     assert "\n" not in str(e.value)
     with pytest.raises(codec.ImageError, match="bits per sample"):
-        codec.compress(twelve.astype(np.uint8), model, bits=12)
+        codec.compress(twelve.astype(np.uint8), rich_model, bits=12)
 
 
 def _read_png16(data: bytes) -> np.ndarray:
@@ -107,25 +97,25 @@ def _read_png16(data: bytes) -> np.ndarray:
     return rows[:, 1:].copy().view(">u2").reshape(h, w, 3).astype(np.uint16)
 
 
-def test_16_bit_colour(gray16, model, model_path, tmp_path):
+def test_16_bit_colour(gray16, rich_model, rich_model_path, tmp_path):
     rgb16 = np.stack([gray16, gray16[::-1], 65535 - gray16], axis=-1)
-    r = codec.compress_with_info(rgb16, model)
+    r = codec.compress_with_info(rgb16, rich_model)
     assert container.unpack(r.data).bits == 16 and r.data[5] == 0x80
-    decoded = codec.decompress(r.data, model)
+    decoded = codec.decompress(r.data, rich_model)
     assert decoded.dtype == np.uint16 and decoded.shape == rgb16.shape
     mrac, out = tmp_path / "c16.mrac", tmp_path / "c16.png"
     mrac.write_bytes(r.data)
-    assert cli.main(["decompress", str(mrac), str(out), "--model", str(model_path)]) == 0
+    assert cli.main(["decompress", str(mrac), str(out), "--model", str(rich_model_path)]) == 0
     np.testing.assert_array_equal(_read_png16(out.read_bytes()), decoded)
     assert cli.main(["decompress", str(mrac), str(tmp_path / "c16.webp"), "--model",
-                     str(model_path)]) == 1  # fmt: skip
+                     str(rich_model_path)]) == 1  # fmt: skip
 
 
-def test_8_bit_files_keep_their_layout(model):
+def test_8_bit_files_keep_their_layout(rich_model):
     """An 8-bit image's file has sample format 0 (RGB) or 1 (L) in byte 5, as before."""
     rgb = np.random.default_rng(3).integers(0, 256, (40, 50, 3)).astype(np.uint8)
-    data = codec.compress(rgb, model)
+    data = codec.compress(rgb, rich_model)
     assert data[5] == 0 and container.unpack(data).bits == 8
-    assert codec.decompress(data, model).dtype == np.uint8
-    assert codec.compress(rgb[:, :, 0], model)[5] == 1
+    assert codec.decompress(data, rich_model).dtype == np.uint8
+    assert codec.compress(rgb[:, :, 0], rich_model)[5] == 1
     assert images.restore_mode(np.stack([rgb[:, :, 0]] * 3, -1), "L").tolist() == rgb[:, :, 0].tolist()

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from mracnn_jax import images
-from mracnn_jax.evaluation import anchors, runner
+from mracnn_jax.evaluation import anchors, inputs, runner
 from mracnn_jax.training import input_pipeline
 
 # --------------------------------------------------------------------------- 16 bits
@@ -113,7 +113,7 @@ def test_one_suffix_list(tmp_path):
     assert rel(runner.image_files(tmp_path)) == flat
     names, arrays = anchors.load_image_dir(tmp_path)
     assert names == flat and all(a.shape == (4, 4, 3) for a in arrays)
-    assert runner.IMAGE_SUFFIXES is images.SUFFIXES
+    assert inputs.IMAGE_SUFFIXES is images.SUFFIXES
     assert all(s == s.lower() and s.startswith(".") for s in images.SUFFIXES)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         images.list_images(tmp_path / "nope")

@@ -15,7 +15,7 @@ from mracnn_jax import codec, images, model_file, zoo
 from mracnn_jax.coding import perturbation
 
 SAMPLE = images.SAMPLES_DIR / "kodim23.png"
-BUNDLED = [e.path for e in zoo.bundled()]
+BUNDLED = [e.path for e in zoo.for_channels(3)]
 
 
 @pytest.mark.slow

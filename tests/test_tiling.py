@@ -35,16 +35,6 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def model_path(rich_model_path):
-    return rich_model_path
-
-
-@pytest.fixture(scope="module")
-def model(model_path):
-    return codec.LoadedModel.load(model_path)
-
-
-@pytest.fixture(scope="module")
 def image(request):
     try:
         kodak = request.getfixturevalue("kodak_dir")
@@ -59,13 +49,13 @@ def image(request):
 
 
 @pytest.fixture(scope="module")
-def whole(model, image):
-    return codec.compress_with_info(image, model, tile=None)
+def whole(rich_model, image):
+    return codec.compress_with_info(image, rich_model, tile=None)
 
 
 @pytest.fixture(scope="module")
-def tiled(model, image):
-    return codec.compress_with_info(image, model, tile=64, halo=HALO)
+def tiled(rich_model, image):
+    return codec.compress_with_info(image, rich_model, tile=64, halo=HALO)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -124,7 +114,7 @@ def test_bad_tile_sizes(bad):
 # Coding.
 
 
-def test_tiles_compute_the_untiled_latent(model, image):
+def test_tiles_compute_the_untiled_latent(rich_model, image):
     """g_a and g_s in tiles with halos agree with the untiled transforms; without halos they do
     not (the check can fail). A random model's influence does not decay with distance as a trained
     one's does, and its saturated outputs amplify what remains, hence bounds far looser than the
@@ -132,19 +122,19 @@ def test_tiles_compute_the_untiled_latent(model, image):
     clock = latents.Clock()
     bar = type("Bar", (), {"update": lambda self, n: None})()
     plan = codec.tile_plan(*image.shape[:2], None)
-    y = tiles.analyse(model, image, plan, clock, bar)
-    x = tiles.synthesise(model, y, plan, clock, bar).astype(int)
+    y = tiles.analyse(rich_model, image, plan, clock, bar)
+    x = tiles.synthesise(rich_model, y, plan, clock, bar).astype(int)
     errors = {}
     for halo in ((0, 0), HALO):
         tiled_plan = codec.tile_plan(*image.shape[:2], 64, halo)
-        y_t = tiles.analyse(model, image, tiled_plan, clock, bar)
-        x_t = tiles.synthesise(model, y, tiled_plan, clock, bar).astype(int)
+        y_t = tiles.analyse(rich_model, image, tiled_plan, clock, bar)
+        x_t = tiles.synthesise(rich_model, y, tiled_plan, clock, bar).astype(int)
         errors[halo] = (np.abs(y_t - y).max() / np.abs(y).max(), _psnr(x_t, x))
     assert errors[(0, 0)][0] > 0.1 and errors[(0, 0)][1] < 30, errors
     assert errors[HALO][0] < 2e-3 and errors[HALO][1] > 40, errors
 
 
-def test_tiled_file_is_the_untiled_file(whole, tiled, model_path, image, monkeypatch, capsys):
+def test_tiled_file_is_the_untiled_file(whole, tiled, rich_model_path, image, monkeypatch, capsys):
     assert tiled.tiling == {"tile": 64, "rows": 4, "cols": 3, "halo_analysis": 64,
                             "halo_synthesis": 64}  # fmt: skip
     assert whole.tiling is None and tiled.bits["tiles"] == 12
@@ -154,7 +144,7 @@ def test_tiled_file_is_the_untiled_file(whole, tiled, model_path, image, monkeyp
     assert abs(len(tiled.data) - len(whole.data)) <= 0.005 * len(whole.data)
     # A separately loaded model decodes in tiles exactly what the tiled encoder predicted.
     monkeypatch.setattr(codec.image_codec, "PROGRESS_DELAY_S", 0.0)
-    other = codec.LoadedModel.load(model_path)
+    other = codec.LoadedModel.load(rich_model_path)
     out = codec.decompress_with_info(tiled.data, other, tile=64, halo=HALO, progress=True)
     assert "mracnn decompress" in capsys.readouterr().err  # the progress bar over tiles
     np.testing.assert_array_equal(out.image, tiled.reconstruction)
@@ -165,22 +155,23 @@ def test_tiled_file_is_the_untiled_file(whole, tiled, model_path, image, monkeyp
     assert _psnr(untiled, out.image) > 40
 
 
-def test_grayscale_and_compress_bytes(model, image):
+def test_grayscale_and_compress_bytes(rich_model, image):
     gray = np.ascontiguousarray(image[:, :, 1])
-    r = codec.compress_with_info(gray, model, tile=64, halo=(64, 32))
-    decoded = codec.decompress(r.data, model, tile=64, halo=(64, 32))
+    r = codec.compress_with_info(gray, rich_model, tile=64, halo=(64, 32))
+    decoded = codec.decompress(r.data, rich_model, tile=64, halo=(64, 32))
     assert decoded.shape == gray.shape and decoded.dtype == np.uint8
     np.testing.assert_array_equal(decoded, r.reconstruction)
     # compress() skips the encoder's prediction but writes the same bytes.
-    assert codec.compress(gray, model, tile=64, halo=(64, 32)) == r.data
+    assert codec.compress(gray, rich_model, tile=64, halo=(64, 32)) == r.data
 
 
-def test_tiled_file_survives_a_perturbed_decoder(tiled, model):
+def test_tiled_file_survives_a_perturbed_decoder(tiled, rich_model):
     """The portability contract with g_s in tiles: relative noise 1e-4 on the decoder-side
     entropy parameters, the same integers, the image up to float noise."""
     from mracnn_jax.coding import perturbation
 
-    r = codec.decompress_with_info(tiled.data, perturbation.perturbed(model, 1e-4, seed=5), tile=64)
+    perturbed = perturbation.perturbed(rich_model, 1e-4, seed=5)
+    r = codec.decompress_with_info(tiled.data, perturbed, tile=64)
     np.testing.assert_array_equal(r.y_symbols, tiled.y_symbols)
     np.testing.assert_array_equal(r.z_symbols, tiled.z_symbols)
     assert _psnr(r.image, tiled.reconstruction) > 40
@@ -192,10 +183,10 @@ def test_bundled_model_tiles_make_the_same_file(kodak_dir):
     piece, byte for byte, and g_s in tiles the same image within one grey level (no seams)."""
     from mracnn_jax import zoo
 
-    model = codec.LoadedModel.load(zoo.by_quality(1).path)
+    rich_model = codec.LoadedModel.load(zoo.by_quality(1).path)
     image = np.asarray(Image.open(kodak_dir / "kodim05.png").convert("RGB"))[:320, :448]
-    one = codec.compress_with_info(image, model, tile=None)
-    tiled = codec.compress_with_info(image, model, tile=64)
+    one = codec.compress_with_info(image, rich_model, tile=None)
+    tiled = codec.compress_with_info(image, rich_model, tile=64)
     assert tiled.tiling["rows"] * tiled.tiling["cols"] == 35
     assert tiled.data == one.data
     np.testing.assert_array_equal(tiled.y_symbols, one.y_symbols)
@@ -206,10 +197,10 @@ def test_bundled_model_tiles_make_the_same_file(kodak_dir):
 # Command line.
 
 
-def test_cli_tile_flags(model, model_path, image, whole, tmp_path, monkeypatch, capsys):
+def test_cli_tile_flags(rich_model, rich_model_path, image, whole, tmp_path, monkeypatch, capsys):
     src, out = tmp_path / "in.png", tmp_path / "out.mrac"
     Image.fromarray(image).save(src)
-    base = ["compress", str(src), str(out), "--model", str(model_path)]
+    base = ["compress", str(src), str(out), "--model", str(rich_model_path)]
 
     assert cli.main(base + ["--tile", "100"]) == 1
     err = capsys.readouterr().err
@@ -235,21 +226,21 @@ def test_cli_tile_flags(model, model_path, image, whole, tmp_path, monkeypatch, 
     assert "computed in 2x2 tiles of 128" in capsys.readouterr().out
 
     png = tmp_path / "out.png"
-    assert cli.main(["decompress", str(out), str(png), "--model", str(model_path), "--tile", "64"]) == 0
+    assert cli.main(["decompress", str(out), str(png), "--model", str(rich_model_path), "--tile", "64"]) == 0
     assert "computed in 4x3 tiles of 64" in capsys.readouterr().out
-    expected = codec.decompress(out.read_bytes(), model, tile=64)
+    expected = codec.decompress(out.read_bytes(), rich_model, tile=64)
     np.testing.assert_array_equal(np.asarray(Image.open(png)), expected)
 
 
 @pytest.mark.slow
-def test_fresh_process_decodes_in_tiles(model_path, cache_dir, tmp_path, tiled):
+def test_fresh_process_decodes_in_tiles(rich_model_path, cache_dir, tmp_path, tiled):
     """Another process (compiled anew, or from the persistent cache) decodes the same image."""
     (tmp_path / "t.mrac").write_bytes(tiled.data)
     np.save(tmp_path / "pred.npy", tiled.reconstruction)
     code = (
         "import sys, numpy as np; from mracnn_jax import codec;"
         f"codec.enable_compilation_cache({str(cache_dir)!r});"
-        f"m = codec.LoadedModel.load({str(model_path)!r});"
+        f"m = codec.LoadedModel.load({str(rich_model_path)!r});"
         f"img = codec.decompress(open({str(tmp_path / 't.mrac')!r}, 'rb').read(), m, tile=64);"
         f"sys.exit(0 if np.array_equal(img, np.load({str(tmp_path / 'pred.npy')!r})) else 3)"
     )

@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 
-from mracnn_jax import cli, model_file, zoo
+from mracnn_jax import cli, cli_coding, model_file, zoo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -35,8 +35,8 @@ def test_grayscale_images_get_a_grayscale_model(tmp_path, monkeypatch, capsys):
     assert zoo.default().path.name == "colour-q2.mracnn"
     assert zoo.by_quality(1, channels=1).path.name == "colour-q1.mracnn"  # no gray q1: colour
     args = types.SimpleNamespace(model=None, quality=None)
-    assert cli._model_for_compress(args, "L").endswith("gray-q2.mracnn")
-    assert cli._model_for_compress(args, "RGB").endswith("colour-q2.mracnn")
+    assert cli_coding._model_for_compress(args, "L").endswith("gray-q2.mracnn")
+    assert cli_coding._model_for_compress(args, "RGB").endswith("colour-q2.mracnn")
     assert cli.main(["models"]) == 0
     rows = {line.split()[-1]: line.split() for line in capsys.readouterr().out.splitlines()[1:5]}
     assert "grayscale" in rows["gray-q2.mracnn"] and "colour" in rows["colour-q2.mracnn"]
@@ -166,7 +166,7 @@ def test_cli_decompress_with_the_wrong_model_file(tmp_path, capsys):
     digest = _save(tmp_path / "toy.mracnn")
     bs = types.SimpleNamespace(model_name="toy", params_digest=bytes(16))
     with pytest.raises(cli.CliError) as e:
-        cli._load_model(str(tmp_path / "toy.mracnn"), expect=bs)
+        cli_coding._load_model(str(tmp_path / "toy.mracnn"), expect=bs)
     assert str(e.value) == zoo.identity_error(
         bs, "toy", digest, f"the model file {str(tmp_path / 'toy.mracnn')!r}"
     )

@@ -1,16 +1,22 @@
 """Classic image codecs as rate–distortion anchors, through Pillow: JPEG, WebP, JPEG 2000, AVIF.
 
 Each image is compressed to real bytes and decoded again; the rate is 8·len(bytes) / (H·W)
-(`metrics.bpp_from_file_size`), the distortion PSNR-RGB and MS-SSIM on the 8-bit result at
-the original size (`metrics.image_metrics`).
+(`metrics.bpp_from_file_size`), the distortion PSNR and MS-SSIM on the 8-bit result at the
+original size, over its channels (`metrics.image_metrics`).
+
+An image is RGB `[H, W, 3]` or grayscale `[H, W]` (uint8). A grayscale image is coded as
+grayscale where the codec can: JPEG and JPEG 2000 write one component, AVIF monochrome 4:0:0.
+WebP has no grayscale mode: libwebp codes it as YUV 4:2:0 with flat chroma (a few bytes per
+file). Decoded images are returned in the mode of the input.
 
 The "quality" of a sweep point means, per codec:
   jpeg      libjpeg quality 1..95 (4:2:0 chroma, `subsampling=2`, optimised Huffman tables)
   webp      libwebp quality 0..100 (lossy, `method=4`)
   jpeg2000  the target rate in bpp: OpenJPEG `quality_mode="rates"`, compression ratio
-            24 / bpp for 8-bit RGB; irreversible 9/7 wavelet with the colour transform (`mct=1`).
+            8·C / bpp for C 8-bit channels (24 / bpp for RGB); irreversible 9/7 wavelet with the colour transform (`mct=1`).
             Rates hit the target within about 1 %, which gives an evenly spread sweep.
-  avif      libavif quality 0..100 (4:2:0, encoder speed 8; see `DEFAULT_OPTIONS`)
+  avif      libavif quality 0..100 (4:2:0, or 4:0:0 for grayscale; encoder speed 8; see
+            `DEFAULT_OPTIONS`)
 Which of these the installed Pillow can write is `codec_available(name)`.
 """
 
@@ -61,8 +67,9 @@ _LIBRARY = {
 
 
 class CodedImage(NamedTuple):
-    """One image through one codec: the file bytes, the decoded `[H, W, 3]` uint8 image, and
-    the encode and decode wall times in seconds (Pillow's save / open+load only)."""
+    """One image through one codec: the file bytes, the decoded uint8 image (the input's shape:
+    `[H, W, 3]` or grayscale `[H, W]`), and the encode and decode wall times in seconds
+    (Pillow's save / open+load only)."""
 
     data: bytes
     decoded: np.ndarray
@@ -102,39 +109,53 @@ def require_codec(name: str) -> None:
 
 def _check_image(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+    if image.dtype != np.uint8 or not (
+        image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)
+    ):
         raise ValueError(
-            f"expected an RGB uint8 image [H, W, 3], got dtype {image.dtype} shape {image.shape}"
+            "expected an RGB uint8 image [H, W, 3] or a grayscale one [H, W], got dtype "
+            f"{image.dtype} shape {image.shape}"
         )
     return image
 
 
-def save_options(codec: str, quality: float, **options: Any) -> dict[str, Any]:
-    """The Pillow `save` keyword arguments for `codec` at `quality` (see the module docstring),
-    `DEFAULT_OPTIONS` updated with `options`."""
+def _options(codec: str, channels: int, options: dict[str, Any]) -> dict[str, Any]:
+    """`DEFAULT_OPTIONS[codec]` for an image of `channels`, updated with `options`."""
     _check_codec(codec)
     kw = dict(DEFAULT_OPTIONS[codec])
+    if codec == "avif" and channels == 1:
+        kw["subsampling"] = "4:0:0"  # monochrome AVIF
     kw.update(options)
+    return kw
+
+
+def save_options(codec: str, quality: float, channels: int = 3, **options: Any) -> dict[str, Any]:
+    """The Pillow `save` keyword arguments for `codec` at `quality` on an image of `channels`
+    (3, or 1 for grayscale; see the module docstring), `DEFAULT_OPTIONS` updated with
+    `options`."""
+    kw = _options(codec, channels, options)
     if codec == "jpeg2000":
         if not quality > 0:
             raise ValueError(
                 f"jpeg2000 quality is a target rate in bpp and must be > 0, got {quality}"
             )
-        kw["quality_layers"] = [24.0 / float(quality)]
+        kw["quality_layers"] = [8.0 * channels / float(quality)]
     else:
         kw["quality"] = round(quality)
     return kw
 
 
 def encode_decode(image: np.ndarray, codec: str, quality: float, **options: Any) -> CodedImage:
-    """Compress an RGB uint8 image `[H, W, 3]` with `codec` at `quality`, then decode it.
+    """Compress a uint8 image (RGB `[H, W, 3]` or grayscale `[H, W]`) with `codec` at
+    `quality`, then decode it.
 
     Returns:
-      CodedImage(data, decoded [H, W, 3] uint8, encode seconds, decode seconds).
+      CodedImage(data, decoded uint8 image of the input's shape, encode seconds, decode seconds).
     """
     image = _check_image(image)
     require_codec(codec)
-    kw = save_options(codec, quality, **options)
+    mode = "L" if image.ndim == 2 else "RGB"
+    kw = save_options(codec, quality, 1 if mode == "L" else 3, **options)
     pil = Image.fromarray(image)
     buf = io.BytesIO()
     t0 = time.perf_counter()
@@ -145,8 +166,8 @@ def encode_decode(image: np.ndarray, codec: str, quality: float, **options: Any)
     out = Image.open(io.BytesIO(data))
     out.load()
     decode_s = time.perf_counter() - t0
-    if out.mode != "RGB":
-        out = out.convert("RGB")
+    if out.mode != mode:
+        out = out.convert(mode)
     decoded = np.asarray(out)
     if decoded.shape != image.shape:
         raise RuntimeError(f"{codec} decoded to shape {decoded.shape}, expected {image.shape}")
@@ -159,13 +180,19 @@ def load_rgb(path: str | Path) -> np.ndarray:
     return images.read_image(path)[0]
 
 
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image file in its own mode by the codec's rules: RGB uint8 `[H, W, 3]`, or
+    `[H, W]` for a grayscale one (`images.read_image`, then `images.restore_mode`)."""
+    return images.restore_mode(*images.read_image(path))
+
+
 def load_image_dir(directory: str | Path) -> tuple[list[str], list[np.ndarray]]:
-    """The images of `directory` (`images.list_images`), sorted by name: (names, RGB uint8
-    arrays)."""
+    """The images of `directory` (`images.list_images`), sorted by name: (names, uint8 arrays
+    in their own modes, `load_image`)."""
     paths = images.list_images(directory)
     if not paths:
         raise FileNotFoundError(f"no images ({', '.join(images.SUFFIXES)}) in {directory}")
-    return [p.name for p in paths], [load_rgb(p) for p in paths]
+    return [p.name for p in paths], [load_image(p) for p in paths]
 
 
 _MEAN_KEYS = ("bpp", "payload_bpp", "psnr", "ms_ssim", "encode_s", "decode_s")
@@ -203,7 +230,7 @@ def run_codec(
 
     Args:
       codec: one of `CODECS`.
-      images: RGB uint8 images `[H, W, 3]`; each must be at least
+      images: uint8 images, RGB `[H, W, 3]` or grayscale `[H, W]`; each must be at least
         `metrics.min_size_for_ms_ssim()` (161) pixels on each side for MS-SSIM.
       qualities: the sweep, default `DEFAULT_QUALITIES[codec]`.
       names: image names for the records, default "0", "1", ….
@@ -235,7 +262,7 @@ def image_records(
     label: str = "codec",
     **options: Any,
 ) -> list[dict[str, Any]]:
-    """The records of `run_codec` for one image `[H, W, 3]`, one per quality.
+    """The records of `run_codec` for one image (`[H, W, 3]` or `[H, W]`), one per quality.
 
     `score(image, decoded_stack)` gives psnr / ms_ssim / ms_ssim_db arrays (default
     `metrics.image_metrics`); `label` names the field that holds the codec's name.
@@ -265,14 +292,24 @@ def image_records(
     ]
 
 
-def description(codec: str, qualities: Sequence[float] | None = None, **options: Any) -> str:
-    """A one-line description of the anchor and its settings, for the results JSON."""
-    _check_codec(codec)
+def description(
+    codec: str, qualities: Sequence[float] | None = None, channels: int = 3, **options: Any
+) -> str:
+    """A one-line description of the anchor and its settings on images of `channels` (3, or 1
+    when they are grayscale), for the results JSON."""
     from PIL import __version__ as pil_version
 
     label, lib, sweep = _LIBRARY[codec]
-    kw = dict(DEFAULT_OPTIONS[codec])
-    kw.update(options)
+    kw = _options(codec, channels, options)
     qualities = tuple(DEFAULT_QUALITIES[codec] if qualities is None else qualities)
     opts = ", ".join(f"{k}={v!r}" for k, v in kw.items())
-    return f"{label} ({lib} via Pillow {pil_version}); {opts}; {sweep} sweep {list(qualities)}"
+    gray = ""
+    if channels == 1:
+        gray = (
+            "; grayscale coded as YUV 4:2:0 with flat chroma (WebP has no grayscale mode)"
+            if codec == "webp"
+            else "; grayscale coded as one component"
+        )
+    return (
+        f"{label} ({lib} via Pillow {pil_version}); {opts}{gray}; {sweep} sweep {list(qualities)}"
+    )

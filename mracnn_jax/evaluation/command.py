@@ -8,7 +8,8 @@ BD-rates, plots.
 Several models are several points of one curve when they share a name (the model config's
 name, plus the training loss if recorded), or of one curve called --name. --model also takes
 folders (every *.mracnn inside). Without --model the models bundled in
-mracnn_jax/assets/models/ are used; without --data the sample images in
+mracnn_jax/assets/models/ for the images are used (the grayscale ones when every image is
+grayscale and grayscale models are bundled, else the colour ones); without --data the sample images in
 mracnn_jax/assets/samples/. --out receives <curve>.json (CompressAI eval_model layout),
 <curve>.csv (per image), summary.md (also printed), rd.png and bitstreams/. An interrupted run
 resumes: the same command again reuses every model result already measured in --out (--fresh
@@ -54,14 +55,15 @@ def _codec_list(text: str) -> list[str]:
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     from mracnn_jax.evaluation.compare import shipped_names
-    from mracnn_jax.evaluation.runner import SAMPLES_DIR
+    from mracnn_jax.evaluation.inputs import SAMPLES_DIR
 
     p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
     p.add_argument(
         "--model",
         nargs="+",
         metavar="M",
-        help="model files or folders of them (default: the bundled models)",
+        help="model files or folders of them (default: the bundled models for the images: "
+        "grayscale ones for grayscale images)",
     )
     p.add_argument("--name", help="put every --model on one curve with this name")
     p.add_argument(
@@ -93,6 +95,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="reference curves to draw and BD-rate: CompressAI results JSON files, or shipped "
         f"published Kodak curves by name ({', '.join(shipped_names())})",
     )
+    p.add_argument(
+        "--grayscale",
+        action="store_true",
+        help="evaluate the images' grayscale versions (Pillow's convert('L'), ITU-R 601 luma), "
+        "e.g. a grayscale Kodak from --data kodak",
+    )
     p.add_argument("--save-decoded", action="store_true", help="write decoded PNGs too")
     p.add_argument(
         "--fresh",
@@ -116,12 +124,10 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
     try:
         references = [compare.load_reference(c) for c in args.compare]  # fail before any work
-        models = args.model
-        if not models:
-            models = [str(e.path) for e in zoo.bundled()]
-            if not models and not args.anchors:
-                raise runner.EvaluationError(zoo.no_model_message() + ", or only --anchors")
-        runner.resolve_model_files(models)  # fail on a bad path before loading any model
+        models = args.model or None  # None: the bundled models for the images' channels
+        if models is None and not zoo.bundled() and not args.anchors:
+            raise runner.EvaluationError(zoo.no_model_message() + ", or only --anchors")
+        runner.resolve_model_files(models or [])  # fail on a bad path before loading any model
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         if args.cache_dir and args.cache_dir.strip().lower() != "off":  # as `mracnn` reads it
             from mracnn_jax import codec
@@ -136,6 +142,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             name=args.name,
             anchor_codecs=args.anchors,
             bd_anchor=bd,
+            grayscale=args.grayscale,
             save_decoded=args.save_decoded,
             resume=not args.fresh,
             show_progress=not args.no_progress,

@@ -1,6 +1,6 @@
 """What an evaluation has finished so far, on disk, so that an interrupted run resumes.
 
-Every (model, image) pair that ``runner.evaluate_model`` has coded, decoded and scored is appended
+Every (model, image) pair that ``measure.evaluate_model`` has coded, decoded and scored is appended
 at once as one JSON line to ``<out>/completed.jsonl`` (flushed and fsynced), keyed by
 
     (params digest of the model file, image file name, digest of the image's pixels)

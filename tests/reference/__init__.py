@@ -4,5 +4,6 @@
 imports CompressAI's layers without its package root. They check ``mracnn_jax.convert`` and the
 PyTorch twins in ``mracnn_jax.torch_models`` from outside, so nothing here imports either.
 Imported as ``reference.<module>``: pytest puts ``tests/`` on ``sys.path`` (``tests/`` itself
-has no ``__init__.py``); the benchmarks put it there themselves.
+has no ``__init__.py``); the benchmarks import the package by its location
+(``load_reference`` in ``benchmarks/bench_torch_wacnn.py``).
 """
