@@ -25,6 +25,7 @@ import pytest
 from jax.scipy.stats import norm
 from PIL import Image
 
+from mracnn_jax.entropy import rate
 from mracnn_jax.training import defaults, input_pipeline, losses, train_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -352,7 +353,7 @@ def test_loss_mse_against_hand_computation():
     np.testing.assert_allclose(float(loss), 0.013 * 255**2 * mse + bpp, rtol=1e-5)
     assert float(m["loss"]) == float(loss)
     np.testing.assert_allclose(
-        np.asarray(losses.bits_per_image(out["likelihoods"])).sum(), bits, rtol=1e-5
+        np.asarray(rate.bits_per_image(out["likelihoods"])).sum(), bits, rtol=1e-5
     )
 
 

@@ -26,11 +26,11 @@ function each, so the coder runs exactly the graph that training estimated.
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from mracnn_jax.entropy.channel_context import ChannelContextModel
 from mracnn_jax.entropy.factorized import FactorizedPrior
 from mracnn_jax.entropy.quantize import add_noise, quantize_around
+from mracnn_jax.entropy.rate import bits_per_pixel
 from mracnn_jax.layers.precision import compute
 from mracnn_jax.models.transforms import (
     AnalysisTransform,
@@ -40,12 +40,6 @@ from mracnn_jax.models.transforms import (
 )
 
 DOWNSAMPLING = 64  # total stride from the image to z
-
-
-def bits_per_pixel(likelihoods: dict, num_pixels):
-    """Sum of -log2 p over every latent, divided by the number of pixels."""
-    bits = sum(jnp.sum(-jnp.log2(p)) for p in likelihoods.values())
-    return bits / num_pixels
 
 
 class ImageCompressor(nn.Module):

@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mracnn_jax.entropy.rate import bits_per_pixel
 from mracnn_jax.layers.precision import as_dtype
-from mracnn_jax.models.compressor import DOWNSAMPLING, ImageCompressor, bits_per_pixel
+from mracnn_jax.models.compressor import DOWNSAMPLING, ImageCompressor
 from mracnn_jax.models.padding import crop, pad_to_multiple
 from mracnn_jax.models.presets import with_defaults
 

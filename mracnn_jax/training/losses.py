@@ -4,7 +4,7 @@ For a batch x `[B, H, W, 3]` in [0, 1], the model output ``out`` with reconstruc
 ``out['x_hat']`` and latent likelihoods ``out['likelihoods']`` (a dict, e.g. {'y', 'z'}, each
 `[B, h, w, C]`, probabilities > 0):
 
-  bpp  = Σ_latents Σ −log2 p / (B·H·W)             (estimated bits per pixel of the batch)
+  bpp  = Σ_latents Σ −log2 p / (B·H·W)             (``entropy.rate``: estimated bits per pixel)
   MSE  = mean((x̂ − x)²)                             (over B, H, W and C; [0, 1] scale)
   'mse':      L = λ·255²·MSE + bpp                  (CompressAI's RateDistortionLoss)
   'ms-ssim':  L = λ·(1 − MS-SSIM(x̂, x)) + bpp       (MS-SSIM with max_val 1, averaged over B)
@@ -17,27 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
+from mracnn_jax.entropy.rate import total_bits
 from mracnn_jax.metrics import ms_ssim as _ms_ssim
 from mracnn_jax.training.defaults import LOSS_METRICS
-
-
-def total_bits(likelihoods: Any) -> jnp.ndarray:
-    """Σ −log2 p over every array in the (nested) ``likelihoods`` pytree: a scalar."""
-    leaves = jax.tree_util.tree_leaves(likelihoods)
-    if not leaves:
-        raise ValueError("the model returned no likelihoods")
-    return sum(jnp.sum(-jnp.log2(p.astype(jnp.float32))) for p in leaves)
-
-
-def bits_per_image(likelihoods: Any) -> jnp.ndarray:
-    """Σ −log2 p per batch element: `[B]` (every likelihood array is `[B, ...]`)."""
-    leaves = jax.tree_util.tree_leaves(likelihoods)
-    return sum(
-        jnp.sum(-jnp.log2(p.astype(jnp.float32)).reshape(p.shape[0], -1), axis=1) for p in leaves
-    )
 
 
 def rate_distortion_loss(

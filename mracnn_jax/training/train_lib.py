@@ -83,11 +83,12 @@ from tqdm import tqdm
 
 from mracnn_jax import model_file
 from mracnn_jax.compilation_cache import compilation_cache_dir, enable_compilation_cache
+from mracnn_jax.entropy.rate import bits_per_image
 from mracnn_jax.metrics import min_size_for_ms_ssim, ms_ssim
 from mracnn_jax.models.registry import build_model, init_params
 from mracnn_jax.training import checkpoint as ckpt_lib
 from mracnn_jax.training import config_checks, input_pipeline
-from mracnn_jax.training.losses import bits_per_image, rate_distortion_loss
+from mracnn_jax.training.losses import rate_distortion_loss
 from mracnn_jax.training.train_state import TrainState, make_lr_schedule, make_optimizer
 
 logger = logging.getLogger(__name__)
