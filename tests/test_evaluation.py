@@ -322,3 +322,16 @@ def test_compared_curves_are_drawn_by_name():
     fig = plots.plot_rd([vtm], compared=[bpg], published=results.load_published())
     for ax in fig.axes:  # both have MS-SSIM
         assert "BPG 444 x265" in ax.get_legend_handles_labels()[1]
+
+
+def test_compared_curves_do_not_squash_the_measured_ones():
+    """VTM reaches 1.6 bpp and 40 dB; a model curve at 0.2-0.6 bpp keeps the frame."""
+    ours = results.make_result(
+        "ours", "", [{"bpp": b, "psnr": p, "ms_ssim": 0.95} for b, p in ((0.2, 28.0), (0.6, 31.5))]
+    )
+    vtm = compare.load_reference("vtm").result
+    assert max(vtm["results"]["bpp"]) > 1.0  # the reference reaches well past our curve
+    ax = plots.plot_rd([ours], compared=[vtm]).axes[0]
+    assert ax.get_xlim() == pytest.approx((0.0, 0.66))
+    assert ax.get_ylim() == pytest.approx((27.0, 32.5))
+    assert "VTM" in " ".join(ax.get_legend_handles_labels()[1])  # still drawn, clipped

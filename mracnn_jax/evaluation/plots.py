@@ -36,6 +36,18 @@ def _points(result: dict[str, Any], metric: str) -> tuple[list[float], list[floa
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def _frame(ax: Any, measured: Sequence[tuple[list[float], list[float]]]) -> None:
+    """Axes limits around the measured curves (bpp from 0 to 10 % past the largest; quality
+    1 dB beyond the extremes), so that compared curves and published points reaching far
+    higher or lower rates do not squash them: those are clipped at the frame."""
+    xs = [x for pts in measured for x in pts[0] if math.isfinite(x)]
+    ys = [y for pts in measured for y in pts[1] if math.isfinite(y)]
+    if not xs or not ys:
+        return
+    ax.set_xlim(0.0, 1.1 * max(xs) if max(xs) > 0 else 1.0)
+    ax.set_ylim(min(ys) - 1.0, max(ys) + 1.0)
+
+
 def draw_rd(
     ax: Any,
     results: Sequence[dict[str, Any]],
@@ -47,14 +59,17 @@ def draw_rd(
     matplotlib Axes.
 
     `metric` is "psnr" or "ms-ssim-db"; results without that metric are skipped (published
-    PSNR-only points do not appear on an MS-SSIM plot).
+    PSNR-only points do not appear on an MS-SSIM plot). The frame is set by `results`
+    (`_frame`); without them matplotlib's autoscale frames everything.
     """
     if metric not in _AXES:
         raise ValueError(f"unknown metric {metric!r}; choose from {tuple(_AXES)}")
+    measured = []
     for r in results:
         pts = _points(r, metric)
         if pts:
             ax.plot(*pts, marker="o", markersize=4, linewidth=1.5, label=r["name"])
+            measured.append(pts)
     for r in compared:
         pts = _points(r, metric)
         if pts:
@@ -71,6 +86,8 @@ def draw_rd(
                 markeredgewidth=0.8,
                 label=f"{r['name']} (published)",
             )
+    if measured:
+        _frame(ax, measured)
     ax.set_xlabel("bits per pixel (bpp)")
     ax.set_ylabel(_AXES[metric][0])
     ax.grid(True, alpha=0.3)
