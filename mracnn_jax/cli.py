@@ -86,16 +86,21 @@ def cmd_models(args) -> int:
     entries = zoo.bundled()
     if not entries:
         raise zoo.NoModelError(zoo.no_model_message())
-    try:
-        default = zoo.default().path
-    except zoo.NoModelError:
-        default = None
+    defaults = set()
+    for channels in (3, 1):  # the colour default, and the grayscale images' one
+        try:
+            defaults.add(zoo.default(channels).path)
+        except zoo.NoModelError:
+            pass
     rows = [("quality", "images", "lambda", "size", "params", "name", "file")]
-    for e in sorted(entries, key=lambda e: (e.quality is None, e.quality or 0, e.path.name)):
+    def order(e: zoo.Entry):  # colour first, then by quality
+        return e.channels != 3, e.quality is None, e.quality or 0, e.path.name
+
+    for e in sorted(entries, key=order):
         quality = "-" if e.quality is None else str(e.quality)
         rows.append(
             (
-                quality + (" *" if e.path == default else ""),
+                quality + (" *" if e.path in defaults else ""),
                 "grayscale" if e.channels == 1 else "colour",
                 "-" if e.lmbda is None else f"{e.lmbda:g}",
                 paths.human_size(e.size),
@@ -108,8 +113,9 @@ def cmd_models(args) -> int:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     print(
-        f"* the default (compress without --model and --quality; grayscale images use a "
-        f"grayscale model of that quality where one is bundled); folder {zoo.BUNDLED_DIR}"
+        "* the default (compress without --model and --quality: colour images, and grayscale "
+        "images, which use the grayscale models where they are bundled, the colour ones "
+        f"otherwise); folder {zoo.BUNDLED_DIR}"
     )
     return 0
 

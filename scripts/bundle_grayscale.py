@@ -1,0 +1,88 @@
+"""Bundle fine-tuned grayscale models: a training run's exported model, written to
+``mracnn_jax/assets/models/mracnn-bundled-gray-q<N>.mracnn`` with the provenance a user needs.
+
+    .venv/bin/python scripts/bundle_grayscale.py Q WORKDIR INIT.mracnn [--out DIR]
+
+``WORKDIR`` is the ``train.py`` run that fine-tuned the grayscale model (its ``model.mracnn``
+and ``metrics.jsonl``); ``INIT.mracnn`` the converted model it started from
+(``scripts/make_grayscale_model.py``, whose metadata names the colour model). The parameters,
+config and storage dtype are kept as they are (the params digest is checked to be unchanged), and
+the metadata gains:
+
+* ``quality``: Q (``zoo`` picks by it);
+* ``initialised_from``: the colour model the conversion started from (file, params digest,
+  method), from INIT's metadata;
+* ``fine_tuned``: the steps, wall time, batch and crop of the run, from its config and metrics,
+  and the validation metrics before and after.
+
+Run it with ``.venv`` (jax 0.4.34), the stack whose float arithmetic computed the coding tables of
+every bundled model: the file's z coding tables are computed again by ``model_file.save_model``
+and must equal the stored ones, which the script checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mracnn_jax import model_file, zoo
+
+
+def run_summary(workdir: Path) -> dict:
+    """Steps, wall seconds and the first and last validation of a training run's metrics."""
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r.get("split") == "train"]
+    evals = [r for r in rows if r.get("split") == "eval"]
+    config = json.loads((workdir / "config.json").read_text())
+    t = config.get("train", config)
+    keep = ("bpp", "psnr", "ms_ssim", "loss")
+    return {
+        "steps": int(train[-1]["step"]) if train else 0,
+        "batch": f"{t.get('batch_size')} gray crops of {t.get('crop_size')}²",
+        "data": "the training photos' ITU-R 601 luma (BSDS500 train+test, CID22)",
+        "lmbda": t.get("lmbda"),
+        "eval_before": {k: evals[0][k] for k in keep if k in evals[0]} if evals else None,
+        "eval_after": {k: evals[-1][k] for k in keep if k in evals[-1]} if evals else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("quality", type=int)
+    p.add_argument("workdir", type=Path)
+    p.add_argument("init", type=Path, help="the converted model the run started from")
+    p.add_argument("--out", type=Path, default=zoo.BUNDLED_DIR)
+    a = p.parse_args(argv)
+
+    source = a.workdir / "model.mracnn"
+    config, params, metadata = model_file.load_model(source)
+    header = model_file.read_header(source)
+    if int(config.get("channels", 3)) != 1:
+        sys.exit(f"{source} is not a grayscale model (channels {config.get('channels', 3)})")
+    init_meta = model_file.read_header(a.init).get("metadata") or {}
+    metadata = dict(metadata or {})
+    metadata["quality"] = a.quality
+    metadata["initialised_from"] = init_meta.get("initialised_from")
+    metadata["fine_tuned"] = run_summary(a.workdir)
+    out = a.out / f"mracnn-bundled-gray-q{a.quality}.mracnn"
+    digest = model_file.save_model(
+        out, config, params, metadata=metadata, dtype=header.get("storage_dtype", "float32")
+    )
+    if digest != header["params_digest"]:
+        sys.exit(f"params digest changed: {header['params_digest']} -> {digest}")
+    before, after = model_file.load_coding_tables(source), model_file.load_coding_tables(out)
+    if before is not None and not all(
+        np.array_equal(before[k], after[k]) for k in model_file.CODING_ARRAYS
+    ):
+        sys.exit("the z coding tables computed here differ from the run's: use .venv")
+    print(f"{out}: quality {a.quality}, params {digest[:16]}, {out.stat().st_size / 1e6:.1f} MB")
+    print(json.dumps(metadata["fine_tuned"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
