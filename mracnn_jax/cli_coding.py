@@ -16,8 +16,10 @@ these names).
 Without ``--model``, ``compress`` uses a model bundled in ``mracnn_jax/assets/models/*.mracnn``
 (``mracnn_jax.zoo``; ``mracnn models`` lists them): the one whose quality (metadata ``quality``,
 else ``q<N>`` in the file name) equals ``--quality``; without ``--quality`` the only one, the one
-with metadata ``default: true``, or the middle quality. ``decompress`` picks the bundled model
-whose parameter digest the file names.
+with metadata ``default: true``, or the middle quality. A grayscale image (``L``, ``I;16``) gets
+the bundled grayscale model of that quality where one is bundled, the colour one otherwise
+(``zoo.by_quality`` / ``zoo.default`` with ``channels=1``). ``decompress`` picks the bundled
+model whose parameter digest the file names.
 
 Batch form (``-o OUTDIR``, created if missing): every input image (a folder stands for the images
 ``images.list_images`` finds in it; for ``decompress``, its ``*.mrac`` files) is coded in this one

@@ -3,9 +3,10 @@
     python scripts/cross_env.py encode OUT_DIR [--images A.png ...] [--tiled-image B.png]
     python scripts/cross_env.py decode IN_DIR OUT_DIR
 
-``encode`` codes every image with every bundled model (``q<N>-<image>.mrac``) and one image with
-the middle model with g_a in 256-pixel tiles (``tiled-q2-<image>.mrac``, decoded with g_s in
-tiles of that size too), and writes the encoder's
+``encode`` codes every image with every bundled colour model (``q<N>-<image>.mrac``), one image
+with the middle model with g_a in 256-pixel tiles (``tiled-q2-<image>.mrac``, decoded with g_s
+in tiles of that size too) and, where grayscale models are bundled, that image's luma with the
+default grayscale model (``gray-q<N>-<image>.mrac``), and writes the encoder's
 prediction of the decoded image next to each file (``.enc.png``). ``decode`` decodes every
 ``.mrac`` of IN_DIR into OUT_DIR (``.png``), or writes ``.err`` with the one-line error. It also
 writes ``stack.json``: Python, numpy, jax and the device, so a report can say which stack did what.
@@ -51,18 +52,26 @@ def _stack() -> dict:
 
 
 def _models() -> dict[str, codec.LoadedModel]:
-    return {f"q{e.quality}": codec.LoadedModel.load(e.path) for e in zoo.for_channels(3)}
+    """The bundled colour models by ``q<N>``, and the default grayscale one as ``gray-q<N>``."""
+    models = {f"q{e.quality}": codec.LoadedModel.load(e.path) for e in zoo.for_channels(3)}
+    gray = zoo.default(channels=1)
+    if gray.channels == 1:
+        models[f"gray-q{gray.quality}"] = codec.LoadedModel.load(gray.path)
+    return models
 
 
 def encode(out: pathlib.Path, paths: list[pathlib.Path], tiled_image: pathlib.Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     models = _models()
-    jobs = [(q, img, None) for q in models for img in paths]
+    colour = [q for q in models if not q.startswith("gray-")]
+    jobs = [(q, img, None) for q in colour for img in paths]
     jobs.append(("q2", tiled_image, TILE))
+    jobs += [(q, tiled_image, None) for q in models if q.startswith("gray-")]
     for q, img, tile in jobs:
         rgb, _ = images.read_image(img)
+        image = images.restore_mode(rgb, "L") if q.startswith("gray-") else rgb
         name = f"{'tiled-' if tile else ''}{q}-{img.stem}"
-        res = codec.compress_with_info(rgb, models[q], tile=tile, estimate_bits=False)
+        res = codec.compress_with_info(image, models[q], tile=tile, estimate_bits=False)
         (out / f"{name}.mrac").write_bytes(res.data)
         Image.fromarray(res.reconstruction).save(out / f"{name}.enc.png")
         print(f"{name}: {len(res.data)} bytes", flush=True)
