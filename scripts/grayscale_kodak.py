@@ -18,7 +18,8 @@ latents) and reports, per quality, means over the images of:
 * each ``--extra Q:LABEL=MODEL`` (a one-channel model, e.g. one fine-tuned from quality Q's) the
   same way as ``gray``, in the rows of quality Q.
 
-It also codes the gray images with Pillow's JPEG (one channel, qualities 5..95, real file sizes)
+It also codes the gray images with the evaluation's JPEG (``evaluation.anchors``: Pillow, one
+component, optimised Huffman tables; qualities 5..95, real file sizes)
 and gives, for every point, the rate difference to JPEG at the same PSNR (log-rate interpolated
 linearly in PSNR between the two JPEG points around it), and for every curve of two or more points
 its BD-rate (PSNR) against JPEG (``evaluation.bd_rate``, over the JPEG points that bracket the
@@ -30,7 +31,6 @@ JSON line; ``--out`` also writes the JSON.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -44,6 +44,7 @@ from PIL import Image
 
 from mracnn_jax import images, model_file, zoo
 from mracnn_jax.config_files import data_path
+from mracnn_jax.evaluation import anchors
 from mracnn_jax.models import build_model, forward_any_size
 from mracnn_jax.models.grayscale import OUTPUT_WEIGHTS, grayscale_from_colour
 
@@ -93,12 +94,10 @@ def jpeg_curve(grays: list[np.ndarray]) -> list[dict]:
     points = []
     for q in JPEG_QUALITIES:
         bpp, ps = [], []
-        for g in grays:
-            buf = io.BytesIO()
-            Image.fromarray(g, "L").save(buf, format="JPEG", quality=q)
-            dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("L"))
-            bpp.append(8 * len(buf.getvalue()) / g.size)
-            ps.append(psnr(dec, g))
+        for g in grays:  # the evaluation's JPEG (optimised Huffman tables), one component
+            coded = anchors.encode_decode(g, "jpeg", q)
+            bpp.append(8 * len(coded.data) / g.size)
+            ps.append(psnr(coded.decoded, g))
         points.append({"quality": q, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(ps))})
     return points
 
