@@ -57,8 +57,8 @@ def _quality_help() -> str:
     """``--quality``'s help: each bundled model's quality with the lambda in its metadata."""
     text = "choose a bundled model by its quality"
     try:
-        entries = sorted(
-            (e for e in zoo.bundled() if e.quality is not None),
+        entries = sorted(  # the colour models; grayscale ones share their qualities
+            (e for e in zoo.for_channels(3) if e.quality is not None),
             key=lambda e: (e.quality, e.path),
         )
         default = zoo.default().path if entries else None
@@ -73,7 +73,8 @@ def _quality_help() -> str:
         items.append(f"{entry.quality} ({', '.join(notes)})" if notes else str(entry.quality))
     return (
         f"{text}: {', '.join(items)}; lambda is the rate-distortion weight the model was trained "
-        f"with, a larger one spending more bits for a better image"
+        f"with, a larger one spending more bits for a better image (grayscale images get the "
+        f"grayscale model of that quality where one is bundled)"
     )
 
 

@@ -42,18 +42,22 @@ def test_grayscale_images_get_a_grayscale_model(tmp_path, monkeypatch, capsys):
     assert "grayscale" in rows["gray-q2.mracnn"] and "colour" in rows["colour-q2.mracnn"]
 
 
-def test_the_three_bundled_models(bundled_quality_lambdas):
+def test_the_bundled_models(bundled_quality_lambdas):
+    """Three colour models and three grayscale ones, at the same qualities and λ."""
     entries = zoo.bundled()
-    assert [e.quality for e in entries] == [1, 2, 3]
-    assert {e.quality: e.lmbda for e in entries} == bundled_quality_lambdas
-    for e in entries:
-        assert e.path.parent == zoo.BUNDLED_DIR and e.path.suffix == ".mracnn"
-        assert e.size == e.path.stat().st_size > 1_000_000
-        assert e.name == "mracnn-bundled"
-        assert e.params_digest == model_file.read_header(e.path)["params_digest"]
-        assert len(e.params_digest) == 64
-    assert len({e.params_digest for e in entries}) == 3
-    assert zoo.default() == zoo.by_quality(2)
+    for channels, name in ((3, "mracnn-bundled"), (1, "mracnn-bundled-gray")):
+        own = [e for e in entries if e.channels == channels]
+        assert [e.quality for e in own] == [1, 2, 3]
+        assert {e.quality: e.lmbda for e in own} == bundled_quality_lambdas
+        for e in own:
+            assert e.path.parent == zoo.BUNDLED_DIR and e.path.suffix == ".mracnn"
+            assert e.size == e.path.stat().st_size > 1_000_000
+            assert e.name == name
+            assert e.params_digest == model_file.read_header(e.path)["params_digest"]
+            assert len(e.params_digest) == 64
+        assert zoo.for_channels(channels) == own
+        assert zoo.default(channels) == zoo.by_quality(2, channels) == own[1]
+    assert len(entries) == 6 and len({e.params_digest for e in entries}) == 6
     assert zoo.qualities() == [1, 2, 3]
 
 
@@ -138,19 +142,21 @@ def test_cli_models_table(capsys, bundled_quality_lambdas):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["quality", "images", "lambda", "size", "params", "name", "file"]
     lambdas = bundled_quality_lambdas
-    for line, e in zip(lines[1:4], zoo.bundled()):
+    ordered = sorted(zoo.bundled(), key=lambda e: (e.channels != 3, e.quality))  # colour first
+    assert len(ordered) == 6
+    for line, e in zip(lines[1:7], ordered):
         cells = line.split()
         assert cells[0] == str(e.quality)
         star = cells[1] == "*"
-        assert star == (e.quality == 2)
+        assert star == (e.quality == 2)  # the colour default and the grayscale one
         cells = cells[2:] if star else cells[1:]
         assert cells[0] == ("grayscale" if e.channels == 1 else "colour")
         cells = cells[1:]
         assert float(cells[0]) == lambdas[e.quality]
         assert cells[1:3] == [f"{e.size / 1e6:.1f}", "MB"]
         assert e.params_digest.startswith(cells[3]) and len(cells[3]) == 16
-        assert cells[4:] == ["mracnn-bundled", e.path.name]
-    assert lines[4].startswith("* the default") and len(lines) == 5
+        assert cells[4:] == [e.name, e.path.name]
+    assert lines[7].startswith("* the default") and len(lines) == 8
 
 
 def test_cli_models_without_models(tmp_path, monkeypatch, capsys):
