@@ -34,8 +34,10 @@ from mracnn_jax.training.train_state import make_optimizer
 STEPS = int(os.environ.get("MRACNN_BF16_STEPS", "40"))
 BATCH, CROP, TAIL = 4, 64, 20
 #: Allowed relative difference of the last TAIL steps' mean loss. From 200 steps on it is the 2 %
-#: asked for (measured: -1.8 % at 200). Before that the loss falls 20-fold and the two runs, a few
-#: steps apart on that slope, differ more: +4.6 % at 40 steps, -12 % to +12 % between 60 and 120.
+#: the issue asks for: measured -1.8 % at 200 steps, but -6.9 % at 300 (2026-12-05; bfloat16 the
+#: lower, while float32 with another noise draw ends -1.3 % from float32), so the 300-step check
+#: fails today (docs/benchmarks.md). Before 200 steps the loss falls 20-fold and the two runs, a
+#: few steps apart on that slope, differ more: +4.6 % at 40 steps, -12 % to +12 % at 60-120.
 TOLERANCE = 0.02 if STEPS >= 200 else 0.08
 
 
