@@ -62,6 +62,7 @@ def fresh_venv(tmp_path_factory) -> Path:
         "mracnn_jax/configs/small.py",
         "mracnn_jax/configs/mracnn.py",
         "mracnn_jax/assets/models/mracnn-bundled-q2.mracnn",
+        "mracnn_jax/assets/models/mracnn-bundled-gray-q2.mracnn",
         "mracnn_jax/assets/gaussian_tables.npz",
     ):
         assert needed in names, f"{needed} is not in {wheel.name}"
@@ -119,7 +120,8 @@ def test_compress_and_decompress_with_a_bundled_model(fresh_venv, outside):
     # evaluate: real files and a summary, from the installed package alone
     (outside / "data").mkdir()
     Image.fromarray(image).save(outside / "data" / "gen.png")
-    q1 = next(fresh_venv.glob("lib/python*/site-packages/mracnn_jax/assets/models/*q1.mracnn"))
+    models = "lib/python*/site-packages/mracnn_jax/assets/models"
+    q1 = next(fresh_venv.glob(f"{models}/mracnn-bundled-q1.mracnn"))  # colour, for a colour image
     args = ["evaluate", "--model", str(q1), "--data", "data", "--out", "ev", "--anchors", "jpeg"]
     _run([mracnn, *args, "--no-progress"], outside, _env())
     summary = (outside / "ev" / "summary.md").read_text()
