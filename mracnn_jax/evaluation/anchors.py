@@ -198,13 +198,16 @@ def load_image_dir(directory: str | Path) -> tuple[list[str], list[np.ndarray]]:
 _MEAN_KEYS = ("bpp", "payload_bpp", "psnr", "ms_ssim", "encode_s", "decode_s")
 
 
-def summarize(records: Iterable[dict[str, Any]], key: str = "quality") -> list[dict[str, Any]]:
+def summarize(
+    records: Iterable[dict[str, Any]], key: str = "quality", mean_keys: Sequence[str] = _MEAN_KEYS
+) -> list[dict[str, Any]]:
     """Per-point means of per-image records grouped by `key`, in order of first appearance.
 
-    Each mean holds `key`, `num_images`, the means of bpp, payload_bpp, psnr, ms_ssim, encode_s
-    and decode_s over the images, and `ms_ssim_db` = −10·log10(1 − mean ms_ssim) — the dB of the mean, as a
-    plot drawn from the JSON's `ms-ssim-rgb` shows it (not the mean of per-image dB values,
-    which the per-image records keep).
+    Each mean holds `key`, `num_images`, the means over the images of those `mean_keys` the
+    records have (default bpp, payload_bpp, psnr, ms_ssim, encode_s and decode_s), and
+    `ms_ssim_db` = −10·log10(1 − mean ms_ssim) — the dB of the mean, as a plot drawn from the
+    JSON's `ms-ssim-rgb` shows it (not the mean of per-image dB values, which the per-image
+    records keep).
     """
     groups: dict[Any, list[dict[str, Any]]] = {}
     for r in records:
@@ -212,8 +215,9 @@ def summarize(records: Iterable[dict[str, Any]], key: str = "quality") -> list[d
     means = []
     for q, rs in groups.items():
         m: dict[str, Any] = {key: q, "num_images": len(rs)}
-        for k in _MEAN_KEYS:
-            m[k] = float(np.mean([r[k] for r in rs]))
+        for k in mean_keys:
+            if k in rs[0]:
+                m[k] = float(np.mean([r[k] for r in rs]))
         m["ms_ssim_db"] = metrics.ms_ssim_db(m["ms_ssim"])
         means.append(m)
     return means

@@ -94,21 +94,8 @@ def score(original: np.ndarray, decoded: np.ndarray) -> dict[str, Any]:
 
 
 def summarize(records: Sequence[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-    """Means per point (records grouped by ``key``), sorted by mean bpp: ``key``,
-    ``num_images``, the means of ``MEAN_KEYS`` present, and ``ms_ssim_db`` of the mean
-    MS-SSIM."""
-    groups: dict[Any, list[dict[str, Any]]] = {}
-    for r in records:
-        groups.setdefault(r[key], []).append(r)
-    means = []
-    for point, rs in groups.items():
-        m: dict[str, Any] = {key: point, "num_images": len(rs)}
-        for k in MEAN_KEYS:
-            if k in rs[0]:
-                m[k] = float(np.mean([r[k] for r in rs]))
-        m["ms_ssim_db"] = metrics.ms_ssim_db(m["ms_ssim"])
-        means.append(m)
-    return sorted(means, key=lambda m: m["bpp"])
+    """Means per point (``anchors.summarize`` over ``MEAN_KEYS``), sorted by mean bpp."""
+    return sorted(anchors.summarize(records, key, MEAN_KEYS), key=lambda m: m["bpp"])
 
 
 def curve_result(name: str, description: str, means: list[dict[str, Any]], **extra: Any) -> dict:
