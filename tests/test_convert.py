@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from mracnn_jax import convert, model_file
-from mracnn_jax.convert import ConversionError
+from mracnn_jax.convert import ConversionError, layouts, state_dicts
 from mracnn_jax.entropy.factorized import FactorizedPrior
 from mracnn_jax.entropy.gaussian import gaussian_likelihood
 from mracnn_jax.layers.conv import depth_to_space
@@ -72,7 +72,7 @@ def small_wacnn():
 def random_params(cfg, seed: int = 0) -> dict:
     """Random float32 parameters of ``cfg``'s shapes (no Flax init; only the shapes are traced)."""
     rng = np.random.default_rng(seed)
-    shapes = convert._param_shapes(cfg)
+    shapes = state_dicts._param_shapes(cfg)
     flat = {p: rng.normal(0.0, 0.5, s).astype(np.float32) for p, s in sorted(shapes.items())}
     return model_file.unflatten_params(flat)
 
@@ -175,10 +175,10 @@ def test_subpel_permutation_matches_pixel_shuffle():
     t = rng.normal(size=(2, c * r * r, 3, 4)).astype(np.float32)  # NCHW conv output, torch order
     shuffled = t.reshape(2, c, r, r, 3, 4).transpose(0, 1, 4, 2, 5, 3).reshape(2, c, 3 * r, 4 * r)
     bias_t = rng.normal(size=(c * r * r,)).astype(np.float32)
-    bias = convert._leaf_from_torch("subpel_bias", bias_t, r)
-    ours = depth_to_space(jnp.asarray(t.transpose(0, 2, 3, 1)[..., convert._subpel_perm(c, r)]), r)
+    bias = layouts.leaf_from_torch("subpel_bias", bias_t, r)
+    ours = depth_to_space(jnp.asarray(t.transpose(0, 2, 3, 1)[..., layouts.subpel_perm(c, r)]), r)
     np.testing.assert_array_equal(np.asarray(ours), shuffled.transpose(0, 2, 3, 1))
-    np.testing.assert_array_equal(bias, bias_t[convert._subpel_perm(c, r)])
+    np.testing.assert_array_equal(bias, bias_t[layouts.subpel_perm(c, r)])
 
 
 def test_state_dict_wrappers_and_names():
@@ -461,7 +461,9 @@ def test_codec_codes_the_symbols_of_the_pytorch_compressai_codec(torch, ref):
     our_symbols = np.concatenate([sl.transpose(0, 3, 1, 2).reshape(-1) for sl in slices])
     their_symbols = np.asarray(coded.symbols)
     differ = our_symbols != their_symbols
-    print(f"y symbols: {differ.sum()} of {differ.size} differ; nonzero {np.mean(our_symbols != 0):.2f}")
+    print(
+        f"y symbols: {differ.sum()} of {differ.size} differ; nonzero {np.mean(our_symbols != 0):.2f}"
+    )
     assert np.mean(our_symbols != 0) > 0.2  # latents worth coding
     assert differ.mean() <= 1e-3 and np.all(np.abs(our_symbols - their_symbols) <= 1)
     assert torch.equal(theirs.decompress(coded.strings).y_hat, coded.y_hat)
