@@ -3,7 +3,7 @@
 
 For each config (default: mracnn and wacnn at batch 16 of 256²) it runs, each in its own process:
 
-    jax-f32        the library's jitted step (``train_lib.make_train_step``: loss, clipping, Adam)
+    jax-f32        the library's jitted step (``steps.make_train_step``: loss, clipping, Adam)
     jax-bf16       the same with ``model.compute_dtype = 'bfloat16'`` (mixed precision)
     torch-eager    the PyTorch twin (``mracnn_jax.torch_models``), Adam on the same loss
     torch-compile  the twin under ``torch.compile`` (``--variants`` adds it; minutes of warm-up)
@@ -60,18 +60,18 @@ def _jax_worker(a) -> dict:
 
     from mracnn_jax.config_files import load_config
     from mracnn_jax.models import build_model
-    from mracnn_jax.training import train_lib
+    from mracnn_jax.training import steps
     from mracnn_jax.training.train_state import make_optimizer
 
     t_start = time.perf_counter()
     config = load_config(a.config)
     config.model.compute_dtype = "bfloat16" if a.worker == "jax-bf16" else "float32"
     model = build_model(config.model)
-    mesh = train_lib.make_mesh(jax.local_devices()[:1])
+    mesh = steps.make_mesh(jax.local_devices()[:1])
     tx = make_optimizer(config.train)
-    init_key, noise_key = train_lib.root_keys(0)
-    state = train_lib.init_train_state(model, tx, init_key, mesh)
-    step = train_lib.jit_train_step(train_lib.make_train_step(model, tx, config.train), mesh)
+    init_key, noise_key = steps.root_keys(0)
+    state = steps.init_train_state(model, tx, init_key, mesh)
+    step = steps.jit_train_step(steps.make_train_step(model, tx, config.train), mesh)
     batch = jax.device_put(
         (jax.random.uniform(jax.random.PRNGKey(1), (a.batch, a.crop, a.crop, 3)) * 255).astype(
             jnp.uint8

@@ -119,16 +119,16 @@ def main() -> int:
     from jax.sharding import PartitionSpec as P
 
     from mracnn_jax.models import build_model
-    from mracnn_jax.training import train_lib
+    from mracnn_jax.training import steps
     from mracnn_jax.training.train_state import make_optimizer
 
     config = load_config(a.config)
     model = build_model(config.model)
-    mesh = train_lib.make_mesh()
+    mesh = steps.make_mesh()
     tx = make_optimizer(config.train)
-    init_key, noise_key = train_lib.root_keys(0)
-    state = train_lib.init_train_state(model, tx, init_key, mesh)
-    step_fn = train_lib.jit_train_step(train_lib.make_train_step(model, tx, config.train), mesh)
+    init_key, noise_key = steps.root_keys(0)
+    state = steps.init_train_state(model, tx, init_key, mesh)
+    step_fn = steps.jit_train_step(steps.make_train_step(model, tx, config.train), mesh)
     batch = jax.device_put(
         (jax.random.uniform(jax.random.PRNGKey(1), (a.batch, a.crop, a.crop, 3)) * 255).astype(jnp.uint8),
         NamedSharding(mesh, P("data")),

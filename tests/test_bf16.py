@@ -19,7 +19,7 @@ from mracnn_jax.config_files import load_config
 from mracnn_jax.models import presets
 from mracnn_jax.models.registry import build_model, init_params
 from mracnn_jax.training import defaults, input_pipeline
-from mracnn_jax.training.train_lib import (
+from mracnn_jax.training.steps import (
     init_train_state,
     jit_train_step,
     make_global_batch,

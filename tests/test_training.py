@@ -558,7 +558,7 @@ def test_two_step_run_says_compiling_shows_steps_per_second_writes_tensorboard_n
     """What a user sees: a line before the first step saying the step compiles (and one with how
     long it took), a bar whose rate says steps/s, TensorBoard events under tb/, and no INFO line
     of orbax's (absl's logger) among the bar's, although INFO logging is on."""
-    from mracnn_jax.training.train_lib import TB_DIR
+    from mracnn_jax.training.run_log import TB_DIR
 
     config = tiny_config(tmp_path, num_steps=2, checkpoint_every=1, log_every=1)
     absl_level = logging.getLogger("absl").level  # whatever earlier tests left it at
@@ -625,14 +625,14 @@ def test_small_config_learns_on_the_shared_training_photos(tmp_path):
     from mracnn_jax.config_files import load_config
     from mracnn_jax.model_file import load_model
     from mracnn_jax.models import build_model
-    from mracnn_jax.training.train_lib import (
+    from mracnn_jax.training.steps import (
         evaluate,
         init_train_state,
         make_eval_step,
         make_mesh,
         root_keys,
-        train_and_evaluate,
     )
+    from mracnn_jax.training.train_lib import train_and_evaluate
     from mracnn_jax.training.train_state import make_optimizer
 
     data = defaults.default_data_root() / "train"
@@ -685,7 +685,7 @@ def test_small_config_learns_on_the_shared_training_photos(tmp_path):
 
 def _shard_child(out_path: str) -> None:
     """One step on a batch of 8 over 4 devices vs 1 device; then 2 steps of the real loop."""
-    from mracnn_jax.training import train_lib
+    from mracnn_jax.training import steps, train_lib
 
     # Newer jax compiles the partitionable threefry slowly on CPU (~5 s per random op); the
     # classic one is as valid here and keeps this child within the test budget.
@@ -695,14 +695,14 @@ def _shard_child(out_path: str) -> None:
     config.train.batch_size = 8
     model = TinyCodec()
     tx = train_state.make_optimizer(config.train)
-    init_key, noise_key = train_lib.root_keys(0)
+    init_key, noise_key = steps.root_keys(0)
     batch = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
     results = {}
     for name, devices in (("one", jax.devices()[:1]), ("four", jax.devices())):
-        mesh = train_lib.make_mesh(devices)
-        state = train_lib.init_train_state(model, tx, init_key, mesh)
-        step = train_lib.jit_train_step(train_lib.make_train_step(model, tx, config.train), mesh)
-        gb = train_lib.make_global_batch(batch, mesh)
+        mesh = steps.make_mesh(devices)
+        state = steps.init_train_state(model, tx, init_key, mesh)
+        step = steps.jit_train_step(steps.make_train_step(model, tx, config.train), mesh)
+        gb = steps.make_global_batch(batch, mesh)
         assert len(gb.sharding.device_set) == len(devices)
         new, metrics = step(state, gb, noise_key)
         results[name] = (jax.device_get(new.params), float(metrics["loss"]))

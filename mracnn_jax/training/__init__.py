@@ -9,7 +9,9 @@ Modules (import them directly; this package imports nothing heavy so that config
 * ``train_state``     ``TrainState`` and ``make_optimizer`` (clipping + Adam + schedule).
 * ``checkpoint``      ``CheckpointManager`` for orbax 0.4.4 and 0.12.
 * ``export``          ``export_from_checkpoint``: a checkpoint's portable model file.
-* ``train_lib``       ``train_and_evaluate(config, workdir)``.
+* ``steps``           the mesh, the train state, the jitted training and validation steps.
+* ``run_log``         metrics.jsonl and TensorBoard, the progress bar, the saved config.
+* ``train_lib``       ``train_and_evaluate(config, workdir)``: the loop.
 """
 
 from mracnn_jax.training.defaults import (

@@ -1,18 +1,13 @@
 """The training loop: ``train_and_evaluate(config, workdir)``.
 
-Devices and sharding
---------------------
-One ``jax.sharding.Mesh`` over all devices (all processes) with a single axis 'data'. Batches are
-sharded along B (``NamedSharding(mesh, P('data'))``; each process feeds its ``B / process_count``
-images); the train state is replicated (``P()``). ``train_step`` is one ``jax.jit`` with those
-shardings, so XLA inserts the gradient all-reduce.
+The step, the mesh and the noise keys are in ``steps`` (one mesh axis 'data' over every device
+of every process; batches sharded along B, the state replicated); what a run writes and shows is
+in ``run_log``.
 
-Determinism and resume
-----------------------
-* Parameters are initialised from ``fold_in(PRNGKey(train.seed), 0)``.
-* The training noise of step s (the model's 'noise' rng: U(−½, ½) quantisation proxy) is
-  ``fold_in(fold_in(PRNGKey(train.seed), 1), s)``: a pure function of the step, not of how many
-  steps this process has run.
+Resume
+------
+* The parameters' and the noise's keys are fixed by ``train.seed``, and the noise of step s is a
+  function of s alone (``steps.root_keys``), not of how many steps this process has run.
 * The data iterator's position (records read per process, see ``input_pipeline``) is stored in
   every checkpoint next to the train state and the config; a restart rebuilds the iterator at that
   position.
@@ -61,305 +56,45 @@ length of the run so that it does not break the bar; this module's own lines sta
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
-from tqdm import tqdm
+from jax.sharding import Mesh
 
 from mracnn_jax import model_file
 from mracnn_jax.compilation_cache import compilation_cache_dir, enable_compilation_cache
-from mracnn_jax.entropy.rate import bits_per_image
-from mracnn_jax.metrics import min_size_for_ms_ssim, ms_ssim
-from mracnn_jax.models.registry import build_model, init_params
+from mracnn_jax.models.registry import build_model
 from mracnn_jax.training import checkpoint as ckpt_lib
-from mracnn_jax.training import config_checks, input_pipeline
-from mracnn_jax.training.losses import rate_distortion_loss
-from mracnn_jax.training.train_state import TrainState, make_lr_schedule, make_optimizer
+from mracnn_jax.training import config_checks, input_pipeline, run_log
+from mracnn_jax.training.steps import (
+    eval_rd_loss,
+    evaluate,
+    init_train_state,
+    jit_train_step,
+    make_eval_step,
+    make_global_batch,
+    make_mesh,
+    make_train_step,
+    params_from_model_file,
+    place_replicated,
+    replicated,
+    root_keys,
+)
+from mracnn_jax.training.train_state import TrainState, make_optimizer
 
 logger = logging.getLogger(__name__)
-
-DATA_AXIS = "data"
 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or Inf; the run stopped without checkpointing that state."""
-
-
-# -------------------------------------------------------------------------------------------------
-# Building blocks (also used by the tests).
-
-
-def make_mesh(devices: list | None = None) -> Mesh:
-    """A 1-D mesh with axis 'data' over ``devices`` (default: every device of every process)."""
-    devices = jax.devices() if devices is None else list(devices)
-    return Mesh(np.asarray(devices), (DATA_AXIS,))
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P(DATA_AXIS))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P())
-
-
-def root_keys(seed: int) -> tuple[jax.Array, jax.Array]:
-    """``(init_key, noise_key)`` of a run: fold_in(PRNGKey(seed), 0) and fold_in(..., 1)."""
-    root = jax.random.PRNGKey(int(seed))
-    return jax.random.fold_in(root, 0), jax.random.fold_in(root, 1)
-
-
-def init_train_state(
-    model, tx: optax.GradientTransformation, init_key: jax.Array, mesh: Mesh
-) -> TrainState:
-    """A fresh, replicated train state.
-
-    Parameters come from ``init_params`` (eager on purpose: a jitted Flax ``init`` compiles one
-    key derivation per parameter and takes minutes on CPU); their shapes do not depend on the
-    image size.
-    """
-    params = init_params(model, init_key)
-    return place_replicated(TrainState.create(params, tx), mesh)
-
-
-def params_from_model_file(path: str, like: Any) -> Any:
-    """The parameters of an exported model file, checked against ``like`` (the freshly
-    initialised parameters of the configured model): same tree, same shapes, as float32.
-
-    Raises:
-      ValueError: the file's parameters do not fit the model, naming the first difference.
-    """
-    params = model_file.load_model(path)[1]
-    want = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(like)}
-    have = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(params)}
-    for key in sorted(set(want) | set(have)):
-        if key not in have:
-            raise ValueError(f"train.init_from={path}: parameter {key} is missing from the file")
-        if key not in want:
-            raise ValueError(f"train.init_from={path}: parameter {key} is not in the model")
-        if tuple(np.shape(have[key])) != tuple(np.shape(want[key])):
-            raise ValueError(
-                f"train.init_from={path}: parameter {key} has shape {np.shape(have[key])}, "
-                f"the model {np.shape(want[key])}"
-            )
-    return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params)
-
-
-def place_replicated(tree: Any, mesh: Mesh) -> Any:
-    """Host arrays (identical on every process) → replicated jax.Arrays on the mesh."""
-    sharding = replicated(mesh)
-
-    def put(a):
-        a = np.asarray(a)
-        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
-
-    return jax.tree_util.tree_map(put, tree)
-
-
-def make_global_batch(local_batch: np.ndarray, mesh: Mesh) -> jax.Array:
-    """This process's ``[B_local, ...]`` slice → the global ``[B, ...]`` array sharded on 'data'."""
-    return jax.make_array_from_process_local_data(batch_sharding(mesh), local_batch)
-
-
-def _to_unit_float(batch: jax.Array) -> jax.Array:
-    if jnp.issubdtype(batch.dtype, jnp.integer):
-        return batch.astype(jnp.float32) / 255.0
-    return batch.astype(jnp.float32)
-
-
-def _global_norm(tree: Any) -> jax.Array:
-    """L2 norm of all leaves (optax.global_norm is deprecated in newer optax)."""
-    return jnp.sqrt(
-        sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree_util.tree_leaves(tree))
-    )
-
-
-def make_train_step(
-    model, tx: optax.GradientTransformation, train_config
-) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
-    """The pure step ``(state, batch, noise_key) -> (state, metrics)`` (not yet jitted).
-
-    ``batch`` is uint8 `[B, H, W, 3]` (or float in [0, 1]); the noise rng of the step is
-    ``fold_in(noise_key, state.step)``. Metrics: loss, bpp, mse, psnr (+ ms_ssim), grad_norm, lr.
-    """
-    lmbda = float(train_config.lmbda)
-    metric = str(train_config.loss_metric)
-    schedule = make_lr_schedule(train_config)
-
-    def train_step(state: TrainState, batch: jax.Array, noise_key: jax.Array):
-        x = _to_unit_float(batch)
-        rng = jax.random.fold_in(noise_key, state.step)
-
-        def loss_fn(params):
-            out = model.apply({"params": params}, x, train=True, rngs={"noise": rng})
-            return rate_distortion_loss(x, out, lmbda=lmbda, metric=metric)
-
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        metrics = dict(metrics)
-        metrics["grad_norm"] = _global_norm(grads)
-        metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
-        return state.apply_gradients(grads, tx), metrics
-
-    return train_step
-
-
-def jit_train_step(train_step, mesh: Mesh):
-    """``jax.jit`` with the state replicated and the batch sharded on 'data'."""
-    repl = replicated(mesh)
-    donate = () if jax.default_backend() == "cpu" else (0,)
-    return jax.jit(
-        train_step,
-        in_shardings=(repl, batch_sharding(mesh), repl),
-        out_shardings=(repl, repl),
-        donate_argnums=donate,
-    )
-
-
-def make_eval_step(model, crop_size: int):
-    """``(params, batch) -> per-image {bpp, mse, psnr[, ms_ssim]}`` at inference (rounding).
-
-    The reconstruction is clipped to [0, 1] and rounded to 8 bits before the distortion, as a
-    decoded image would be; bpp is the likelihood estimate, not a real bitstream.
-    """
-    with_ms_ssim = crop_size >= min_size_for_ms_ssim()
-
-    def eval_step(params, batch):
-        x = _to_unit_float(batch)
-        out = model.apply({"params": params}, x, train=False)
-        h, w = x.shape[1:3]
-        x_hat = jnp.round(jnp.clip(out["x_hat"].astype(jnp.float32), 0.0, 1.0) * 255.0) / 255.0
-        mse = jnp.mean(jnp.square(x_hat - x), axis=(1, 2, 3))
-        res = {
-            "bpp": bits_per_image(out["likelihoods"]) / (h * w),
-            "mse": mse,
-            "psnr": -10.0 * jnp.log10(jnp.maximum(mse, 1e-10)),
-        }
-        if with_ms_ssim:
-            res["ms_ssim"] = ms_ssim(x_hat, x, max_val=1.0)
-        return res
-
-    return eval_step
-
-
-# -------------------------------------------------------------------------------------------------
-# Logging.
-
-
-#: Where TensorBoard's event files go, inside the work directory.
-TB_DIR = "tb"
-
-#: Loggers that print INFO lines during a run (orbax logs through absl's); raised to WARNING
-#: while the progress bar is shown (``quiet_library_logging``).
-NOISY_LOGGERS: tuple[str, ...] = ("absl", "orbax", "orbax.checkpoint")
-
-
-@contextlib.contextmanager
-def quiet_library_logging(level: int = logging.WARNING):
-    """Raises ``NOISY_LOGGERS`` to at least ``level`` inside the block, restoring them after."""
-    saved = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
-    try:
-        for name in NOISY_LOGGERS:
-            log = logging.getLogger(name)
-            log.setLevel(max(log.getEffectiveLevel(), level))
-        yield
-    finally:
-        for name, old in saved.items():
-            logging.getLogger(name).setLevel(old)
-
-
-def _say(message: str, enabled: bool) -> None:
-    """A line on stderr that does not break the progress bar (process 0 only)."""
-    if enabled:
-        tqdm.write(message, file=sys.stderr)
-        sys.stderr.flush()
-
-
-class MetricWriter:
-    """metrics.jsonl (always) and TensorBoard events under ``tb/`` via tensorboardX (a dependency
-    of the ``train`` extra; a warning if it is missing); process 0 only."""
-
-    def __init__(self, workdir: str, enabled: bool):
-        self.enabled = enabled
-        self._jsonl = None
-        self._tb = None
-        if not enabled:
-            return
-        # Kept open for the whole run (closed in close()); line-buffered so a crash loses nothing.
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)  # noqa: SIM115
-        try:
-            from tensorboardX import SummaryWriter  # the train extra's; never TensorFlow
-        except ImportError:
-            logger.warning(
-                "no TensorBoard logs: tensorboardX is not installed (pip install "
-                "'mracnn-jax[train]' or tensorboardX); metrics.jsonl has the same values"
-            )
-            return
-        self._tb = SummaryWriter(os.path.join(workdir, TB_DIR))
-
-    def write(self, step: int, split: str, values: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        rec = {"step": int(step), "split": split, "time": time.time()}
-        rec.update(
-            {
-                k: (None if not math.isfinite(v) else v) if isinstance(v, float) else v
-                for k, v in values.items()
-            }
-        )
-        self._jsonl.write(json.dumps(rec) + "\n")
-        if self._tb is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    self._tb.add_scalar(f"{split}/{k}", v, int(step))
-
-    def close(self) -> None:
-        if self._jsonl is not None:
-            self._jsonl.close()
-        if self._tb is not None:
-            self._tb.close()
-
-
-def _progress_bar(total: int, initial: int, enabled: bool):
-    """Steps done of ``total``, elapsed and remaining time, then the postfix (``flush``): the
-    rate in steps per second of the last log window (``steps/s``) and its loss, bpp and PSNR."""
-    return tqdm(
-        total=total,
-        initial=initial,
-        disable=not enabled,
-        dynamic_ncols=True,
-        mininterval=1.0,
-        desc="train",
-        unit="step",
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| step {n_fmt}/{total_fmt} "
-        "[{elapsed}<{remaining}{postfix}]",
-    )
-
-
-def _save_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    as_json = json.loads(config.to_json_best_effort())
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(as_json, f, indent=2, sort_keys=True)
-    try:
-        with open(os.path.join(workdir, "config.yaml"), "w") as f:
-            f.write(config.to_yaml())
-    except Exception as e:  # noqa: BLE001 - YAML is a convenience copy of config.json
-        logger.debug("config.yaml not written: %s", e)
-    return as_json
 
 
 def _check_finite(
@@ -417,47 +152,16 @@ def _data_state_for_checkpoint(it: input_pipeline.TrainIterator) -> dict[str, An
     }
 
 
-def evaluate(
-    eval_step, params, images: np.ndarray, batch_size: int, mesh: Mesh
-) -> dict[str, float]:
-    """Mean per-image metrics of ``eval_step`` over ``images`` (uint8 ``[N, c, c, 3]``)."""
-    n = len(images)
-    ndev = mesh.devices.size
-    batch_size = int(math.ceil(max(batch_size, 1) / ndev) * ndev)
-    sharding = batch_sharding(mesh)
-    sums: dict[str, float] = {}
-    for start in range(0, n, batch_size):
-        chunk = images[start : start + batch_size]
-        real = len(chunk)
-        if real < batch_size:  # pad with copies of the last image; dropped below
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - real, axis=0)])
-        batch = jax.make_array_from_callback(chunk.shape, sharding, lambda idx, c=chunk: c[idx])
-        res = jax.device_get(eval_step(params, batch))
-        for k, v in res.items():
-            sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v)[:real], dtype=np.float64))
-    return {k: v / n for k, v in sums.items()}
-
-
-def eval_rd_loss(metrics: dict[str, float], train_config) -> float:
-    """The training loss's formula on validation means: ``λ·255²·mse + bpp`` ('mse'), or
-    ``λ·(1 − ms_ssim) + bpp`` ('ms-ssim'; NaN without an ``ms_ssim`` value). Both terms are
-    linear, so the mean over images of the per-image loss equals this."""
-    lmbda = float(train_config.lmbda)
-    if str(train_config.loss_metric) == "ms-ssim":
-        return lmbda * (1.0 - metrics.get("ms_ssim", math.nan)) + metrics["bpp"]
-    return lmbda * 255.0**2 * metrics["mse"] + metrics["bpp"]
-
-
 def _compile_step(jitted, args: tuple, is_main: bool):
     """Compiles the jitted training step for ``args`` ahead of the first step, saying so before
     and with the time it took after; returns the compiled step."""
-    _say(
+    run_log.say(
         "compiling the training step (once per run; minutes for a full-size model on a CPU)...",
         is_main,
     )
     t0 = time.perf_counter()
     compiled = jitted.lower(*args).compile()
-    _say(f"compiled the training step in {time.perf_counter() - t0:.1f} s", is_main)
+    run_log.say(f"compiled the training step in {time.perf_counter() - t0:.1f} s", is_main)
     return compiled
 
 
@@ -498,7 +202,7 @@ def train_and_evaluate(
     use_compilation_cache()
     mesh = make_mesh()
     _validate(config, mesh.devices.size, jax.process_count())
-    with quiet_library_logging():
+    with run_log.quiet_library_logging():
         return _train(config, os.path.abspath(workdir), model, mesh, run_t0)
 
 
@@ -512,7 +216,9 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
     if model is None:
         model = build_model(config.model)
     config_json = (
-        _save_config(config, workdir) if is_main else json.loads(config.to_json_best_effort())
+        run_log.save_config(config, workdir)
+        if is_main
+        else json.loads(config.to_json_best_effort())
     )
 
     tx = make_optimizer(t)
@@ -571,7 +277,7 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
         )
         eval_fn = jax.jit(make_eval_step(model, eval_crop), out_shardings=replicated(mesh))
 
-    writer = MetricWriter(workdir, enabled=is_main)
+    writer = run_log.MetricWriter(workdir, enabled=is_main)
     num_steps = int(t.num_steps)
     log_every, ckpt_every = int(t.log_every), int(t.checkpoint_every)
     eval_every = int(t.get("eval_every", 0))
@@ -617,7 +323,7 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
         logger.info("step %d eval: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in res.items()))
         return res
 
-    pbar = _progress_bar(num_steps, start_step, enabled=is_main)
+    pbar = run_log.progress_bar(num_steps, start_step, enabled=is_main)
     step = start_step
     time_limit = float(t.get("time_limit_s", 0.0))
     deadline = run_t0 + time_limit if time_limit > 0 else math.inf

@@ -1,0 +1,126 @@
+"""What a training run writes and shows: metrics.jsonl and TensorBoard, the progress bar, the
+saved config, and quieter library logging while the bar is up.
+
+Files in the work directory: ``config.json`` (+ ``config.yaml``), ``metrics.jsonl`` (one JSON
+object per log or validation point, ``"split": "train"`` or ``"eval"``, non-finite values as
+null) and TensorBoard events under ``tb/`` (tensorboardX, never TensorFlow). Only process 0
+writes or prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import ml_collections
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+
+#: Where TensorBoard's event files go, inside the work directory.
+TB_DIR = "tb"
+
+#: Loggers that print INFO lines during a run (orbax logs through absl's); raised to WARNING
+#: while the progress bar is shown (``quiet_library_logging``).
+NOISY_LOGGERS: tuple[str, ...] = ("absl", "orbax", "orbax.checkpoint")
+
+
+@contextlib.contextmanager
+def quiet_library_logging(level: int = logging.WARNING):
+    """Raises ``NOISY_LOGGERS`` to at least ``level`` inside the block, restoring them after."""
+    saved = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+    try:
+        for name in NOISY_LOGGERS:
+            log = logging.getLogger(name)
+            log.setLevel(max(log.getEffectiveLevel(), level))
+        yield
+    finally:
+        for name, old in saved.items():
+            logging.getLogger(name).setLevel(old)
+
+
+def say(message: str, enabled: bool) -> None:
+    """A line on stderr that does not break the progress bar (process 0 only)."""
+    if enabled:
+        tqdm.write(message, file=sys.stderr)
+        sys.stderr.flush()
+
+
+class MetricWriter:
+    """metrics.jsonl (always) and TensorBoard events under ``tb/`` via tensorboardX (a dependency
+    of the ``train`` extra; a warning if it is missing); process 0 only."""
+
+    def __init__(self, workdir: str, enabled: bool):
+        self.enabled = enabled
+        self._jsonl = None
+        self._tb = None
+        if not enabled:
+            return
+        # Kept open for the whole run (closed in close()); line-buffered so a crash loses nothing.
+        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)  # noqa: SIM115
+        try:
+            from tensorboardX import SummaryWriter  # the train extra's; never TensorFlow
+        except ImportError:
+            logger.warning(
+                "no TensorBoard logs: tensorboardX is not installed (pip install "
+                "'mracnn-jax[train]' or tensorboardX); metrics.jsonl has the same values"
+            )
+            return
+        self._tb = SummaryWriter(os.path.join(workdir, TB_DIR))
+
+    def write(self, step: int, split: str, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        rec = {"step": int(step), "split": split, "time": time.time()}
+        rec.update(
+            {
+                k: (None if not math.isfinite(v) else v) if isinstance(v, float) else v
+                for k, v in values.items()
+            }
+        )
+        self._jsonl.write(json.dumps(rec) + "\n")
+        if self._tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self._tb.add_scalar(f"{split}/{k}", v, int(step))
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def progress_bar(total: int, initial: int, enabled: bool):
+    """Steps done of ``total``, elapsed and remaining time, then the postfix (``flush``): the
+    rate in steps per second of the last log window (``steps/s``) and its loss, bpp and PSNR."""
+    return tqdm(
+        total=total,
+        initial=initial,
+        disable=not enabled,
+        dynamic_ncols=True,
+        mininterval=1.0,
+        desc="train",
+        unit="step",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| step {n_fmt}/{total_fmt} "
+        "[{elapsed}<{remaining}{postfix}]",
+    )
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    as_json = json.loads(config.to_json_best_effort())
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(as_json, f, indent=2, sort_keys=True)
+    try:
+        with open(os.path.join(workdir, "config.yaml"), "w") as f:
+            f.write(config.to_yaml())
+    except Exception as e:  # noqa: BLE001 - YAML is a convenience copy of config.json
+        logger.debug("config.yaml not written: %s", e)
+    return as_json
