@@ -12,7 +12,7 @@ from PIL import Image
 
 from mracnn_jax import images
 from mracnn_jax.evaluation import anchors, inputs, runner
-from mracnn_jax.training import input_pipeline
+from mracnn_jax.training import crops, data_order
 
 # --------------------------------------------------------------------------- 16 bits
 
@@ -38,7 +38,7 @@ def test_16_bit_rule_on_every_value(tmp_path):
         for c in range(3):
             np.testing.assert_array_equal(rgb[:, :, c], want, err_msg=name)
     with pytest.warns(UserWarning, match="16-bit"):
-        np.testing.assert_array_equal(input_pipeline.decode_rgb(str(tmp_path / "g16.png")), rgb)
+        np.testing.assert_array_equal(crops.decode_rgb(str(tmp_path / "g16.png")), rgb)
     with pytest.raises(images.ImageError, match="outside 0..65535"):
         images.read_image(Image.fromarray(np.full((2, 2), 70000, np.int32), "I"))
 
@@ -76,7 +76,7 @@ def test_alpha_refused_by_reader_codec_training_and_evaluation(tmp_path):
             anchors.load_rgb(path)
         _one_line_alpha(e)
         with pytest.raises(images.ImageError):  # training: skipped like an undecodable file
-            input_pipeline.decode_rgb(str(path))
+            crops.decode_rgb(str(path))
         # The codec refuses before it looks at the model.
         with Image.open(path) as im, pytest.raises(codec.ImageError) as e:
             codec.compress(im, None)
@@ -109,7 +109,7 @@ def test_one_suffix_list(tmp_path):
     assert rel(images.list_images(tmp_path)) == flat
     assert rel(images.list_images(tmp_path, recursive=True)) == deep
     # Training lists recursively, evaluation one folder: the same suffixes and order.
-    assert rel(input_pipeline.list_images(tmp_path)) == deep
+    assert rel(data_order.list_images(tmp_path)) == deep
     assert rel(runner.image_files(tmp_path)) == flat
     names, arrays = anchors.load_image_dir(tmp_path)
     assert names == flat and all(a.shape == (4, 4, 3) for a in arrays)

@@ -26,7 +26,7 @@ from jax.scipy.stats import norm
 from PIL import Image
 
 from mracnn_jax.entropy import rate
-from mracnn_jax.training import defaults, input_pipeline, losses, train_state
+from mracnn_jax.training import crops, data_order, defaults, input_pipeline, losses, train_state
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -194,7 +194,7 @@ def test_pipeline_batches_shape_dtype_and_small_images(tmp_path):
 
 def test_pipeline_grayscale_becomes_rgb(tmp_path):
     (p,) = write_images(tmp_path, 1, gray=1)
-    img = input_pipeline.decode_rgb(str(p))
+    img = crops.decode_rgb(str(p))
     assert img.shape[-1] == 3 and (img[..., 0] == img[..., 1]).all()
 
 
@@ -211,13 +211,13 @@ def test_pipeline_flips():
     img = np.arange(64 * 64 * 3, dtype=np.uint32).reshape(64, 64, 3).astype(np.uint8)
     seen_lr, seen_ud = set(), set()
     for s in range(32):
-        out = input_pipeline.random_crop_flip(img, 64, np.random.default_rng(s), True, False)
+        out = crops.random_crop_flip(img, 64, np.random.default_rng(s), True, False)
         assert (out == img).all() or (out == img[:, ::-1]).all()
         seen_lr.add((out == img).all())
-        out = input_pipeline.random_crop_flip(img, 64, np.random.default_rng(s), False, True)
+        out = crops.random_crop_flip(img, 64, np.random.default_rng(s), False, True)
         assert (out == img).all() or (out == img[::-1]).all()
         seen_ud.add((out == img).all())
-        out = input_pipeline.random_crop_flip(img, 64, np.random.default_rng(s), False, False)
+        out = crops.random_crop_flip(img, 64, np.random.default_rng(s), False, False)
         assert (out == img).all()
     assert seen_lr == {True, False} and seen_ud == {True, False}
 
@@ -225,7 +225,7 @@ def test_pipeline_flips():
 def test_pipeline_corrupted_file_skipped_and_counted(tmp_path, caplog):
     paths = write_images(tmp_path, 5, corrupt=1)
     (tmp_path / "truncated.jpg").write_bytes((tmp_path / "img_001.jpg").read_bytes()[:200])
-    paths = input_pipeline.list_images(tmp_path)
+    paths = data_order.list_images(tmp_path)
     assert len(paths) == 7
     it = _iterator(paths, batch_size=1)
     with caplog.at_level(logging.WARNING):
@@ -240,7 +240,7 @@ def test_pipeline_corrupted_file_skipped_and_counted(tmp_path, caplog):
 
 def test_pipeline_all_files_bad_raises(tmp_path):
     write_images(tmp_path, 0, corrupt=3, gray=0)
-    it = _iterator(input_pipeline.list_images(tmp_path))
+    it = _iterator(data_order.list_images(tmp_path))
     with pytest.raises(RuntimeError, match="none of the training images"):
         next(it)
 
@@ -248,7 +248,7 @@ def test_pipeline_all_files_bad_raises(tmp_path):
 def test_shard_pipeline_processes_read_disjoint_files(tmp_path):
     n = 11
     write_images(tmp_path, n, solid=True, size=(64, 64), gray=0)
-    paths = input_pipeline.list_images(tmp_path)
+    paths = data_order.list_images(tmp_path)
     seen = []
     for i in range(2):
         it = _iterator(paths, batch_size=1, process_index=i, process_count=2)
@@ -274,7 +274,7 @@ def test_resume_pipeline_position_exact(tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.skipif(not input_pipeline.grain_available(), reason="grain not installed")
+@pytest.mark.skipif(not data_order.grain_available(), reason="grain not installed")
 def test_pipeline_grain_and_python_backends_identical(tmp_path):
     paths = write_images(tmp_path, 7, corrupt=1)
     a = _iterator(paths, backend="python", num_workers=2)
@@ -285,7 +285,7 @@ def test_pipeline_grain_and_python_backends_identical(tmp_path):
     a.close(), b.close()
 
 
-@pytest.mark.skipif(not input_pipeline.grain_available(), reason="grain not installed")
+@pytest.mark.skipif(not data_order.grain_available(), reason="grain not installed")
 def test_pipeline_grain_worker_processes(tmp_path):
     paths = write_images(tmp_path, 6, corrupt=1)
     a = _iterator(paths, backend="python", num_workers=1, batch_size=2)
@@ -297,7 +297,7 @@ def test_pipeline_grain_worker_processes(tmp_path):
 
 
 def test_pipeline_python_backend_without_grain(tmp_path, monkeypatch):
-    monkeypatch.setattr(input_pipeline, "_grain", None)
+    monkeypatch.setattr(data_order, "GRAIN", None)
     paths = write_images(tmp_path, 4)
     it = _iterator(paths, backend="auto", num_workers=1)
     assert it.backend == "python" and next(it).shape == (4, 64, 64, 3)
@@ -310,7 +310,7 @@ def test_pipeline_eval_images_centre_crops(tmp_path):
     write_images(tmp_path, 3, size=(100, 70))
     imgs, used = input_pipeline.load_eval_images(tmp_path, 64, 2)
     assert imgs.shape == (2, 64, 64, 3) and len(used) == 2
-    full = input_pipeline.decode_rgb(used[1])
+    full = crops.decode_rgb(used[1])
     np.testing.assert_array_equal(imgs[1], full[3:67, 18:82])
     imgs2, _ = input_pipeline.load_eval_images(tmp_path, 128, 1)  # smaller: padded
     assert imgs2.shape == (1, 128, 128, 3)
@@ -318,10 +318,10 @@ def test_pipeline_eval_images_centre_crops(tmp_path):
 
 def test_pipeline_missing_folder_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        input_pipeline.list_images(tmp_path / "nope")
+        data_order.list_images(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no .png"):
-        input_pipeline.list_images(tmp_path / "empty")
+        data_order.list_images(tmp_path / "empty")
 
 
 # -------------------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ Modules (import them directly; this package imports nothing heavy so that config
 ``defaults`` without pulling in orbax or grain):
 
 * ``defaults``        ``training_config()``, ``data_config()``, the paper's λ grids.
-* ``input_pipeline``  image folders → uint8 crops, grain or thread backend, resumable position.
+* ``data_order``      the image list and the endless seeded order of training positions.
+* ``crops``           one image: decode, pad, random crop and flip, gray for one channel.
+* ``input_pipeline``  image folders → uint8 batches, grain or thread backend, resumable position.
 * ``losses``          ``rate_distortion_loss`` (λ·255²·MSE + bpp, or λ·(1 − MS-SSIM) + bpp).
 * ``train_state``     ``TrainState`` and ``make_optimizer`` (clipping + Adam + schedule).
 * ``checkpoint``      ``CheckpointManager`` for orbax 0.4.4 and 0.12.

@@ -75,8 +75,8 @@ def check_values(train: ml_collections.ConfigDict) -> None:
 
 def check_data(config: ml_collections.ConfigDict) -> None:
     """The training folders and (with validation on) the validation folder: each exists and holds
-    images (``input_pipeline.list_images``). Raises ``ConfigError``."""
-    from mracnn_jax.training import input_pipeline  # NumPy and Pillow only
+    images (``data_order.list_images``). Raises ``ConfigError``."""
+    from mracnn_jax.training import data_order  # NumPy and Pillow only
 
     dirs = config.data.train_dirs
     dirs = [dirs] if isinstance(dirs, (str, os.PathLike)) else list(dirs)
@@ -89,7 +89,7 @@ def check_data(config: ml_collections.ConfigDict) -> None:
         folders.append(("data.val_dir", [val_dir]))
     for name, paths in folders:
         try:
-            input_pipeline.list_images(paths)
+            data_order.list_images(paths)
         except (OSError, ValueError) as e:
             raise ConfigError(f"{name}: {' '.join(str(e).split())}") from None
 

@@ -2,28 +2,12 @@
 
 Training stream
 ---------------
-The images under ``data.train_dirs`` (recursive; ``images.list_images``: the suffixes of
-``images.SUFFIXES`` in any case, hidden files left out; sorted by path) are read in an endless,
-seeded, epoch-wise shuffled order. With N files and P processes, one epoch is ``E = N − N mod P``
-positions (so every process sees the same number per epoch); the global
-position p maps to epoch ``e = p // E`` and file ``perm_e[p mod E]``, where ``perm_e`` is a
-permutation of all N files drawn from ``(seed, e)``. Process i reads the positions
-``p ≡ i (mod P)``, so within an epoch the processes read disjoint files.
-
-Each file is decoded by ``images.read_image`` (the codec's rules: grayscale, palette, CMYK and
-16-bit images become 8-bit RGB; images with an alpha channel are refused, so skipped), randomly
-cropped to ``crop_size``² and randomly flipped, with a NumPy generator seeded by ``(seed, p)``:
-the crop of a position does not depend on the number of workers, the backend or a restart.
-For a grayscale model (``channels=1``, the model config's ``channels``) each crop then becomes
-its ITU-R 601 luma (``images.restore_mode(crop, 'L')``, the gray of Pillow's ``convert('L')``,
-which the codec restores too), ``[c, c, 1]``: gray photos stay as they are, colour photos become
-gray.
-
-* Images smaller than the crop: ``small_images='pad'`` reflect-pads them up to the crop (the
-  default: BSDS500's 321-pixel side is fine for 256 crops, but 64x64 thumbnails would otherwise be
-  lost); ``'skip'`` skips them like undecodable files.
-* Files that fail to decode are skipped, counted (``TrainIterator.skipped``) and warned about once
-  each; the run never crashes on them. A stream that yields no decodable image at all raises.
+Each process reads its positions of the endless shuffled order of ``data_order`` (the files
+under ``data.train_dirs``, ``images.list_images``), and ``crops`` turns each file into a random
+``crop_size``² crop: decoded with the codec's rules, padded when small, flipped, gray for a
+one-channel model. A file that fails to decode is skipped, counted (``TrainIterator.skipped``)
+and warned about once; the run never crashes on them. A stream that yields no decodable image
+at all raises.
 
 Batches are uint8 ``[B_local, c, c, C]`` (``B_local`` = global batch / process count, C =
 ``channels``, 3 or 1); the
@@ -60,7 +44,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import hashlib
 import logging
 import os
 import time
@@ -69,249 +52,18 @@ from typing import Any
 
 import numpy as np
 
-from mracnn_jax import images
-from mracnn_jax.training.defaults import DATA_BACKENDS, SMALL_IMAGE_POLICIES
-
-#: Image channels the pipeline delivers: 3 (RGB) or 1 (the luma of the crop).
-CHANNELS: tuple[int, ...] = (3, 1)
+from mracnn_jax.training import data_order
+from mracnn_jax.training.crops import (
+    DecodeCropFlip,
+    centre_crop,
+    check_channels,
+    decode_rgb,
+    to_channels,
+)
+from mracnn_jax.training.data_order import ImageFileSource, StreamSampler, list_images
+from mracnn_jax.training.defaults import DATA_BACKENDS
 
 logger = logging.getLogger(__name__)
-
-try:  # grain is optional (absent on the GPU machines); see the 'python' backend.
-    import grain.python as _grain
-except ImportError:  # pragma: no cover - depends on the environment
-    _grain = None
-
-
-def grain_available() -> bool:
-    """True when ``grain.python`` imports."""
-    return _grain is not None
-
-
-# -------------------------------------------------------------------------------------------------
-# Files.
-
-
-def list_images(dirs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    """All image files under ``dirs`` (``images.list_images``, recursive, symlinks followed),
-    sorted by path.
-
-    Raises FileNotFoundError for a folder that does not exist and ValueError when there is no
-    image at all.
-    """
-    if isinstance(dirs, (str, os.PathLike)):
-        dirs = [dirs]
-    paths: set[str] = set()
-    for d in dirs:
-        d = os.fspath(d)
-        if not os.path.isdir(d):
-            raise FileNotFoundError(
-                f"image folder {d!r} does not exist; set config.data.train_dirs / val_dir "
-                "(or $MRACNN_DATA) to folders of images"
-            )
-        paths.update(os.fspath(p) for p in images.list_images(d, recursive=True))
-    if not paths:
-        raise ValueError(f"no {'/'.join(images.SUFFIXES)} files under {list(map(str, dirs))}")
-    return sorted(paths)
-
-
-class ImageFileSource:
-    """A grain ``RandomAccessDataSource`` of image paths: ``source[k]`` is the k-th path."""
-
-    def __init__(self, paths: Sequence[str]):
-        self._paths = tuple(paths)
-        digest = hashlib.sha1("\n".join(self._paths).encode()).hexdigest()[:12]
-        self._repr = f"ImageFileSource(num_files={len(self._paths)}, paths_sha1={digest})"
-
-    def __len__(self) -> int:
-        return len(self._paths)
-
-    def __getitem__(self, record_key: int) -> str:
-        return self._paths[record_key]
-
-    def __repr__(self) -> str:
-        return self._repr
-
-
-# -------------------------------------------------------------------------------------------------
-# Order.
-
-
-class _Metadata:
-    """Stand-in for grain's RecordMetadata when grain is absent (same fields)."""
-
-    __slots__ = ("index", "record_key", "rng")
-
-    def __init__(self, index: int, record_key: int, rng: np.random.Generator):
-        self.index, self.record_key, self.rng = index, record_key, rng
-
-
-class StreamSampler:
-    """The endless shuffled order of the module docstring, as a grain ``Sampler``.
-
-    ``sampler[index]`` describes global position ``p = index + offset``: the file (record_key) and
-    a generator seeded by ``(seed, p)`` for its crop and flips. ``offset`` lets a resumed
-    iterator start at any position while grain counts its own indices from 0.
-    """
-
-    def __init__(self, num_records: int, seed: int, shard_count: int = 1, offset: int = 0):
-        if num_records < shard_count:
-            raise ValueError(f"{num_records} images cannot be split over {shard_count} processes")
-        if seed < 0:
-            raise ValueError(f"the data seed must be >= 0, got {seed}")
-        self.num_records = int(num_records)
-        self.seed = int(seed)
-        self.shard_count = int(shard_count)
-        self.offset = int(offset)
-        self.epoch_length = self.num_records - self.num_records % self.shard_count
-        self._cached_epoch = -1
-        self._cached_perm: np.ndarray | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"StreamSampler(num_records={self.num_records}, seed={self.seed}, "
-            f"shard_count={self.shard_count}, offset={self.offset})"
-        )
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_cached_epoch"], state["_cached_perm"] = -1, None
-        return state
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        if epoch != self._cached_epoch:
-            rng = np.random.default_rng([self.seed, 1, epoch])
-            self._cached_perm = rng.permutation(self.num_records)
-            self._cached_epoch = epoch
-        return self._cached_perm
-
-    def record_key(self, position: int) -> int:
-        """The file index at global position ``position``."""
-        epoch, j = divmod(position, self.epoch_length)
-        return int(self._permutation(epoch)[j])
-
-    def __getitem__(self, index: int):
-        if index < 0:
-            raise IndexError(index)
-        p = index + self.offset
-        rng = np.random.default_rng([self.seed, 2, p])
-        meta_cls = _grain.RecordMetadata if _grain is not None else _Metadata
-        return meta_cls(index=index, record_key=self.record_key(p), rng=rng)
-
-
-# -------------------------------------------------------------------------------------------------
-# Decoding and cropping.
-
-
-def decode_rgb(path: str) -> np.ndarray:
-    """Decodes an image file to uint8 RGB ``[H, W, 3]`` (``images.read_image``, grayscale as
-    three equal channels). Raises on an unreadable or refused file."""
-    return images.read_image(path)[0]
-
-
-def pad_to_at_least(img: np.ndarray, size: int) -> np.ndarray:
-    """Reflect-pads ``[H, W, 3]`` (centred) so that H and W are at least ``size``."""
-    h, w = img.shape[:2]
-    ph, pw = max(size - h, 0), max(size - w, 0)
-    if ph == 0 and pw == 0:
-        return img
-    mode = "reflect" if min(h, w) > 1 else "edge"
-    return np.pad(img, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), mode=mode)
-
-
-def random_crop_flip(
-    img: np.ndarray, size: int, rng: np.random.Generator, flip_lr: bool, flip_ud: bool
-) -> np.ndarray:
-    """A uniformly placed ``size``² crop, then optional flips (p = ½ each).
-
-    Always draws four numbers from ``rng`` (top, left, lr, ud), so the crop position does not
-    depend on which flips are enabled.
-    """
-    h, w = img.shape[:2]
-    top = int(rng.integers(0, h - size + 1))
-    left = int(rng.integers(0, w - size + 1))
-    do_lr, do_ud = rng.random() < 0.5, rng.random() < 0.5
-    out = img[top : top + size, left : left + size]
-    if flip_lr and do_lr:
-        out = out[:, ::-1]
-    if flip_ud and do_ud:
-        out = out[::-1]
-    return np.ascontiguousarray(out)
-
-
-def _check_channels(channels: int) -> int:
-    if channels not in CHANNELS:
-        raise ValueError(f"channels must be one of {CHANNELS} (the model's), got {channels!r}")
-    return int(channels)
-
-
-def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
-    """uint8 ``[H, W, 3]`` → ``[H, W, channels]``: as is for 3, the ITU-R 601 luma
-    (``images.restore_mode``, Pillow's ``convert('L')``) for 1."""
-    if channels == 3:
-        return img
-    return np.ascontiguousarray(images.restore_mode(img, "L")[..., None])
-
-
-def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
-    """The centred ``size``² crop (reflect-padded first when the image is smaller)."""
-    img = pad_to_at_least(img, size)
-    h, w = img.shape[:2]
-    top, left = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(img[top : top + size, left : left + size])
-
-
-_Base = _grain.RandomMapTransform if _grain is not None else object
-
-
-class DecodeCropFlip(_Base):
-    """path → ``{'image': uint8 [c, c, C], 'valid': bool, 'reason': str, 'path': str}``.
-
-    An undecodable (or, with ``small_images='skip'``, too small) file gives ``valid=False`` and a
-    zero image; the main process drops and counts it, so the count is exact with worker processes.
-    """
-
-    def __init__(
-        self,
-        crop_size: int,
-        flip_lr: bool,
-        flip_ud: bool,
-        small_images: str = "pad",
-        channels: int = 3,
-    ):
-        if small_images not in SMALL_IMAGE_POLICIES:
-            raise ValueError(
-                f"small_images must be one of {SMALL_IMAGE_POLICIES}, got {small_images!r}"
-            )
-        self.crop_size = int(crop_size)
-        self.flip_lr, self.flip_ud = bool(flip_lr), bool(flip_ud)
-        self.small_images = small_images
-        self.channels = _check_channels(channels)
-
-    def _invalid(self, path: str, reason: str) -> dict[str, Any]:
-        c = self.crop_size
-        return {
-            "image": np.zeros((c, c, self.channels), np.uint8),
-            "valid": False,
-            "reason": reason,
-            "path": path,
-        }
-
-    def random_map(self, path: str, rng: np.random.Generator) -> dict[str, Any]:
-        try:
-            img = decode_rgb(path)
-        except Exception as e:  # noqa: BLE001 - any decoder failure means "skip this file"
-            return self._invalid(path, f"decode error: {type(e).__name__}: {e}")
-        if min(img.shape[:2]) < self.crop_size:
-            if self.small_images == "skip":
-                return self._invalid(path, f"smaller than the crop: {img.shape[1]}x{img.shape[0]}")
-            img = pad_to_at_least(img, self.crop_size)
-        crop = random_crop_flip(img, self.crop_size, rng, self.flip_lr, self.flip_ud)
-        crop = to_channels(crop, self.channels)
-        return {"image": crop, "valid": True, "reason": "", "path": path}
-
-    # The 'python' backend calls the transform directly.
-    __call__ = random_map
 
 
 # -------------------------------------------------------------------------------------------------
@@ -321,13 +73,13 @@ class DecodeCropFlip(_Base):
 def _resolve_backend(backend: str) -> str:
     if backend not in DATA_BACKENDS:
         raise ValueError(f"data.backend must be one of {DATA_BACKENDS}, got {backend!r}")
-    if backend == "grain" and _grain is None:
+    if backend == "grain" and data_order.GRAIN is None:
         raise ImportError(
             "data.backend='grain' but grain is not installed; `pip install grain` or use "
             "--config.data.backend=python (same batches, thread-based)"
         )
     if backend == "auto":
-        if _grain is None:
+        if data_order.GRAIN is None:
             logger.info("grain is not installed: using the thread-based 'python' data backend")
             return "python"
         return "grain"
@@ -413,16 +165,16 @@ class TrainIterator:
         transform = DecodeCropFlip(crop_size, flip_lr, flip_ud, small_images, channels)
         if self.backend == "grain":
             _ensure_absl_flags_parsed()
-            loader = _grain.DataLoader(
+            loader = data_order.GRAIN.DataLoader(
                 data_source=source,
                 sampler=sampler,
                 operations=[transform],
                 worker_count=int(num_workers),
                 worker_buffer_size=int(worker_buffer_size),
-                shard_options=_grain.ShardOptions(
+                shard_options=data_order.GRAIN.ShardOptions(
                     shard_index=process_index, shard_count=process_count, drop_remainder=False
                 ),
-                read_options=_grain.ReadOptions(
+                read_options=data_order.GRAIN.ReadOptions(
                     num_threads=0 if num_workers else 1, prefetch_buffer_size=1
                 ),
             )
@@ -534,7 +286,7 @@ def load_eval_images(
     """The first ``num_images`` decodable images of ``directory`` (sorted by path) as centre
     crops: uint8 ``[N, crop_size, crop_size, channels]`` and their paths. Undecodable files are
     skipped with a warning."""
-    channels = _check_channels(channels)
+    channels = check_channels(channels)
     images, used = [], []
     for path in list_images(directory):
         if len(images) >= num_images:
