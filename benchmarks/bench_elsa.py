@@ -50,7 +50,8 @@ def run_one(scope: str, config: str, impl: str, pass_: str, reps: int, warmup: i
     import jax.numpy as jnp
     import numpy as np
 
-    from mracnn_jax.layers.elsa import ELSA, elsa_aggregate
+    from mracnn_jax.layers.elsa import ELSA
+    from mracnn_jax.layers.elsa_aggregation import elsa_aggregate
 
     cfg = CONFIGS[config]
     heads, k = 8, 7

@@ -9,13 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mracnn_jax.layers.elsa import (
-    ELSA,
-    ELSABlock,
-    elsa_aggregate,
-    ghost_head_init,
-    ghost_head_shape,
-)
+from mracnn_jax.layers.elsa import ELSA, ELSABlock, ghost_head_init, ghost_head_shape
+from mracnn_jax.layers.elsa_aggregation import elsa_aggregate
 
 # ----------------------------------------------------------------------------------------------
 # Naive reference: explicit loops over pixels and offsets, float64, no code shared with the module.

@@ -269,7 +269,9 @@ class ConvTranspose2d(nn.Module):
         elif self.impl == "dilated":
             y = conv_transpose_dilated(x, kernel, k // 2)
         else:
-            raise ValueError(f"unknown transposed-conv impl {self.impl!r}; use 'subpixel' or 'dilated'")
+            raise ValueError(
+                f"unknown transposed-conv impl {self.impl!r}; use 'subpixel' or 'dilated'"
+            )
         bias = self.param("bias", _bias_init(self.features * k * k), (self.features,))
         return y + bias.astype(x.dtype)
 
