@@ -41,8 +41,8 @@ BATCH, CROP = 4, 64
 TAIL = max(20, STEPS // 6)
 #: How much higher bfloat16's loss may end than float32's: 2 % from 1000 steps on, 8 % in the
 #: 40-step smoke (measured +2.8 %). The bound is one-sided because two runs of one configuration
-#: do not agree to 2 % on this CPU: the same 1200-step comparison run twice ended -0.55 % and
-#: -4.5 % over steps 1001-1200 (XLA's threaded CPU reductions differ from run to run, and the
+#: do not agree to 2 % on this CPU: the same 1200-step comparison run three times ended -0.55 %,
+#: -1.4 % and -4.5 % over steps 1001-1200 (XLA's threaded CPU reductions differ from run to run, and the
 #: small, spiky runs diverge), with bfloat16 the lower every time (2026-12-05, docs/benchmarks.md).
 #: A bfloat16 path that is too optimistic (a rate or distortion computed wrongly in bfloat16)
 #: would not pass unnoticed: both models are also validated in float32, the codec's precision,
