@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from mracnn_jax import model_file, zoo
+from mracnn_jax.training.run_log import read_metrics
 
 
 def run_summary(workdir: Path) -> dict:
     """Steps, wall seconds and the first and last validation of a training run's metrics."""
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in rows if r.get("split") == "train"]
-    evals = [r for r in rows if r.get("split") == "eval"]
+    history = read_metrics(workdir)
+    train, evals = history.train, history.eval
     config = json.loads((workdir / "config.json").read_text())
     t = config.get("train", config)
     keep = ("bpp", "psnr", "ms_ssim", "loss")

@@ -25,6 +25,11 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from mracnn_jax.model_file import flatten_params, load_model
+from mracnn_jax.training.run_log import METRICS_FILE, read_metrics
+
 
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
@@ -40,15 +45,14 @@ def decide(work: Path, q: int) -> dict:
         d["lmbda"] = cfg["train"]["lmbda"]
     except (OSError, ValueError, KeyError):
         d["lmbda"] = None
-    recs = []
-    if (wd / "metrics.jsonl").exists():
-        for line in (wd / "metrics.jsonl").read_text().splitlines():
-            try:
-                recs.append(json.loads(line))
-            except ValueError:
-                d["reasons"].append("unreadable line in metrics.jsonl")
-    train = [r for r in recs if r.get("split") == "train"]
-    evals = [r for r in recs if r.get("split") == "eval"]
+    train, evals = [], []
+    if (wd / METRICS_FILE).exists():
+        history = read_metrics(wd)
+        train, evals = history.train, history.eval
+        if history.unreadable:
+            d["reasons"].append(f"{history.unreadable} unreadable lines in {METRICS_FILE}")
+    else:
+        d["reasons"].append(f"no {METRICS_FILE}")
 
     if d["exit_status"] != 0:
         d["reasons"].append(f"train.py exit status {d['exit_status']}")
@@ -78,22 +82,9 @@ def decide(work: Path, q: int) -> dict:
     d["model"] = str(model) if model.exists() else None
     if model.exists():
         try:
-            import numpy as np
-
-            from mracnn_jax.model_file import load_model
-
             _, params, meta = load_model(str(model))
-            leaves = []
-
-            def walk(node, prefix=""):
-                if hasattr(node, "items"):
-                    for k, v in node.items():
-                        walk(v, f"{prefix}/{k}")
-                else:
-                    leaves.append((prefix, np.asarray(node)))
-
-            walk(params)
-            nonfinite = [p for p, a in leaves if not np.all(np.isfinite(a))]
+            flat = flatten_params(params)
+            nonfinite = [p for p, a in sorted(flat.items()) if not np.all(np.isfinite(a))]
             if nonfinite:
                 d["reasons"].append(f"non-finite parameters in the file: {nonfinite[0]}, ...")
             if meta.get("step") != d["steps"]:

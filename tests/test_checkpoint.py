@@ -24,6 +24,7 @@ from test_training import TinyCodec, assert_trees_equal, tiny_config  # a siblin
 
 from mracnn_jax import model_file
 from mracnn_jax.training import checkpoint, defaults, export, train_state
+from mracnn_jax.training.run_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -185,6 +186,13 @@ def test_resume_after_sigkill_during_checkpoint_write(tmp_path):
     assert not any("tmp" in p.name for p in (wd / "checkpoints").iterdir())
     straight = train_and_evaluate(config, str(tmp_path / "straight"), model=TinyCodec())
     assert_trees_equal(jax.device_get(straight.params), jax.device_get(resumed.params))
+    # Read back as a history, the interrupted run's log is the straight run's, value for value.
+    history, straight_history = read_metrics(wd), read_metrics(tmp_path / "straight")
+    assert [r["step"] for r in history.train] == [5, 10, 15, 20]
+    values = ("loss", "bpp", "mse")
+    assert [[r[k] for k in values] for r in history.train] == [
+        [r[k] for k in values] for r in straight_history.train
+    ]
 
 
 # -------------------------------------------------------------------------------------------------

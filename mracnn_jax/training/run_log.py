@@ -4,18 +4,21 @@ saved config, and quieter library logging while the bar is up.
 Files in the work directory: ``config.json`` (+ ``config.yaml``), ``metrics.jsonl`` (one JSON
 object per log or validation point, ``"split": "train"`` or ``"eval"``, non-finite values as
 null) and TensorBoard events under ``tb/`` (tensorboardX, never TensorFlow). Only process 0
-writes or prints.
+writes or prints. ``read_metrics`` reads ``metrics.jsonl`` back as the run's history, resumed
+sittings included.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -26,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 #: Where TensorBoard's event files go, inside the work directory.
 TB_DIR = "tb"
+#: The file ``MetricWriter`` appends to, inside the work directory.
+METRICS_FILE = "metrics.jsonl"
 
 #: Loggers that print INFO lines during a run (orbax logs through absl's); raised to WARNING
 #: while the progress bar is shown (``quiet_library_logging``).
@@ -64,7 +69,7 @@ class MetricWriter:
         if not enabled:
             return
         # Kept open for the whole run (closed in close()); line-buffered so a crash loses nothing.
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)  # noqa: SIM115
+        self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a", buffering=1)  # noqa: SIM115
         try:
             from tensorboardX import SummaryWriter  # the train extra's; never TensorFlow
         except ImportError:
@@ -96,6 +101,42 @@ class MetricWriter:
             self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+
+
+@dataclasses.dataclass
+class RunMetrics:
+    """A run's records by split, each list in increasing step order (``read_metrics``)."""
+
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]]
+    unreadable: int  # lines that are not JSON objects with a step and a split (e.g. cut by a kill)
+
+
+def read_metrics(path: str | os.PathLike) -> RunMetrics:
+    """The history of a run from its ``metrics.jsonl`` (``path``: the file or its work directory).
+
+    A resumed run starts again from its last checkpoint, so what it logged after that checkpoint
+    is in the file twice, and a resumed run with ``train.eval_at_start`` validates again at the
+    step it resumed at. The later sitting wins: a record whose step is not after the last kept
+    record of its split replaces every kept record of that split from its step on.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    runs: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
+    unreadable = 0
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+            step, split = int(rec["step"]), rec["split"]
+        except (ValueError, TypeError, KeyError):
+            unreadable += bool(line.strip())
+            continue
+        kept = runs.setdefault(split, [])
+        while kept and kept[-1]["step"] >= step:
+            kept.pop()
+        kept.append(rec)
+    return RunMetrics(train=runs["train"], eval=runs["eval"], unreadable=unreadable)
 
 
 def progress_bar(total: int, initial: int, enabled: bool):
