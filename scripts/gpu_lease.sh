@@ -6,7 +6,7 @@
 # loss went down (see there); optionally scripts/gpu_train.sh's benchmark first.
 #
 #   DEADLINE=540 bash scripts/gpu_lease.sh KIT_DIR          (OUT must name the output folder)
-#   device tool: command "bash scripts/gpu_lease.sh .kit", carry [".kit"], with the three
+#   device tool: command "bash scripts/gpu_lease.sh .kit", carry [".kit"], with all the
 #   mracnn_jax/assets/models/*.mracnn moved aside for the call (the tree must fit in 64 MiB)
 #
 # KIT_DIR (.kit) is built on the development machine by scripts/make_gpu_kit.py (see

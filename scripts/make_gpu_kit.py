@@ -2,9 +2,17 @@
 
     python scripts/make_gpu_kit.py [--kit .kit] [--data ../shared/data] [--limit-mib 63]
     python scripts/make_gpu_kit.py unpack-model IN.mracnn.f16s.xz OUT.mracnn   (on the GPU side)
+    python scripts/make_gpu_kit.py portability [--kit .kit-port] [--models NAME ...]
+
+``portability`` builds the smaller kit of scripts/gpu_portability.sh instead: the named bundled
+models (default: colour q2 and q3 and grayscale q2, the files scripts/cross_env.py then writes on
+the GPU: q2 and q3 on the sample images, q2 tiled, gray q2) packed as below, and the wheels; no
+data. The GPU image has no numba (its llvmlite wheel alone is 60 MB): the coding kernels then
+run as plain Python (mracnn_jax/coding/jit.py), with the same bytes.
 
 A device call carries the working tree (tracked + untracked-not-ignored files) and the carried
-folders, 64 MiB in all. The three tracked model files (19.9 MB each) are moved aside for the call,
+folders, 64 MiB in all. The tracked model files (19.9 MB each, colour and grayscale) are moved
+aside for the call,
 so the budget is: the rest of the working tree + ``.kit`` <= ``--limit-mib`` (63 MiB, leaving 1 MiB
 for files that appear in the tree before the call). The builder fills the training data up to
 ``--target-mib`` (62.5 MiB), prints every part's size and exits with status 1 when the total is
@@ -56,6 +64,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
 QUALITIES = (1, 2, 3)
+PORTABILITY_MODELS = ("mracnn-bundled-q2", "mracnn-bundled-q3", "mracnn-bundled-gray-q2")
 F16S_MAGIC = b"MRACNN-F16SPLIT1\n"
 TRAIN_FOLDERS = ("bsds500/train", "bsds500/test", "cid22")
 VAL_FOLDER = "bsds500/val"
@@ -235,28 +244,29 @@ def build_data(args, kit: Path, budget: int) -> tuple[int, int, dict[str, int]]:
 # -------------------------------------------------------------------------------------------------
 
 
-def build(args) -> int:
-    kit = Path(args.kit).resolve()
+def pack_models(kit: Path, names: list[str], force: bool) -> list[tuple[str, int]]:
+    """``kit/models/NAME.mracnn.f16s.xz`` for each bundled model NAME, repacked when older than
+    the model file (or ``force``); returns (part, bytes) for the size table."""
     models_src = REPO / "mracnn_jax" / "assets" / "models"
-    (kit / "models").mkdir(parents=True, exist_ok=True)
-    (kit / "whl").mkdir(exist_ok=True)
-    sizes: list[tuple[str, int]] = []
-
-    tree, tree_files = working_tree_bytes()
-    sizes.append((f"working tree without the 3 model files ({tree_files} files)", tree))
-
-    for q in QUALITIES:
-        src = models_src / f"mracnn-bundled-q{q}.mracnn"
-        dst = kit / "models" / f"mracnn-bundled-q{q}.mracnn.f16s.xz"
-        for old in (kit / "models").glob(f"mracnn-bundled-q{q}.mracnn*"):
+    sizes = []
+    for name in names:
+        src = models_src / f"{name}.mracnn"
+        if not src.is_file():
+            raise SystemExit(f"make_gpu_kit.py: no bundled model {src}")
+        dst = kit / "models" / f"{name}.mracnn.f16s.xz"
+        for old in (kit / "models").glob(f"{name}.mracnn*"):
             if old != dst:
                 old.unlink()
-        if args.force or not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
+        if force or not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
             print(f"packing {src.name} (xz -9 -T2) ...", flush=True)
             build_model(src, dst)
         sizes.append((f"models/{dst.name} (from {src.stat().st_size} bytes)", dst.stat().st_size))
+    return sizes
 
-    want = args.wheels.split()
+
+def fetch_wheels(kit: Path, want: list[str]) -> list[tuple[str, int]]:
+    """``kit/whl``: the wheels of ``want`` (pip specs) for the GPU image's Python 3.12, fetched
+    again only when the set changed; returns (part, bytes) for the size table."""
     have = list((kit / "whl").glob("*.whl"))
     norm = lambda s: s.split("==")[0].replace("-", "_").lower()
     if sorted(norm(w) for w in want) != sorted(h.name.split("-")[0].lower() for h in have):
@@ -268,8 +278,51 @@ def build(args) -> int:
              "manylinux2014_x86_64", "-d", str(kit / "whl"), *want],
             check=True,
         )
-    for h in sorted((kit / "whl").glob("*.whl")):
-        sizes.append((f"whl/{h.name}", h.stat().st_size))
+    return [(f"whl/{h.name}", h.stat().st_size) for h in sorted((kit / "whl").glob("*.whl"))]
+
+
+def report(sizes: list[tuple[str, int]], kit: Path, tree: int, limit_mib: float) -> int:
+    """Prints the size table; 1 when the working tree and the kit are over ``limit_mib``."""
+    kit_total = tree_bytes(kit)
+    total = tree + kit_total
+    for name, size in sizes:
+        print(f"{size:>12,d}  {name}")
+    print(f"{kit_total:>12,d}  kit in all ({kit})")
+    print(f"{total:>12,d}  TOTAL {total / MIB:.2f} MiB (limit {limit_mib:g} MiB; "
+          "a device call carries 64 MiB)")
+    if total > limit_mib * MIB:
+        print(f"over the limit of {limit_mib} MiB", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_portability(args) -> int:
+    kit = Path(args.kit).resolve()
+    for sub in ("models", "whl"):
+        (kit / sub).mkdir(parents=True, exist_ok=True)
+    for stray in set(kit.iterdir()) - {kit / "models", kit / "whl"}:
+        shutil.rmtree(stray) if stray.is_dir() else stray.unlink()
+    for old in (kit / "models").glob("*"):
+        if old.name.split(".mracnn")[0] not in args.models:
+            old.unlink()
+    tree, tree_files = working_tree_bytes()
+    sizes = [(f"working tree without the model files ({tree_files} files)", tree)]
+    sizes += pack_models(kit, args.models, args.force)
+    sizes += fetch_wheels(kit, args.wheels.split())
+    return report(sizes, kit, tree, args.limit_mib)
+
+
+def build(args) -> int:
+    kit = Path(args.kit).resolve()
+    (kit / "models").mkdir(parents=True, exist_ok=True)
+    (kit / "whl").mkdir(exist_ok=True)
+    sizes: list[tuple[str, int]] = []
+
+    tree, tree_files = working_tree_bytes()
+    sizes.append((f"working tree without the model files ({tree_files} files)", tree))
+    sizes += pack_models(kit, [f"mracnn-bundled-q{q}" for q in QUALITIES], args.force)
+
+    sizes += fetch_wheels(kit, args.wheels.split())
 
     # The data are rebuilt each time (a few seconds), so the budget is always the current one.
     shutil.rmtree(kit / "data", ignore_errors=True)
@@ -291,17 +344,7 @@ def build(args) -> int:
         (f"data/train: {files} crops of {args.crop}x{args.crop}, JPEG q{args.quality} 4:4:4 ("
          + ", ".join(f"{k} {v}" for k, v in per.items()) + ")", used)
     )
-    kit_total = tree_bytes(kit)
-    total = tree + kit_total
-    for name, size in sizes:
-        print(f"{size:>12,d}  {name}")
-    print(f"{kit_total:>12,d}  .kit in all ({kit})")
-    print(f"{total:>12,d}  TOTAL {total / MIB:.2f} MiB (limit {args.limit_mib:g} MiB; "
-          "a device call carries 64 MiB)")
-    if total > args.limit_mib * MIB:
-        print(f"over the limit of {args.limit_mib} MiB", file=sys.stderr)
-        return 1
-    return 0
+    return report(sizes, kit, tree, args.limit_mib)
 
 
 def main(argv=None) -> int:
@@ -313,6 +356,14 @@ def main(argv=None) -> int:
             return 2
         unpack_model(argv[1], argv[2])
         return 0
+    if argv[:1] == ["portability"]:
+        p = argparse.ArgumentParser(prog="make_gpu_kit.py portability")
+        p.add_argument("--kit", default=str(REPO / ".kit-port"))
+        p.add_argument("--models", nargs="+", default=list(PORTABILITY_MODELS))
+        p.add_argument("--limit-mib", type=float, default=63.0, help="fail above this total")
+        p.add_argument("--wheels", default="ml_collections==1.1.0")
+        p.add_argument("--force", action="store_true", help="repack the models")
+        return build_portability(p.parse_args(argv[1:]))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kit", default=str(REPO / ".kit"))
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))

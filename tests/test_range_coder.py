@@ -6,9 +6,12 @@ round-trip, validation and corrupt-string tests need only numpy and numba and ru
 
 from __future__ import annotations
 
+import os
+import pickle
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -343,3 +346,56 @@ def test_imports_no_tensorflow():
             "assert rc.decode(rc.encode(np.arange(-3, 4), np.zeros(7, int), t), np.zeros(7, int), t)"
             ".tolist() == list(range(-3, 4)); assert 'tensorflow' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -------------------------------------------------------------------------------------------------
+# Without numba: the same kernels as plain Python (coding.jit) write the same bytes.
+
+
+def kernel_outputs() -> list:
+    """Strings and symbols of the range coder and the scale agreement on seeded inputs: escapes
+    near and far, long carries, several precisions, and a noisy agreement decode."""
+    from mracnn_jax.coding import scale_agreement as sa
+
+    rng, out = np.random.default_rng(11), []
+    for i in range(40):
+        precision = int(rng.integers(8, 17))
+        tables = numpy_tables(rng, int(rng.integers(1, 30)), 100, precision, escapes=i % 4 > 0)
+        rows = rng.integers(0, tables.num_rows, (3, 50))
+        symbols = random_symbols(rng, tables, rows, far_bits=29)
+        data = rc.encode(symbols, rows, tables)
+        out += [data, rc.decode(data, rows, tables)]
+    tables = carry_tables()
+    symbols, _ = straddling_symbols(rng, tables, 0, 2000)
+    rows = np.zeros(symbols.shape, int)
+    data = rc.encode(symbols, rows, tables)
+    out += [data, rc.decode(data, rows, tables)]
+    f = rng.uniform(-4.0, 68.0, size=(1, 16, 24, 32)).astype(np.float32)
+    k, block = sa.encode(f)
+    noise = rng.uniform(-0.95, 0.95, size=f.shape) * sa.EPSILON
+    out += [k, block, sa.decode((f + noise).astype(np.float32), block)[0]]
+    return out
+
+
+def test_plain_python_kernels_write_the_same_bytes():
+    from mracnn_jax.coding import jit
+
+    assert jit.COMPILED, "numba is a dependency: the kernels should be compiled here"
+    code = (
+        "import pickle, sys, warnings; sys.path.insert(0, sys.argv[1]); "
+        "from mracnn_jax.coding import jit; assert not jit.COMPILED; "
+        "warnings.simplefilter('error', RuntimeWarning); "
+        "warnings.filterwarnings('ignore', 'numba is not available'); "
+        "import test_range_coder as t; sys.stdout.buffer.write(pickle.dumps(t.kernel_outputs()))"
+    )
+    env = dict(os.environ, MRACNN_NO_NUMBA="1")
+    res = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], env=env,
+                         capture_output=True, check=True)
+    plain, compiled = pickle.loads(res.stdout), kernel_outputs()
+    assert len(plain) == len(compiled) == 85
+    for a, b in zip(plain, compiled):
+        assert type(a) is type(b)
+        if isinstance(a, bytes):
+            assert a == b
+        else:
+            np.testing.assert_array_equal(a, b)

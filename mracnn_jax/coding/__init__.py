@@ -2,6 +2,7 @@
 
 * ``container``: the ``.mrac`` byte format (pure Python).
 * ``range_coder``: the range coder (numba), byte for byte tensorflow-compression 2.14's.
+* ``jit``: numba's compiler for the coding kernels, or plain Python (same bytes) without numba.
 * ``tables``: the integer coding tables (z: computed once per model file and stored in it; y: a
   package asset).
 * ``coders``: the z and y coders of the codec on top of the two.

@@ -4,7 +4,8 @@ It reproduces tfc's ``RangeEncoder``/``RangeDecoder`` (G. N. N. Martin's range c
 escape code of its ``entropy_encode_channel``/``entropy_encode_index`` kernels: ``encode`` returns
 exactly the string of ``ContinuousBatchedEntropyModel.compress`` (z: each element's table row is
 its channel) or ``LocationScaleIndexedEntropyModel.compress`` (y: the row is the integer scale
-index) for one coding unit, elements in C order. Compiled with numba.
+index) for one coding unit, elements in C order. Compiled with numba (``coding.jit``: plain
+Python where numba is missing, with the same output).
 
 Tables: tfc's flat layout, rows ``[±p, 0, c_1, ..., 2^p]`` in sequence (a row ends at its first
 ``2^p``; more ``2^p`` values are padding), precision p in [1, 16], negative p = escapes on. Symbol
@@ -37,8 +38,9 @@ sanity check: every byte read, the window equal to that value) raises ``RangeCod
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from mracnn_jax.coding.jit import njit
 
 __all__ = ["RangeCodingError", "Tables", "decode", "encode"]
 
@@ -60,11 +62,11 @@ class RangeCodingError(ValueError):
 
 
 class Tables:
-    """Quantised CDF rows: ``cdf [R, W]`` int32 (padded with ``2^p``), ``sizes [R]`` (cdf entries
+    """Quantised CDF rows: ``cdf [R, W]`` int64 (padded with ``2^p``), ``sizes [R]`` (cdf entries
     per row, bins + 1), ``offsets [R]`` (first symbol), ``precisions [R]``, ``escapes [R]``."""
 
     def __init__(self, cdf, sizes, offsets, precisions, escapes):
-        self.cdf = np.ascontiguousarray(cdf, np.int32)
+        self.cdf = np.ascontiguousarray(cdf, np.int64)  # int64: size * cdf stays exact uncompiled
         self.sizes = np.ascontiguousarray(sizes, np.int64)
         self.offsets = np.ascontiguousarray(offsets, np.int64)
         self.precisions = np.ascontiguousarray(precisions, np.int64)
@@ -138,7 +140,7 @@ class Tables:
 # Compiled kernels. All arithmetic in int64 with explicit 32-bit masks (no unsigned types).
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _put(buf, pos, base, sm1, delay, lo, hi, prec):
     """Codes ``[lo, hi) / 2^prec``; returns the new (pos, base, size - 1, delay)."""
     size = sm1 + 1
@@ -177,7 +179,7 @@ def _put(buf, pos, base, sm1, delay, lo, hi, prec):
     return pos, base, sm1, delay
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _encode(symbols, rows, cdf, sizes, offsets, precs, escapes):
     n = symbols.size
     calls = 0
@@ -231,7 +233,7 @@ def _encode(symbols, rows, cdf, sizes, offsets, precs, escapes):
     return buf[: pos + nbytes], 0, n
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _shift(data, pos, base, sm1, value):
     """Renormalises after a bin was decoded: returns (pos, base, size - 1, value)."""
     if sm1 < 0x10000:
@@ -245,7 +247,7 @@ def _shift(data, pos, base, sm1, value):
     return pos, base, sm1, value
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _bit(data, pos, base, sm1, value):
     """Decodes one bit of precision 1: returns (bit, pos, base, size - 1, value). (A window past
     the interval, from a corrupt string, reads as 1; the final check catches it.)"""
@@ -258,7 +260,7 @@ def _bit(data, pos, base, sm1, value):
     return bit, pos, base, sm1, value
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _decode(data, rows, cdf, sizes, offsets, precs, escapes, out):
     pos, base, sm1, value = 0, 0, _M32, 0
     for _ in range(4):
@@ -344,7 +346,7 @@ def decode(data: bytes, rows: np.ndarray, tables: Tables) -> np.ndarray:
     same rows and tables; ``RangeCodingError`` where the string cannot be theirs."""
     rows_ = np.asarray(rows)
     out = np.zeros(rows_.shape, np.int32)
-    code, at = _decode(np.frombuffer(bytes(data), np.uint8), _ints(rows_, "rows"),
+    code, at = _decode(np.frombuffer(bytes(data), np.uint8).astype(np.int64), _ints(rows_, "rows"),
                        *tables.arrays(), out.reshape(-1))
     _raise(code, at, "decoding")
     return out

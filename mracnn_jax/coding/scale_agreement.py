@@ -83,8 +83,9 @@ from __future__ import annotations
 import functools
 import math
 
-import numba
 import numpy as np
+
+from mracnn_jax.coding.jit import njit
 
 EPSILON = 9e-4  # index steps: the tolerance the syndrome is sized for (sigma relative 1.11e-4)
 MARGIN = 4  # least spare syndrome rows per group, beyond the encoder's ambiguous count ...
@@ -118,7 +119,7 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return z ^ (z >> _U64(31))
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _mix(x):
     z = x + _GOLDEN
     z = (z ^ (z >> np.uint64(30))) * _MUL1
@@ -126,7 +127,7 @@ def _mix(x):
     return z ^ (z >> np.uint64(31))
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _xor_hashes(index, words):
     """XOR over ``index`` (int64 [n]) of h(i): uint64 [words]."""
     acc = np.zeros(words, np.uint64)
@@ -137,7 +138,7 @@ def _xor_hashes(index, words):
     return acc
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _hash_rows(index, words):
     """h(i) for ``index`` (int64 [n]): uint64 [n, words]."""
     out = np.empty((index.shape[0], words), np.uint64)
@@ -148,7 +149,7 @@ def _hash_rows(index, words):
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _eliminate(mat, ncols, max_rank):
     """Gauss–Jordan over GF(2), in place, on the bit-packed rows ``mat`` (uint64 [m, words],
     column j at bit j % 64 of word j // 64), pivoting on columns 0, 1, ... in order until
