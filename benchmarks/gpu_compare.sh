@@ -11,7 +11,8 @@
 # moved aside the working tree is a few MiB, far under the 64 MiB a call carries.
 # Settings: PEAK_TF32 (494) and PEAK_BF16 (989), the H200's dense TFLOP/s; DEADLINE (450 s) for
 # the workers; STEPS (20) timed steps each; VARIANTS (jax-f32 jax-bf16 torch-eager; add
-# torch-compile where the time allows); PYTHON (python3); WORK (/tmp/gpu_compare).
+# torch-compile where the time allows); PYTHON (python3); WORK (/tmp/gpu_compare); COMPARE_ARGS
+# (more options of bench_gpu_compare.py, e.g. --smoke for a CPU dry run).
 set -u
 KIT=${1:-}
 PYTHON=${PYTHON:-python3}
@@ -32,5 +33,5 @@ timeout $(( ${DEADLINE:-450} + 30 )) "$PYTHON" benchmarks/bench_gpu_compare.py \
   --configs mracnn wacnn --batch 16 --crop 256 --steps "${STEPS:-20}" \
   --variants ${VARIANTS:-jax-f32 jax-bf16 torch-eager} \
   --peak-tf32 "${PEAK_TF32:-494}" --peak-bf16 "${PEAK_BF16:-989}" --deadline "${DEADLINE:-450}" \
-  ${OUT:+--json "$OUT/rows.json"} | tee "${OUT:-$WORK}/table.md"
+  ${OUT:+--json "$OUT/rows.json"} ${COMPARE_ARGS:-} | tee "${OUT:-$WORK}/table.md"
 exit "${PIPESTATUS[0]}"
