@@ -23,7 +23,8 @@
 #   logs.tar.gz                               WORK without checkpoints, model files, site/ and
 #                                             init/: config.json, metrics.jsonl and the log of each
 #                                             run, decisions.json, the benchmark's log if any
-# Settings: LR (default 1e-4, constant after WARMUP=200 steps), BATCH (16), CROP (256), WORKERS
+# Settings: LR (default 1e-4, constant after WARMUP=200 steps, then the last COOLDOWN=150 steps
+# falling linearly to a tenth: train.cooldown_steps, time kept for them), BATCH (16), CROP (256), WORKERS
 # (5 data threads per run), LOG_EVERY (50), QUALITIES ("1 2 3"), PYTHON (python3), WORK
 # (/tmp/bundled: the runs' work directories, emptied first). A CPU smoke test of the whole lease:
 #   OUT=/tmp/o WORK=/tmp/w PYTHON=.venv-new/bin/python DEADLINE=420 MARGIN=60 CROP=64 BATCH=2 \
@@ -61,6 +62,7 @@ for q in $QUALITIES; do
     --config.train.lmbda="${LAMBDA[$q]}" \
     --config.train.batch_size="${BATCH:-16}" --config.train.crop_size="${CROP:-256}" \
     --config.train.learning_rate="${LR:-1e-4}" --config.train.lr_schedule=constant \
+    --config.train.cooldown_steps="${COOLDOWN:-150}" \
     --config.train.warmup_steps="${WARMUP:-200}" --config.train.num_steps=1000000 \
     --config.train.time_limit_s="$BUDGET" --config.train.checkpoint_every=1000000 \
     --config.train.keep_checkpoints=1 --config.train.log_every="${LOG_EVERY:-50}" \

@@ -71,6 +71,11 @@ def check_values(train: ml_collections.ConfigDict) -> None:
     for name in ("batch_size", "checkpoint_every", "log_every", "num_steps"):
         if int(train[name]) <= 0:
             raise ConfigError(f"train.{name} must be positive, got {train[name]}")
+    if int(train.cooldown_steps) < 0 or not 0.0 <= float(train.cooldown_final_factor) <= 1.0:
+        raise ConfigError(
+            f"train.cooldown_steps = {train.cooldown_steps} must be >= 0 and "
+            f"train.cooldown_final_factor = {train.cooldown_final_factor} in [0, 1]"
+        )
 
 
 def check_data(config: ml_collections.ConfigDict) -> None:

@@ -79,6 +79,12 @@ def training_config() -> ml_collections.ConfigDict:
     c.lr_decay_factor = 0.1
     # 'cosine' schedule: final learning rate as a fraction of learning_rate.
     c.lr_final_factor = 0.01
+    # Cool-down branch (training/cooldown.py): at the end of each sitting (num_steps or
+    # time_limit_s), after the checkpoint, this many more steps with the rate falling linearly to
+    # cooldown_final_factor times the schedule's; those parameters are validated and exported,
+    # the checkpoint keeps the full-rate state, and a time limit keeps time for them. 0: none.
+    c.cooldown_steps = 0
+    c.cooldown_final_factor = 0.1
     # Adam moments and epsilon (optax.adam defaults, as torch.optim.Adam's).
     c.adam_b1 = 0.9
     c.adam_b2 = 0.999

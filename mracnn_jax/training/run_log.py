@@ -4,8 +4,8 @@ saved config, and quieter library logging while the bar is up.
 Files in the work directory: ``config.json`` (+ ``config.yaml``), ``metrics.jsonl`` (one JSON
 object per log or validation point, ``"split": "train"`` or ``"eval"``, non-finite values as
 null) and TensorBoard events under ``tb/`` (tensorboardX, never TensorFlow). Only process 0
-writes or prints. ``read_metrics`` reads ``metrics.jsonl`` back as the run's history, resumed
-sittings included.
+writes or prints. ``check_finite`` stops a run whose logged loss is NaN/Inf; ``read_metrics``
+reads ``metrics.jsonl`` back as the run's history, resumed sittings included.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
+import numpy as np
 from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,29 @@ class MetricWriter:
             self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or Inf; the run stopped without checkpointing that state."""
+
+
+def check_finite(
+    window: list[tuple[int, dict[str, np.ndarray]]], last_good: int | None, ckpt_dir: str
+) -> None:
+    """Raises ``NonFiniteLossError`` at the first record of ``window`` with a NaN/Inf loss."""
+    for step, m in window:
+        if not np.isfinite(m["loss"]):
+            parts = ", ".join(f"{k}={float(v):.6g}" for k, v in sorted(m.items()))
+            where = (
+                f"the last good checkpoint is step {last_good} in {ckpt_dir}"
+                if last_good is not None
+                else "no checkpoint was written yet"
+            )
+            raise NonFiniteLossError(
+                f"the training loss became non-finite at step {step} ({parts}). Stopping without "
+                f"saving this state; {where}. Restarting resumes from there; lower "
+                "train.learning_rate or train.grad_clip_norm, or check the data, first."
+            )
 
 
 @dataclasses.dataclass

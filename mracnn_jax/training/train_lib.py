@@ -30,6 +30,11 @@ also before the first step (step 0 of a new run), so that a run's end can be com
 parameters it started from. Each ``"eval"`` record has the per-image means (bpp, mse, psnr,
 ms_ssim) and ``loss``, the training loss's formula on them (``eval_rd_loss``).
 
+Cool-down
+---------
+With ``train.cooldown_steps``, each sitting ends with a branch at a falling learning rate that is
+validated and exported but not checkpointed (``cooldown``): many short sittings, one long run.
+
 Outputs in ``workdir``
 ----------------------
 ``config.json`` (+ ``config.yaml``), ``metrics.jsonl`` (one JSON object per log/eval point, with
@@ -56,6 +61,7 @@ length of the run so that it does not break the bar; this module's own lines sta
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -73,7 +79,8 @@ from mracnn_jax import model_file
 from mracnn_jax.compilation_cache import compilation_cache_dir, enable_compilation_cache
 from mracnn_jax.models.registry import build_model
 from mracnn_jax.training import checkpoint as ckpt_lib
-from mracnn_jax.training import config_checks, input_pipeline, run_log
+from mracnn_jax.training import config_checks, cooldown, input_pipeline, run_log
+from mracnn_jax.training.run_log import NonFiniteLossError  # noqa: F401 - raised by the loop
 from mracnn_jax.training.steps import (
     eval_rd_loss,
     evaluate,
@@ -91,28 +98,6 @@ from mracnn_jax.training.steps import (
 from mracnn_jax.training.train_state import TrainState, make_optimizer
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or Inf; the run stopped without checkpointing that state."""
-
-
-def _check_finite(
-    window: list[tuple[int, dict[str, np.ndarray]]], last_good: int | None, ckpt_dir: str
-) -> None:
-    for step, m in window:
-        if not np.isfinite(m["loss"]):
-            parts = ", ".join(f"{k}={float(v):.6g}" for k, v in sorted(m.items()))
-            where = (
-                f"the last good checkpoint is step {last_good} in {ckpt_dir}"
-                if last_good is not None
-                else "no checkpoint was written yet"
-            )
-            raise NonFiniteLossError(
-                f"the training loss became non-finite at step {step} ({parts}). Stopping without "
-                f"saving this state; {where}. Restarting resumes from there; lower "
-                "train.learning_rate or train.grad_clip_norm, or check the data, first."
-            )
 
 
 # -------------------------------------------------------------------------------------------------
@@ -285,12 +270,12 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
     window_t0, data_time = time.perf_counter(), 0.0
     last_eval: dict[str, float] = {}
 
-    def flush(step: int) -> None:
+    def flush(step: int, split: str = "train") -> None:
         nonlocal window, window_t0, data_time
         if not window:
             return
         host = [(s, {k: np.asarray(v) for k, v in jax.device_get(m).items()}) for s, m in window]
-        _check_finite(host, ckpts.latest_step(), ckpt_dir)
+        run_log.check_finite(host, ckpts.latest_step(), ckpt_dir)
         elapsed = max(time.perf_counter() - window_t0, 1e-9)
         means = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
         means["lr"] = float(host[-1][1]["lr"])
@@ -298,7 +283,7 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
         means["images_per_sec"] = len(host) * int(t.batch_size) / elapsed
         means["data_wait_frac"] = data_time / elapsed
         means["skipped_images"] = train_iter.num_skipped
-        writer.write(step, "train", means)
+        writer.write(step, split, means)
         pbar.set_postfix(
             loss=f"{means['loss']:.4f}",
             bpp=f"{means['bpp']:.4f}",
@@ -316,20 +301,26 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
         }
         ckpts.save(step, state, extra)
 
-    def run_eval(step: int) -> dict[str, float]:
-        res = evaluate(eval_fn, state.params, eval_images, int(t.get("eval_batch_size", 8)), mesh)
+    def run_eval(step: int, params: Any, **extra: int) -> dict[str, float]:
+        res = evaluate(eval_fn, params, eval_images, int(t.get("eval_batch_size", 8)), mesh)
         res["loss"] = eval_rd_loss(res, t)
+        res.update(extra)
         writer.write(step, "eval", res)
-        logger.info("step %d eval: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in res.items()))
+        shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items())
+        logger.info("step %d eval: %s", step, shown)
         return res
 
     pbar = run_log.progress_bar(num_steps, start_step, enabled=is_main)
     step = start_step
     time_limit = float(t.get("time_limit_s", 0.0))
     deadline = run_t0 + time_limit if time_limit > 0 else math.inf
+    cool_steps = int(t.get("cooldown_steps", 0))
+    cool_final = float(t.get("cooldown_final_factor", 0.1))
+    reserve = 0.0  # seconds kept for the cool-down, from the rate measured since compiling
+    rate_t0, rate_step = time.perf_counter(), start_step
     try:
         if eval_fn is not None and t.get("eval_at_start", False) and step < num_steps:
-            run_eval(step)
+            run_eval(step, state.params)
             window_t0 = time.perf_counter()  # the first window's rate excludes this validation
         compiled = None
         while step < num_steps:
@@ -339,36 +330,59 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
             if compiled is None:
                 compiled = _compile_step(p_train_step, (state, batch, noise_key), is_main)
                 window_t0 = time.perf_counter()  # the first window's rate excludes compiling
+                rate_t0, rate_step = window_t0, step
             state, metrics = compiled(state, batch, noise_key)
             step += 1
             pbar.update(1)
             window.append((step, metrics))
             last = step == num_steps
             check_clock = process_count == 1 or step % log_every == 0
-            if not last and check_clock and _time_is_up(deadline):
+            if cool_steps and step > rate_step:
+                per_step = (time.perf_counter() - rate_t0) / (step - rate_step)
+                reserve = cooldown.reserve_seconds(cool_steps, per_step)
+            if not last and check_clock and _time_is_up(deadline - reserve):
                 logger.info("time limit of %.0f s reached at step %d: stopping", time_limit, step)
                 num_steps = step
                 last = True
             do_ckpt = step % ckpt_every == 0 or last
-            do_eval = eval_fn is not None and ((eval_every > 0 and step % eval_every == 0) or last)
+            at_end = last and not cool_steps  # with a cool-down, its result is validated
+            do_eval = eval_fn is not None and ((eval_every > 0 and step % eval_every == 0) or at_end)
             if step % log_every == 0 or do_ckpt or do_eval:
                 flush(step)
             if do_eval:
-                last_eval = run_eval(step)
+                last_eval = run_eval(step, state.params)
             if do_ckpt:
                 save(step)
         ckpts.wait()
+        export_params, cooled = state.params, {}
+        if cool_steps and compiled is not None:
+            run_log.say(f"cooling down: {cool_steps} steps to {cool_final:g} x the rate "
+                        "(validated and exported, not checkpointed)", is_main)
+
+            def on_cool_step(cool_step: int, metrics: dict[str, Any]) -> None:
+                window.append((cool_step, metrics))
+                if cool_step % log_every == 0 or cool_step == step + cool_steps:
+                    flush(cool_step, "cooldown")
+
+            batches = (make_global_batch(next(train_iter), mesh) for _ in itertools.count())
+            export_params = cooldown.run(
+                compiled, state, batches, noise_key, cool_steps, cool_final, on_cool_step
+            ).params
+            cooled = {"cooldown_steps": cool_steps, "cooldown_final_factor": cool_final}
+            if eval_fn is not None:
+                last_eval = run_eval(step, export_params, cooldown_steps=cool_steps)
         if is_main and t.get("export_name", ""):
             out = os.path.join(workdir, t.export_name)
             digest = model_file.save_model(
                 out,
                 config.model,
-                jax.device_get(state.params),
+                jax.device_get(export_params),
                 metadata={
                     "step": step,
                     "loss_metric": t.loss_metric,
                     "lmbda": float(t.lmbda),
                     "eval": last_eval,
+                    **cooled,
                 },
                 dtype=t.get("export_dtype", "float32"),
             )
