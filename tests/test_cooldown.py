@@ -3,8 +3,6 @@ learning rate, and the branch is validated and exported but never reaches the ch
 
 from __future__ import annotations
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,8 +70,7 @@ def test_the_branch_is_exported_but_never_checkpointed(tmp_path):
         [r[k] for k in values] for r in plain.train
     ]
     # The cool-down's records: logged as their own split, at the rate falling to 1/4.
-    lines = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
-    cool = [r for r in lines if r["split"] == "cooldown"]
+    cool = history.cooldown
     assert [r["step"] for r in cool] == [14, 24]  # each sitting's cool-down ends 4 steps on
     assert all(r["lr"] == pytest.approx(0.25e-3) for r in cool)
     assert [(r["step"], r["cooldown_steps"]) for r in history.eval] == [(10, 4), (20, 4)]

@@ -134,6 +134,7 @@ class RunMetrics:
     train: list[dict[str, Any]]
     eval: list[dict[str, Any]]
     unreadable: int  # lines that are not JSON objects with a step and a split (e.g. cut by a kill)
+    cooldown: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # (train.cooldown_steps)
 
 
 def read_metrics(path: str | os.PathLike) -> RunMetrics:
@@ -147,7 +148,7 @@ def read_metrics(path: str | os.PathLike) -> RunMetrics:
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
-    runs: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
+    runs: dict[str, list[dict[str, Any]]] = {"train": [], "eval": [], "cooldown": []}
     unreadable = 0
     for line in path.read_text().splitlines():
         try:
@@ -160,7 +161,7 @@ def read_metrics(path: str | os.PathLike) -> RunMetrics:
         while kept and kept[-1]["step"] >= step:
             kept.pop()
         kept.append(rec)
-    return RunMetrics(train=runs["train"], eval=runs["eval"], unreadable=unreadable)
+    return RunMetrics(runs["train"], runs["eval"], unreadable, runs["cooldown"])
 
 
 def progress_bar(total: int, initial: int, enabled: bool):
