@@ -14,38 +14,6 @@ def _ambiguous(f) -> int:
     return int((lo != hi).sum())
 
 
-def test_hash_is_splitmix64():
-    # splitmix64 seeded with 0 (Vigna's reference) gives these first outputs for states 1, 2, 3
-    # times the golden gamma; the function here is the output step of state x + gamma.
-    golden = 0x9E3779B97F4A7C15
-    states = np.array([0, golden, (2 * golden) % 2**64], np.uint64)
-    out = sa._splitmix64(states)
-    assert [int(v) for v in out] == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
-
-
-def test_compiled_hashes_equal_the_reference():
-    index = np.array([0, 1, 7, 123_456, 4_194_303, 2**40], np.int64)
-    words = 3
-    keys = (index.astype(np.uint64)[:, None] << np.uint64(8)) | np.arange(words, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        ref = sa._splitmix64(keys)
-    assert np.array_equal(sa._hash_rows(index, words), ref)
-    assert np.array_equal(sa._xor_hashes(index, words), np.bitwise_xor.reduce(ref, axis=0))
-
-
-def test_eliminate_gives_the_reduced_form():
-    rng = np.random.default_rng(5)
-    a = rng.integers(0, 2, size=(40, 90)).astype(bool)
-    mat = sa._pack_rows(a)
-    rank, piv = sa._eliminate(mat, 90, 30)
-    reduced = sa._unpack_rows(mat, 90)
-    assert rank == 30 and list(piv) == sorted(piv)
-    assert np.array_equal(reduced[:, piv], np.eye(40, 30, dtype=bool))  # pivots: unit columns
-    # Row operations only: the reduced rows span the same space (same rank over GF(2)).
-    both = sa._pack_rows(np.concatenate([a, reduced]))
-    assert sa._eliminate(both, 90, 80)[0] == sa._eliminate(sa._pack_rows(a), 90, 80)[0]
-
-
 @pytest.mark.parametrize("shape", [(1, 3, 5, 2), (1, 32, 48, 32), (1, 40, 40, 48)])
 def test_noise_within_tolerance_gives_the_encoders_indexes(shape):
     rng = np.random.default_rng(sum(shape))

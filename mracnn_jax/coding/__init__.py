@@ -6,7 +6,8 @@
 * ``tables``: the integer coding tables (z: computed once per model file and stored in it; y: a
   package asset).
 * ``coders``: the z and y coders of the codec on top of the two.
-* ``scale_agreement``: the y scale indexes that encoder and decoder agree on despite float noise.
+* ``scale_agreement``: the y scale indexes that encoder and decoder agree on despite float noise
+  (``gf2``: its pseudo-random columns and GF(2) elimination).
 * ``perturbation``: a decoder with noisy entropy parameters, for the portability tests.
 * ``tiling``: tile geometry of tiled files.
 * ``tfc_models``: tensorflow-compression's coders, the reference the tests compare with (imports

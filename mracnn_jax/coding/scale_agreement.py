@@ -85,7 +85,7 @@ import math
 
 import numpy as np
 
-from mracnn_jax.coding.jit import njit
+from mracnn_jax.coding.gf2 import eliminate, hash_rows, pack_rows, to_bits, unpack_rows, xor_hashes
 
 EPSILON = 9e-4  # index steps: the tolerance the syndrome is sized for (sigma relative 1.11e-4)
 MARGIN = 4  # least spare syndrome rows per group, beyond the encoder's ambiguous count ...
@@ -101,107 +101,10 @@ MAX_GROUP_ROWS = 1024 + SPARE_MAX  # the encoder cuts finer until no group needs
 MAX_ROWS = 1 << 14  # format limit on the rows of one group (the hash's word index is 8 bits)
 NUM_SCALES = 64
 
-_U64 = np.uint64
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
-_MUL2 = np.uint64(0x94D049BB133111EB)
 
 
 class AgreementError(ValueError):
     """The scale indexes cannot be agreed on (the message, one line, says why)."""
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's output function of ``x + golden`` (uint64 in, uint64 out, wrapping)."""
-    z = x + _GOLDEN
-    z = (z ^ (z >> _U64(30))) * _MUL1
-    z = (z ^ (z >> _U64(27))) * _MUL2
-    return z ^ (z >> _U64(31))
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _mix(x):
-    z = x + _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * _MUL1
-    z = (z ^ (z >> np.uint64(27))) * _MUL2
-    return z ^ (z >> np.uint64(31))
-
-
-@njit(cache=True, nogil=True)
-def _xor_hashes(index, words):
-    """XOR over ``index`` (int64 [n]) of h(i): uint64 [words]."""
-    acc = np.zeros(words, np.uint64)
-    for t in range(index.shape[0]):
-        base = np.uint64(index[t]) << np.uint64(8)
-        for w in range(words):
-            acc[w] ^= _mix(base | np.uint64(w))
-    return acc
-
-
-@njit(cache=True, nogil=True)
-def _hash_rows(index, words):
-    """h(i) for ``index`` (int64 [n]): uint64 [n, words]."""
-    out = np.empty((index.shape[0], words), np.uint64)
-    for t in range(index.shape[0]):
-        base = np.uint64(index[t]) << np.uint64(8)
-        for w in range(words):
-            out[t, w] = _mix(base | np.uint64(w))
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _eliminate(mat, ncols, max_rank):
-    """Gauss–Jordan over GF(2), in place, on the bit-packed rows ``mat`` (uint64 [m, words],
-    column j at bit j % 64 of word j // 64), pivoting on columns 0, 1, ... in order until
-    ``max_rank`` pivots. Returns (rank, the pivot columns); pivot row i holds column pivots[i]."""
-    m, nw = mat.shape
-    pivots = np.empty(m, np.int64)
-    rank = 0
-    for c in range(ncols):
-        if rank >= max_rank:
-            break
-        w = c >> 6
-        bit = np.uint64(1) << np.uint64(c & 63)
-        p = -1
-        for i in range(rank, m):
-            if (mat[i, w] & bit) != 0:
-                p = i
-                break
-        if p < 0:
-            continue
-        if p != rank:
-            for x in range(nw):
-                tmp = mat[p, x]
-                mat[p, x] = mat[rank, x]
-                mat[rank, x] = tmp
-        for i in range(m):
-            if i != rank and (mat[i, w] & bit) != 0:
-                for x in range(nw):
-                    mat[i, x] ^= mat[rank, x]
-        pivots[rank] = c
-        rank += 1
-    return rank, pivots[:rank].copy()
-
-
-def _to_bits(words: np.ndarray, m: int) -> np.ndarray:
-    """uint64 ``[..., W]`` -> bool ``[..., m]`` (bit j of word j // 64, LSB first)."""
-    shifts = np.arange(64, dtype=_U64)
-    bits = (words[..., :, None] >> shifts) & _U64(1)
-    return bits.reshape(*words.shape[:-1], 64 * words.shape[-1])[..., :m].astype(bool)
-
-
-def _pack_rows(bits: np.ndarray) -> np.ndarray:
-    """bool [m, c] -> uint64 [m, ceil(c / 64)], column j at bit j % 64 of word j // 64."""
-    m, c = bits.shape
-    nw = max(1, -(-c // 64))
-    padded = np.zeros((m, nw * 64), bool)
-    padded[:, :c] = bits
-    return np.packbits(padded, axis=1, bitorder="little").view("<u8").astype(_U64)
-
-
-def _unpack_rows(mat: np.ndarray, c: int) -> np.ndarray:
-    bits = np.unpackbits(mat.astype("<u8").view(np.uint8), axis=1, bitorder="little")
-    return bits[:, :c].astype(bool)
 
 
 def rounded(f: np.ndarray) -> np.ndarray:
@@ -375,7 +278,7 @@ def encode(f: np.ndarray) -> tuple[np.ndarray, bytes]:
             raise AgreementError(f"{m} syndrome rows in one group: more than the format holds")
         odd = start + np.flatnonzero(flat_k[start:end] & 1)
         words = -(-m // 64)
-        out.raw(_to_bits(_xor_hashes(odd.astype(np.int64), words), m))
+        out.raw(to_bits(xor_hashes(odd.astype(np.int64), words), m))
     return k, out.tobytes()
 
 
@@ -437,7 +340,7 @@ def _solve_group(t: np.ndarray, guess: np.ndarray, start: int, s_bits: np.ndarra
         return np.zeros(0, np.int64)
     words = -(-m // 64)
     odd = start + np.flatnonzero(guess & 1)
-    r = s_bits ^ _to_bits(_xor_hashes(odd.astype(np.int64), words), m)
+    r = s_bits ^ to_bits(xor_hashes(odd.astype(np.int64), words), m)
     if not r.any():
         return np.zeros(0, np.int64)  # the decoder's rounding everywhere: no flip is the answer
     spare = m - int((t < EPSILON).sum())  # rows beyond the decoder's own ambiguous count
@@ -446,10 +349,10 @@ def _solve_group(t: np.ndarray, guess: np.ndarray, start: int, s_bits: np.ndarra
     wide = min(len(t), max(first, min(int((t < OUTLIER_T).sum()), m + max(4 * m, 256))))
     for length in (first, wide) if wide > first else (first,):
         cand = _nearest(t, length)
-        cols = _to_bits(_hash_rows((start + cand).astype(np.int64), words), m)  # [length, m]
-        mat = _pack_rows(np.concatenate([cols.T, r[:, None]], axis=1))
-        rank, piv = _eliminate(mat, length, m - checks)
-        bits = _unpack_rows(mat, length + 1)
+        cols = to_bits(hash_rows((start + cand).astype(np.int64), words), m)  # [length, m]
+        mat = pack_rows(np.concatenate([cols.T, r[:, None]], axis=1))
+        rank, piv = eliminate(mat, length, m - checks)
+        bits = unpack_rows(mat, length + 1)
         if not bits[rank:, length].any():  # the nearest elements explain r: pass every check
             return cand[piv[bits[:rank, length]]]
     found = _search(t[cand], piv, bits, rank, length)
