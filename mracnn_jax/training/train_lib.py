@@ -363,6 +363,7 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
                 window.append((cool_step, metrics))
                 if cool_step % log_every == 0 or cool_step == step + cool_steps:
                     flush(cool_step, "cooldown")
+                    pbar.set_description_str(f"cool-down {cool_step - step}/{cool_steps}")
 
             batches = (make_global_batch(next(train_iter), mesh) for _ in itertools.count())
             export_params = cooldown.run(
