@@ -10,11 +10,14 @@ written by ``--export``). Each run's history is read with
 Left panel: the training RD loss (λ·255²·MSE + bpp, the mean of each logged window) as a moving
 average over ``--smooth`` logged windows, and the validation RD loss (held-out crops, the same
 formula) as markers, against the step. Each series is drawn relative to its own first value
-(training: the first full moving average, where its line starts, also for the crosses of the
-cooled branches of ``train.cooldown_steps``; validation: the first validation), in per cent, so
+(training: the first full moving average, where its line starts; validation: the first
+validation), in per cent, so
 that runs at different λ share the axes and a gain of 1 % reads the same for all.
 Right panel: each run's validation points in the rate–distortion plane (estimated bpp, PSNR),
 joined in step order, the last one ringed: a run that improves moves up and to the left.
+
+The training records of ``train.cooldown_steps``' branches are not drawn (a few noisy windows
+each); the validation that follows a branch is, at the step of the checkpoint it left from.
 
 ``--export DIR`` also writes ``DIR/LABEL.jsonl``: the run's history with only the fields drawn
 (step, split, loss, bpp, psnr, lr), small enough to keep beside the plot in the repository.
@@ -74,11 +77,6 @@ def draw(runs: list[tuple[str, RunMetrics]], out: Path, smooth: int) -> None:
             mean = moving_average(loss, smooth)[first:]
             ax_loss.plot(steps[first:], _relative(mean, 0), color=colour, lw=1.2,
                          label=f"{label}: training")
-        if run.cooldown and run.train:  # each sitting's cooled branch, beside the training line
-            steps, loss = _series(run.cooldown, "loss")
-            base = moving_average(_series(run.train, "loss")[1], smooth)[first]
-            ax_loss.plot(steps, 100.0 * (loss / base - 1.0), "x", color=colour, ms=4,
-                         label=f"{label}: cool-down")
         if run.eval:
             steps, loss = _series(run.eval, "loss")
             ax_loss.plot(steps, _relative(loss, 0), "o", color=colour, mec="black", mew=0.5,
