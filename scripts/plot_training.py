@@ -34,7 +34,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mracnn_jax.training.run_log import RunMetrics, read_metrics
+from mracnn_jax.training.run_log import METRICS_FILE, RunMetrics, read_metrics
 
 #: The fields ``--export`` keeps of each record.
 EXPORTED = ("step", "split", "loss", "bpp", "psnr", "lr")
@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for arg in args.runs:
         label, path = _parse_run(arg)
-        file = path / "metrics.jsonl" if path.is_dir() else path
+        file = path / METRICS_FILE if path.is_dir() else path
         if not file.is_file():
-            ap.error(f"{arg}: no metrics.jsonl there")
+            ap.error(f"{arg}: no {METRICS_FILE} there")
         run = read_metrics(file)
         if not run.train and not run.eval:
             ap.error(f"{arg}: no training or validation records in {file}")

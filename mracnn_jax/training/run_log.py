@@ -134,7 +134,8 @@ class RunMetrics:
     train: list[dict[str, Any]]
     eval: list[dict[str, Any]]
     unreadable: int  # lines that are not JSON objects with a step and a split (e.g. cut by a kill)
-    cooldown: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # (train.cooldown_steps)
+    # the training records of train.cooldown_steps' branches
+    cooldown: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def read_metrics(path: str | os.PathLike) -> RunMetrics:

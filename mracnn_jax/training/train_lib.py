@@ -306,7 +306,9 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
         res["loss"] = eval_rd_loss(res, t)
         res.update(extra)
         writer.write(step, "eval", res)
-        shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items())
+        shown = ", ".join(
+            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()
+        )
         logger.info("step %d eval: %s", step, shown)
         return res
 
@@ -346,7 +348,8 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
                 last = True
             do_ckpt = step % ckpt_every == 0 or last
             at_end = last and not cool_steps  # with a cool-down, its result is validated
-            do_eval = eval_fn is not None and ((eval_every > 0 and step % eval_every == 0) or at_end)
+            periodic = eval_every > 0 and step % eval_every == 0
+            do_eval = eval_fn is not None and (periodic or at_end)
             if step % log_every == 0 or do_ckpt or do_eval:
                 flush(step)
             if do_eval:
