@@ -11,13 +11,15 @@ PYTEST_ARGS ?=
 # The bfloat16 loss-curve test (3-4 minutes) runs once, in .venv-new (the stack of the GPU
 # machines, where bfloat16 matters); the .venv half leaves it out.
 BF16_CURVE = tests/test_bf16.py::test_bf16_training_follows_the_float32_loss_curve
+# Latent refinement (pure JAX, about a minute) runs in .venv-new only, for the same reason.
+REFINE_TESTS = tests/test_latent_refinement.py
 NEW_ENV_TESTS ?= tests/test_elsa.py tests/test_model.py tests/test_training.py tests/test_checkpoint.py \
     tests/test_format.py tests/test_scale_agreement.py tests/test_range_coder.py tests/test_tables.py \
     tests/test_codec.py tests/test_tiling.py tests/test_portability.py tests/test_images.py tests/test_zoo.py \
     tests/test_bench_train_step.py tests/test_high_depth.py tests/test_entropy.py tests/test_metrics.py \
     tests/test_export_xla.py tests/test_cli_train.py tests/test_gpu_compare.py tests/test_bf16.py \
     tests/test_compilation_cache.py tests/test_floors.py tests/test_gf2.py tests/test_cooldown.py \
-    tests/test_run_log.py tests/test_gpu_keep_or_drop.py
+    tests/test_run_log.py tests/test_gpu_keep_or_drop.py $(REFINE_TESTS)
 
 .PHONY: install install-new test test-torch demo clean
 
@@ -62,7 +64,7 @@ test: $(VENV)/.installed $(VENV)/.torch-installed $(VENV_NEW)/.installed
 	    >.pytest-new.log 2>&1 & new=$$!; \
 	echo "== .venv (pinned set with tensorflow-compression): all tests"; \
 	MRACNN_OTHER_PYTHON=$(VENV_NEW)/bin/python $(VENV)/bin/python -m pytest -q -rs $(PYTEST_ARGS) \
-	    --deselect $(BF16_CURVE); \
+	    --deselect $(BF16_CURVE) --ignore $(REFINE_TESTS); \
 	main=$$?; \
 	wait $$new; newrc=$$?; \
 	echo "== .venv-new (numpy 2, newest JAX): $(NEW_ENV_TESTS)"; cat .pytest-new.log; \

@@ -36,6 +36,7 @@ import time
 from mracnn_jax import __version__, cli_coding, cli_models, zoo
 from mracnn_jax import cli_paths as paths
 from mracnn_jax.compilation_cache import CACHE_ENV
+from mracnn_jax.evaluation.command import whole_number
 
 PROG, BITSTREAM_SUFFIX, DECODED_SUFFIX = paths.PROG, paths.BITSTREAM_SUFFIX, paths.DECODED_SUFFIX
 CliError, UsageError = paths.CliError, paths.UsageError
@@ -200,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
         "16): the model sees samples / (2^B - 1), and decompress gives B-bit samples back",
     )
     _add_tile_options(p, "g_a")
+    p.add_argument(
+        "--refine",
+        type=whole_number,
+        default=0,
+        metavar="N",
+        help="optimise the image's latent for the model's rate-distortion loss in N gradient "
+        "steps before coding it (slower encoding, a smaller or better file; the decoder needs "
+        "nothing new; default 0)",
+    )
     p.set_defaults(func=cli_coding.cmd_compress)
 
     p = sub.add_parser(

@@ -2,6 +2,7 @@
 parser and ``main``):
 
     mracnn compress IN [OUT.mrac] [--model M | --quality Q] [--tile N | --no-tile] [--bits B]
+                    [--refine N]
     mracnn compress IN... -o OUTDIR [options]        images and folders -> OUTDIR/<stem>.mrac
     mracnn decompress IN.mrac [OUT.png] [--model M] [--tile N | --no-tile]
     mracnn decompress IN.mrac... -o OUTDIR [options] files and folders -> OUTDIR/<stem>.png
@@ -162,6 +163,7 @@ def _compress_file(args, src: str, output: str, get_model, label: str = "") -> t
     result = codec.compress_with_info(
         image, model, tile=_tile(args), bits=args.bits, progress=sys.stderr.isatty(),
         estimate_bits=False, reconstruct=False, keep_latents=False,  # the file is all it writes
+        refine_steps=args.refine,
     )  # fmt: skip
     fileio.write_atomic(output, lambda f: f.write(result.data))
     depth = "" if rgb.dtype.itemsize == 1 else f" {args.bits or 16}-bit"

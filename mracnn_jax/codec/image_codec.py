@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mracnn_jax import images, zoo
-from mracnn_jax.codec import latents, tiles
+from mracnn_jax.codec import latent_refinement, latents, tiles
 from mracnn_jax.codec.errors import CodecError, ImageError, ModelMismatchError
 from mracnn_jax.codec.loaded_model import LoadedModel
 from mracnn_jax.coding import container
@@ -50,6 +50,7 @@ class CompressionResult:
     bits: dict  # payload and ideal-code-length ("table") bits, per stream
     seconds: dict  # setup / network / entropy coding / total
     tiling: dict | None = None  # the tiles g_a ran in (``TilePlan.describe``), None for one
+    refinement: latent_refinement.Refinement | None = None  # with ``refine_steps``: its losses
 
 
 @dataclasses.dataclass
@@ -149,6 +150,8 @@ def compress_with_info(
     reconstruct: bool = True,
     keep_latents: bool = True,
     progress: bool = False,
+    refine_steps: int = 0,
+    refine_learning_rate: float = latent_refinement.DEFAULT_LEARNING_RATE,
 ) -> CompressionResult:
     """Compresses ``image`` and returns the bytes with the encoder's view of the result.
 
@@ -160,16 +163,26 @@ def compress_with_info(
     model sees ``samples / (2^bits - 1)`` and the file records ``bits``. ``reconstruct=False``
     skips the encoder's prediction of the decoded image (``reconstruction`` is then ``None``);
     ``keep_latents=False`` drops the latent arrays; ``progress`` shows a bar over the tiles.
+    ``refine_steps`` > 0 optimises g_a's latent for this image before coding it
+    (``codec.latent_refinement``; raises ``RefinementError`` where it cannot run); the decoder
+    needs nothing new.
     """
     t_start = time.perf_counter()
+    if refine_steps:
+        latent_refinement.model_lambda(model)  # a model without its lambda fails before any work
     rgb, mode, bits = _coded_image(image, model, bits)
     peak = (1 << bits) - 1
     h, w = rgb.shape[:2]
     plan = tile_plan(h, w, tile, halo)
     clock = latents.Clock()
     zc, yc = clock.setup(model.z_coder), clock.setup(model.y_coder)
+    refinement = None
     with _progress(plan.num_tiles * (1 + reconstruct), "mracnn compress", progress) as bar:
         y = tiles.analyse(model, rgb, plan, clock, bar, peak)
+        if refine_steps:
+            refinement = _refine(model, rgb, peak, y, refine_steps, refine_learning_rate, progress)
+            clock.seconds["refine"] = refinement.seconds
+            y = refinement.y
         lat = latents.encode(model, y, zc, yc, clock)
         del y
         reconstruction = None
@@ -190,8 +203,22 @@ def compress_with_info(
     clock.seconds["total"] = time.perf_counter() - t_start
     return CompressionResult(
         data=data, reconstruction=reconstruction, **arrays, bits=bits, seconds=clock.seconds,
-        tiling=plan.describe() if plan.tile is not None else None,
+        tiling=plan.describe() if plan.tile is not None else None, refinement=refinement,
     )  # fmt: skip
+
+
+def _refine(model, samples, peak, y, steps, learning_rate, progress):
+    """``latent_refinement.refine_latent`` with a bar over its steps."""
+    with tqdm(
+        total=steps, desc="refining the latent", unit="step", delay=PROGRESS_DELAY_S,
+        disable=not progress, leave=False, dynamic_ncols=True,
+    ) as bar:  # fmt: skip
+
+        def tick(_, loss):
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            bar.update()
+
+        return latent_refinement.refine_latent(model, samples, peak, y, steps, learning_rate, tick)
 
 
 def compress(image: Any, model: LoadedModel, **kwargs) -> bytes:

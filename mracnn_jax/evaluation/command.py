@@ -53,6 +53,17 @@ def _codec_list(text: str) -> list[str]:
     return names
 
 
+def whole_number(text: str) -> int:
+    """argparse type: an integer >= 0 (``--refine N`` here and in ``mracnn compress``)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return n
+
+
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     from mracnn_jax.evaluation.compare import shipped_names
     from mracnn_jax.evaluation.inputs import SAMPLES_DIR
@@ -101,6 +112,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="evaluate the images' grayscale versions (Pillow's convert('L'), ITU-R 601 luma), "
         "e.g. a grayscale Kodak from --data kodak",
     )
+    p.add_argument(
+        "--refine",
+        type=whole_number,
+        default=0,
+        metavar="N",
+        help="optimise each image's latent for N gradient steps before coding it (encoder "
+        "only; curves named <curve>+refine<N>; codec.latent_refinement)",
+    )
     p.add_argument("--save-decoded", action="store_true", help="write decoded PNGs too")
     p.add_argument(
         "--fresh",
@@ -147,6 +166,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             resume=not args.fresh,
             show_progress=not args.no_progress,
             compared=references,
+            refine_steps=args.refine,
         )
     except KeyboardInterrupt:
         print(

@@ -52,6 +52,14 @@ class ModelSpec:
     metadata: dict[str, Any]
     params_digest: str
     channels: int = 3  # 1 for a grayscale model (``zoo.header_channels``)
+    refine_steps: int = 0  # encoder-side latent refinement (``codec.latent_refinement``)
+
+    @property
+    def journal_key(self) -> str:
+        """What the journal files this model's results under: its parameters, and the
+        refinement, which changes the files."""
+        refined = f"+refine{self.refine_steps}" if self.refine_steps else ""
+        return self.params_digest + refined
 
 
 def resolve_model_files(paths: Iterable[str | Path]) -> list[Path]:

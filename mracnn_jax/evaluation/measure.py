@@ -18,7 +18,8 @@ is read back and decompressed, and the record of that pair holds:
     encode_s   wall seconds of ``codec.compress_with_info`` (networks, range coding, container,
                and the few milliseconds of the ideal-code-length estimate), including the
                encoder's prediction of the decoded image (the synthesis, which the exactness
-               check needs and ``mracnn compress`` skips)
+               check needs and ``mracnn compress`` skips), and the latent refinement where
+               the run asks for it (``--refine N``: N gradient steps per image)
     decode_s   wall seconds of ``codec.decompress_with_info`` on the bytes read from the file
 
 Compilation is kept out of encode_s and decode_s: the first image of every padded shape (the
@@ -177,7 +178,7 @@ def evaluate_model(
     for name, image in zip(names, images):
         path = bitstream_dir / f"{Path(name).stem}.mrac"
         pixels = journal.image_digest(image) if done is not None else None
-        earlier = done.lookup(spec.params_digest, name, pixels) if done is not None else None
+        earlier = done.lookup(spec.journal_key, name, pixels) if done is not None else None
         if (
             earlier is not None
             and path.is_file()
@@ -205,14 +206,14 @@ def evaluate_model(
         first = None
         if (id(model.pieces), shape) not in warmed:
             t0 = time.perf_counter()
-            warm = codec.compress_with_info(image, model)
+            warm = codec.compress_with_info(image, model, refine_steps=min(spec.refine_steps, 1))
             t1 = time.perf_counter()
             codec.decompress_with_info(warm.data, model)
             first = (t1 - t0, time.perf_counter() - t1)
             warmed.add((id(model.pieces), shape))
 
         t0 = time.perf_counter()
-        enc = codec.compress_with_info(image, model)
+        enc = codec.compress_with_info(image, model, refine_steps=spec.refine_steps)
         encode_s = time.perf_counter() - t0
         path.write_bytes(enc.data)
         data = path.read_bytes()
@@ -260,7 +261,7 @@ def evaluate_model(
             }
         )
         if done is not None:
-            done.add(spec.params_digest, name, pixels, records[-1])
+            done.add(spec.journal_key, name, pixels, records[-1])
         if progress is not None:
             progress.update()
     return ModelRun(spec, records, setup_s, first_calls, resumed)

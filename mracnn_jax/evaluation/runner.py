@@ -114,6 +114,7 @@ def run_evaluation(
     show_progress: bool = True,
     echo: Callable[[str], None] | None = print,
     compared: Sequence[compare.Reference] = (),
+    refine_steps: int = 0,
 ) -> Evaluation:
     """Evaluate model files and anchors on the images of ``data_dir``; write everything to
     ``out_dir`` (module docstring) and return it.
@@ -139,6 +140,8 @@ def run_evaluation(
       compared: reference curves (``compare.load_reference``) drawn and BD-rated beside the
         measured ones on any image set, with a note when the data set they state is not
         recognisably the evaluated one.
+      refine_steps: encoder-side latent refinement of every model's files
+        (``codec.latent_refinement``); its curves are named ``<curve>+refine<N>``.
     """
     t_start = time.perf_counter()
     say = echo or (lambda _: None)
@@ -161,6 +164,9 @@ def run_evaluation(
     if not files and not anchor_codecs:
         raise EvaluationError("nothing to evaluate: give --model or --anchors")
     specs = describe_models(files, name)
+    if refine_steps:
+        for s in specs:
+            s.curve, s.refine_steps = f"{s.curve}+refine{refine_steps}", int(refine_steps)
     clash = sorted({s.curve for s in specs} & set(anchor_codecs))
     if clash:
         raise EvaluationError(f"model curve {clash[0]!r} has an anchor's name; use --name")
