@@ -21,7 +21,7 @@ the iterate with the lowest L is the one kept: refinement never returns a latent
 worse than g_a's. The gradient is taken of a smoother surrogate from the same forward pass: the
 rate terms are the likelihoods of the unit bins centred on y_i and z themselves instead of on their
 rounded values (the distortion and the contexts stay straight-through). Differentiating L itself
-(straight-through everywhere) gained less and diverged sooner (docs/benchmarks.md, "Latent
+(straight-through everywhere) gained less and diverged sooner (docs/history.md, "Latent
 refinement"). The step size decays from ``learning_rate`` to 0 on a cosine over the steps. Shapes: x ``[1, H, W, C]`` in [0, 1] (the image,
 unpadded), y ``[1, P_H / 16, P_W / 16, M]`` (P: the padded canvas of ``models.padding``).
 
