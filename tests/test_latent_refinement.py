@@ -80,6 +80,11 @@ def test_refusals_are_one_line(rich_model, model, image):
         latent_refinement.refine_latent(model, image, 255, y0, steps=-1)
     with pytest.raises(latent_refinement.RefinementError, match="learning rate"):
         latent_refinement.refine_latent(model, image, 255, y0, steps=1, learning_rate=0.0)
+    ms_ssim_model = codec.LoadedModel(
+        model.config, model.params, {"lmbda": 8.73, "loss_metric": "ms-ssim"}
+    )
+    with pytest.raises(latent_refinement.RefinementError, match="161 pixels a side; the image is 60x100"):
+        latent_refinement.refine_latent(ms_ssim_model, image, 255, y0, steps=1)
 
 
 def test_cli_refusals(rich_model_path, tmp_path, image):

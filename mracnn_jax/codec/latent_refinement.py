@@ -43,6 +43,7 @@ import optax
 
 from mracnn_jax.entropy.gaussian import gaussian_likelihood
 from mracnn_jax.entropy.quantize import quantize_around
+from mracnn_jax.metrics import min_size_for_ms_ssim
 from mracnn_jax.models.padding import crop
 from mracnn_jax.training.losses import LOSS_METRICS, rate_distortion_loss
 
@@ -169,6 +170,11 @@ def refine_latent(
             f"latent refinement holds the whole image; {h}x{w} is above its {MAX_PIXELS} pixels"
         )
     lmbda, metric = model_lambda(model)
+    if metric == "ms-ssim" and min(h, w) < min_size_for_ms_ssim():
+        raise RefinementError(
+            f"model {model.name} is refined under MS-SSIM, which needs at least "
+            f"{min_size_for_ms_ssim()} pixels a side; the image is {h}x{w}"
+        )
     step, loss = _functions(model, metric)
     t = time.perf_counter()
     x = jnp.asarray(samples[None].astype(np.float32) / float(peak))
