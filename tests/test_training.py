@@ -26,7 +26,8 @@ from jax.scipy.stats import norm
 from PIL import Image
 
 from mracnn_jax.entropy import rate
-from mracnn_jax.training import crops, data_order, defaults, input_pipeline, losses, train_state
+from mracnn_jax.models import objective
+from mracnn_jax.training import crops, data_order, defaults, input_pipeline, train_state
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -342,7 +343,7 @@ def _fake_out(rng, b=2, h=64, w=64):
 def test_loss_mse_against_hand_computation():
     x = jax.random.uniform(jax.random.PRNGKey(0), (2, 64, 64, 3))
     out = _fake_out(jax.random.PRNGKey(1))
-    loss, m = losses.rate_distortion_loss(x, out, lmbda=0.013, metric="mse")
+    loss, m = objective.rate_distortion_loss(x, out, lmbda=0.013, metric="mse")
     xn, xh = np.asarray(x, np.float64), np.asarray(out["x_hat"], np.float64)
     bits = sum(-np.log2(np.asarray(v, np.float64)).sum() for v in out["likelihoods"].values())
     bpp = bits / (2 * 64 * 64)
@@ -363,12 +364,12 @@ def test_loss_ms_ssim_uses_evaluation_metric():
     x = jax.random.uniform(jax.random.PRNGKey(0), (2, 192, 192, 3))
     out = _fake_out(jax.random.PRNGKey(1), h=192, w=192)
     out["x_hat"] = jnp.clip(x + 0.05 * out["x_hat"], 0, 1)
-    loss, m = losses.rate_distortion_loss(x, out, lmbda=8.0, metric="ms-ssim")
+    loss, m = objective.rate_distortion_loss(x, out, lmbda=8.0, metric="ms-ssim")
     want_ssim = float(jnp.mean(ms_ssim(out["x_hat"], x, max_val=1.0)))
     np.testing.assert_allclose(float(m["ms_ssim"]), want_ssim, rtol=1e-6)
     np.testing.assert_allclose(float(loss), 8.0 * (1 - want_ssim) + float(m["bpp"]), rtol=1e-6)
     with pytest.raises(ValueError, match="loss metric"):
-        losses.rate_distortion_loss(x, out, lmbda=1.0, metric="psnr")
+        objective.rate_distortion_loss(x, out, lmbda=1.0, metric="psnr")
 
 
 def test_lr_schedules():
@@ -610,6 +611,13 @@ def test_config_checks_ms_ssim_size_is_the_metrics_one():
     from mracnn_jax.training.config_checks import MS_SSIM_MIN_SIZE
 
     assert MS_SSIM_MIN_SIZE == min_size_for_ms_ssim()
+
+
+def test_config_checks_loss_metrics_are_the_objectives():
+    from mracnn_jax.models.objective import LOSS_METRICS
+    from mracnn_jax.training import defaults
+
+    assert defaults.LOSS_METRICS == LOSS_METRICS
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ loss for this image, every rounding straight-through:
       y~_i = round(y_i - mu_i) + mu_i;   y^_i = LRP_i(support_i, y~_i)
     x^  = g_s(y^) cropped to the image, clipped to [0, 1]
     L(y) = (-log2 p_z(z^) - sum_i log2 N(y~_i; mu_i, sigma_i)) / (H W) + lambda 255^2 MSE(x^, x)
-           ('mse' models; 'ms-ssim' models: lambda (1 - MS-SSIM) + bpp, the training losses)
+           ('mse' models; 'ms-ssim' models: lambda (1 - MS-SSIM) + bpp: ``models.objective``)
 
 L is the rate and distortion of the rounded latent itself (the likelihoods of the transmitted
 symbols), so the loss of each iterate is known exactly up to the coding tables' quantisation, and
@@ -44,8 +44,8 @@ import optax
 from mracnn_jax.entropy.gaussian import gaussian_likelihood
 from mracnn_jax.entropy.quantize import quantize_around
 from mracnn_jax.metrics import min_size_for_ms_ssim
+from mracnn_jax.models.objective import LOSS_METRICS, rate_distortion_loss
 from mracnn_jax.models.padding import crop
-from mracnn_jax.training.losses import LOSS_METRICS, rate_distortion_loss
 
 DEFAULT_LEARNING_RATE = 0.01  # Adam's first step on y (latent units; a symbol is 1 wide)
 MAX_PIXELS = 2**22  # refinement holds the whole image's activations and their gradients

@@ -1,4 +1,5 @@
-"""Training: input pipeline, rate–distortion loss, train state, orbax checkpoints and the loop.
+"""Training: input pipeline, train state, orbax checkpoints and the loop (the rate–distortion loss
+is ``models.objective``'s, shared with the encoder's latent refinement).
 
 Modules (import them directly; this package imports nothing heavy so that configs can use
 ``defaults`` without pulling in orbax or grain):
@@ -7,7 +8,6 @@ Modules (import them directly; this package imports nothing heavy so that config
 * ``data_order``      the image list and the endless seeded order of training positions.
 * ``crops``           one image: decode, pad, random crop and flip, gray for one channel.
 * ``input_pipeline``  image folders → uint8 batches, grain or thread backend, resumable position.
-* ``losses``          ``rate_distortion_loss`` (λ·255²·MSE + bpp, or λ·(1 − MS-SSIM) + bpp).
 * ``train_state``     ``TrainState`` and ``make_optimizer`` (clipping + Adam + schedule).
 * ``checkpoint``      ``CheckpointManager`` for orbax 0.4.4 and 0.12.
 * ``export``          ``export_from_checkpoint``: a checkpoint's portable model file.

@@ -26,6 +26,8 @@ MS_SSIM_LAMBDAS: tuple[float, ...] = (3.0, 5.0, 8.0, 16.0, 32.0, 60.0)
 PAPER_LEARNING_RATE: float = 1e-5
 
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
+#: ``models.objective.LOSS_METRICS``, repeated so that the config checks import no JAX
+#: (test_training.py compares the two).
 LOSS_METRICS: tuple[str, ...] = ("mse", "ms-ssim")
 DATA_BACKENDS: tuple[str, ...] = ("auto", "grain", "python")
 SMALL_IMAGE_POLICIES: tuple[str, ...] = ("pad", "skip")

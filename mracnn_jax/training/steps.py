@@ -34,8 +34,8 @@ from jax.sharding import PartitionSpec as P
 from mracnn_jax import model_file
 from mracnn_jax.entropy.rate import bits_per_image
 from mracnn_jax.metrics import min_size_for_ms_ssim, ms_ssim
+from mracnn_jax.models.objective import rate_distortion_loss
 from mracnn_jax.models.registry import init_params
-from mracnn_jax.training.losses import rate_distortion_loss
 from mracnn_jax.training.train_state import TrainState, make_lr_schedule
 
 DATA_AXIS = "data"

@@ -1,4 +1,5 @@
-"""Rate–distortion training loss.
+"""The rate–distortion objective: the training loss, and the per-image loss the encoder's latent
+refinement minimises (``codec.latent_refinement``).
 
 For a batch x `[B, H, W, 3]` in [0, 1], the model output ``out`` with reconstruction
 ``out['x_hat']`` and latent likelihoods ``out['likelihoods']`` (a dict, e.g. {'y', 'z'}, each
@@ -21,7 +22,10 @@ import jax.numpy as jnp
 
 from mracnn_jax.entropy.rate import total_bits
 from mracnn_jax.metrics import ms_ssim as _ms_ssim
-from mracnn_jax.training.defaults import LOSS_METRICS
+
+#: The distortion terms a model can be trained under (``train.loss_metric``; the config checks
+#: repeat the tuple in ``training.defaults``).
+LOSS_METRICS: tuple[str, ...] = ("mse", "ms-ssim")
 
 
 def rate_distortion_loss(
