@@ -169,7 +169,8 @@ def _compress_file(args, src: str, output: str, get_model, label: str = "") -> t
     depth = "" if rgb.dtype.itemsize == 1 else f" {args.bits or 16}-bit"
     print(
         f"{output}: {len(result.data)} bytes, {8 * len(result.data) / (h * w):.4f} bpp "
-        f"({h}x{w} {mode}{depth}, model {model.name}{_tiles_note(result.tiling)})"
+        f"({h}x{w} {mode}{depth}, model {model.name}{_tiles_note(result.tiling)}"
+        f"{_refinement_note(result.refinement)})"
     )
     return len(result.data), h * w
 
@@ -186,6 +187,15 @@ def _tile(args):
             raise CliError(str(e)) from None
         return args.tile
     return None if args.no_tile else "auto"
+
+
+def _refinement_note(refinement) -> str:
+    if refinement is None:
+        return ""
+    return (
+        f", latent refined in {len(refinement.losses) - 1} steps: rate-distortion loss "
+        f"{-100 * refinement.gain:+.2f} %, {refinement.seconds:.1f} s"
+    )
 
 
 def _tiles_note(tiling: dict | None) -> str:

@@ -104,6 +104,21 @@ def test_cli_refusals(rich_model_path, tmp_path, image):
     assert not (tmp_path / "o.mrac").exists()
 
 
+def test_cli_refines_as_the_library_does(model, image, tmp_path):
+    model_path, src, out = tmp_path / "lambda.mracnn", tmp_path / "crop.png", tmp_path / "c.mrac"
+    model.save(model_path)
+    Image.fromarray(image).save(src)
+    args = ["compress", src, out, "--model", model_path, "--refine", "3", "--no-cache"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "mracnn_jax.cli", *map(str, args)],
+        check=False, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "latent refined in 3 steps: rate-distortion loss -" in proc.stdout
+    loaded = codec.LoadedModel.load(model_path)
+    assert out.read_bytes() == codec.compress(image, loaded, refine_steps=3)
+
+
 def test_learning_rate_decays_on_a_cosine_to_zero():
     rates = [latent_refinement.learning_rate_at(k, 4, 0.01) for k in range(5)]
     assert rates == pytest.approx([0.01, 0.5 * 0.01 * (1 + 2**-0.5), 0.005, 0.5 * 0.01 * (1 - 2**-0.5), 0.0])
