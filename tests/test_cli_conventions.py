@@ -63,7 +63,7 @@ MAGIC = b"FAKE"
 def _fake_compress(image, model, **options):
     h, w = image.shape[:2]
     data = MAGIC + h.to_bytes(2, "big") + w.to_bytes(2, "big") + image.tobytes()
-    return types.SimpleNamespace(data=data, tiling=None)
+    return types.SimpleNamespace(data=data, tiling=None, refinement=None)
 
 
 def _fake_unpack(data):
