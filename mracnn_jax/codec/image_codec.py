@@ -117,10 +117,10 @@ def _coded_image(image: Any, model: LoadedModel, bits: int | None) -> tuple[np.n
     return rgb, mode, bits
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool, unit: str = "tile"):
     """A tqdm bar on stderr that appears only for work taking more than a few seconds."""
     return tqdm(
-        total=total, desc=desc, unit="tile", delay=PROGRESS_DELAY_S, disable=not enabled,
+        total=total, desc=desc, unit=unit, delay=PROGRESS_DELAY_S, disable=not enabled,
         leave=False, dynamic_ncols=True,
     )  # fmt: skip
 
@@ -209,10 +209,7 @@ def compress_with_info(
 
 def _refine(model, samples, peak, y, steps, learning_rate, progress):
     """``latent_refinement.refine_latent`` with a bar over its steps."""
-    with tqdm(
-        total=steps, desc="refining the latent", unit="step", delay=PROGRESS_DELAY_S,
-        disable=not progress, leave=False, dynamic_ncols=True,
-    ) as bar:  # fmt: skip
+    with _progress(steps, "refining the latent", progress, unit="step") as bar:
 
         def tick(_, loss):
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
