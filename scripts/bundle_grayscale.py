@@ -12,7 +12,7 @@ the metadata gains:
 * ``quality``: Q (``zoo`` picks by it);
 * ``initialised_from``: the colour model the conversion started from (file, params digest,
   method), from INIT's metadata;
-* ``fine_tuned``: the steps, wall time, batch and crop of the run, from its config and metrics,
+* ``fine_tuned``: the steps and the last sitting's batch and crop, from the run's config and metrics,
   and the validation metrics before and after.
 
 Run it with ``.venv`` (jax 0.4.34), the stack whose float arithmetic computed the coding tables of
@@ -42,7 +42,8 @@ def run_summary(workdir: Path) -> dict:
     keep = ("bpp", "psnr", "ms_ssim", "loss")
     return {
         "steps": int(train[-1]["step"]) if train else 0,
-        "batch": f"{t.get('batch_size')} gray crops of {t.get('crop_size')}²",
+        # config.json is the last sitting's: earlier sittings may have used other batches
+        "batch": f"{t.get('batch_size')} gray crops of {t.get('crop_size')}² (the last sitting's)",
         "data": "the training photos' ITU-R 601 luma (BSDS500 train+test, CID22)",
         "lmbda": t.get("lmbda"),
         "eval_before": {k: evals[0][k] for k in keep if k in evals[0]} if evals else None,
