@@ -52,7 +52,7 @@ def run_summary(workdir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("quality", type=int)
     p.add_argument("workdir", type=Path)
     p.add_argument("init", type=Path, help="the converted model the run started from")
