@@ -14,6 +14,7 @@ BF16_CURVE = tests/test_bf16.py::test_bf16_training_follows_the_float32_loss_cur
 # Latent refinement (pure JAX, about a minute) runs in .venv-new only, for the same reason.
 REFINE_TESTS = tests/test_latent_refinement.py
 NEW_ENV_TESTS ?= tests/test_elsa.py tests/test_model.py tests/test_training.py tests/test_checkpoint.py \
+    tests/test_input_pipeline.py tests/test_objective.py tests/test_train_state.py \
     tests/test_format.py tests/test_scale_agreement.py tests/test_range_coder.py tests/test_tables.py \
     tests/test_codec.py tests/test_tiling.py tests/test_portability.py tests/test_images.py tests/test_zoo.py \
     tests/test_bench_train_step.py tests/test_high_depth.py tests/test_entropy.py tests/test_metrics.py \

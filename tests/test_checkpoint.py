@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from test_training import TinyCodec, assert_trees_equal, tiny_config  # a sibling test module
+from tiny_training import TinyCodec, assert_trees_equal, tiny_config  # a sibling helper module
 
 from mracnn_jax import model_file
 from mracnn_jax.training import checkpoint, defaults, export, train_state

@@ -1,6 +1,6 @@
 """``mracnn train`` and ``mracnn evaluate``, the presets behind ``--config``, and ``train.py``.
 
-The training runs here swap the preset's model for test_training's ``TinyCodec`` (the loop, the
+The training runs here swap the preset's model for tiny_training's ``TinyCodec`` (the loop, the
 config handling and the outputs are the real ones), so that they take seconds; the real small
 model is trained by ``mracnn train`` in test_wheel.py.
 """
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_training import TinyCodec, write_images  # a sibling test module
+from tiny_training import TinyCodec, write_images  # a sibling helper module
 
 from mracnn_jax import cli, config_files, configs
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_training import TinyCodec, tiny_config  # a sibling test module
+from tiny_training import TinyCodec, tiny_config  # a sibling helper module
 
 from mracnn_jax import compilation_cache
 from mracnn_jax.training.train_lib import train_and_evaluate

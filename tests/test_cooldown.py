@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_training import TinyCodec, assert_trees_equal, params_of, tiny_config  # a sibling
+from tiny_training import TinyCodec, assert_trees_equal, params_of, tiny_config  # a sibling
 
 from mracnn_jax import model_file
 from mracnn_jax.training import cooldown
