@@ -4,8 +4,12 @@
     .venv/bin/python scripts/bundle_grayscale.py Q WORKDIR INIT.mracnn [--out DIR]
 
 ``WORKDIR`` is the ``train.py`` run that fine-tuned the grayscale model (its ``model.mracnn``
-and ``metrics.jsonl``); ``INIT.mracnn`` the converted model it started from
-(``scripts/make_grayscale_model.py``, whose metadata names the colour model). The parameters,
+and ``metrics.jsonl``); ``INIT.mracnn`` the model it started from (``train.init_from``): either
+the converted colour model (``scripts/make_grayscale_model.py``, whose metadata names the colour
+model), or an earlier bundled grayscale model, when a sitting continues one whose work directory
+is gone. In the second case the steps add up, the validation before is the first run's, and
+``fine_tuned.continued`` lists each continuation (its start's params digest and steps; the
+optimiser state started afresh there). The parameters,
 config and storage dtype are kept as they are (the params digest is checked to be unchanged), and
 the metadata gains:
 
@@ -51,6 +55,19 @@ def run_summary(workdir: Path) -> dict:
     }
 
 
+def continued(before: dict, run: dict, start_digest: str) -> dict:
+    """The provenance of a run that continued an already fine-tuned model: steps summed, the
+    validation before taken from the first run, the continuation recorded."""
+    out = dict(run)
+    out["steps"] = int(before["steps"]) + int(run["steps"])
+    out["eval_before"] = before.get("eval_before")
+    out["continued"] = list(before.get("continued", [])) + [
+        {"from_params_digest": start_digest, "at_step": int(before["steps"]),
+         "steps": int(run["steps"]), "optimiser": "fresh"}
+    ]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("quality", type=int)
@@ -64,11 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     header = model_file.read_header(source)
     if int(config.get("channels", 3)) != 1:
         sys.exit(f"{source} is not a grayscale model (channels {config.get('channels', 3)})")
-    init_meta = model_file.read_header(a.init).get("metadata") or {}
+    init_header = model_file.read_header(a.init)
+    init_meta = init_header.get("metadata") or {}
     metadata = dict(metadata or {})
     metadata["quality"] = a.quality
     metadata["initialised_from"] = init_meta.get("initialised_from")
     metadata["fine_tuned"] = run_summary(a.workdir)
+    if init_meta.get("fine_tuned"):
+        metadata["fine_tuned"] = continued(init_meta["fine_tuned"], metadata["fine_tuned"],
+                                           init_header["params_digest"])
+        metadata["step"] = metadata["fine_tuned"]["steps"]
     out = a.out / f"mracnn-bundled-gray-q{a.quality}.mracnn"
     digest = model_file.save_model(
         out, config, params, metadata=metadata, dtype=header.get("storage_dtype", "float32")

@@ -1,9 +1,12 @@
 """Grayscale models initialised from colour ones (models/grayscale.py,
-scripts/make_grayscale_model.py): exact on gray images."""
+scripts/make_grayscale_model.py): exact on gray images; the provenance scripts/bundle_grayscale.py
+writes."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -15,12 +18,16 @@ from mracnn_jax.models import build_model, init_params, presets
 from mracnn_jax.models.grayscale import OUTPUT_WEIGHTS, grayscale_from_colour
 
 
-def _script(repo_root):
-    path = repo_root / "scripts" / "make_grayscale_model.py"
-    spec = importlib.util.spec_from_file_location("make_grayscale_model", path)
+def _load_script(repo_root, name):
+    path = repo_root / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _script(repo_root):
+    return _load_script(repo_root, "make_grayscale_model")
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +121,47 @@ def test_refuses_a_gray_model(colour_file):
         grayscale_from_colour(gray_config, gray_params)
     with pytest.raises(ValueError, match="output must be one of"):
         grayscale_from_colour(config, params, "max")
+
+
+def _fake_run(workdir, model_path, steps, losses):
+    """A work directory as train.py leaves it: model.mracnn, config.json, metrics.jsonl with a
+    validation at the start and the end."""
+    workdir.mkdir()
+    shutil.copy(model_path, workdir / "model.mracnn")
+    (workdir / "config.json").write_text(
+        json.dumps({"train": {"batch_size": 2, "crop_size": 256, "lmbda": 0.013}})
+    )
+    records = [{"step": 0, "split": "eval", "loss": losses[0], "bpp": 0.7, "psnr": 30.0}]
+    records += [{"step": s, "split": "train", "loss": 1.0} for s in range(10, steps + 1, 10)]
+    records += [{"step": steps, "split": "eval", "loss": losses[1], "bpp": 0.6, "psnr": 31.0}]
+    (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_bundle_continues_a_bundled_model(colour_file, tmp_path, repo_root):
+    """A sitting started from an already bundled gray model (its work directory gone) adds its
+    steps to the bundled ones and keeps the first run's validation before."""
+    init = tmp_path / "init.mracnn"
+    assert _script(repo_root).main([str(colour_file), str(init)]) == 0
+    bundle = _load_script(repo_root, "bundle_grayscale")
+    first, second = tmp_path / "first", tmp_path / "second"
+    _fake_run(tmp_path / "run1", init, 40, (2.0, 1.5))
+    assert bundle.main(["2", str(tmp_path / "run1"), str(init), "--out", str(first)]) == 0
+    bundled = first / "mracnn-bundled-gray-q2.mracnn"
+    meta = model_file.read_header(bundled)["metadata"]
+    assert meta["fine_tuned"]["steps"] == 40 and "continued" not in meta["fine_tuned"]
+
+    _fake_run(tmp_path / "run2", bundled, 30, (1.6, 1.4))
+    assert bundle.main(["2", str(tmp_path / "run2"), str(bundled), "--out", str(second)]) == 0
+    meta2 = model_file.read_header(second / "mracnn-bundled-gray-q2.mracnn")["metadata"]
+    tuned = meta2["fine_tuned"]
+    assert tuned["steps"] == 70 and meta2["step"] == 70
+    assert tuned["eval_before"]["loss"] == 2.0 and tuned["eval_after"]["loss"] == 1.4
+    assert tuned["continued"] == [
+        {
+            "from_params_digest": model_file.read_header(bundled)["params_digest"],
+            "at_step": 40,
+            "steps": 30,
+            "optimiser": "fresh",
+        }
+    ]
+    assert meta2["initialised_from"] == meta["initialised_from"]
