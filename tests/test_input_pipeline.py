@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import ml_collections
 import numpy as np
@@ -18,20 +17,6 @@ from tiny_training import write_images  # a sibling helper module
 from mracnn_jax.training import crops, data_order, input_pipeline
 
 
-def write_photos(folder: Path, n: int, size=(96, 80)) -> list[Path]:
-    """n random colour PNGs and one grayscale PNG (the last)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    paths = []
-    for k in range(n + 1):
-        img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-        if k == n:
-            img = img.convert("L")
-        paths.append(folder / f"img{k:02d}.png")
-        img.save(paths[-1])
-    return paths
-
-
 def _iterator(paths, **kw):
     """A training iterator over ``paths``: batches of 4 crops of 64², seed 0, in this process."""
     args = {"batch_size": 4, "crop_size": 64, "seed": 0, "num_workers": 0, "backend": "auto"}
@@ -39,7 +24,7 @@ def _iterator(paths, **kw):
 
 
 def test_gray_batches_are_the_luma_of_the_colour_crops(tmp_path):
-    paths = write_photos(tmp_path, 5)
+    paths = write_images(tmp_path, 6)  # five colour, the first gray
     colour, gray = _iterator(paths, batch_size=3), _iterator(paths, batch_size=3, channels=1)
     for _ in range(3):
         c, g = next(colour), next(gray)
@@ -52,13 +37,13 @@ def test_gray_batches_are_the_luma_of_the_colour_crops(tmp_path):
 
 
 def test_gray_photos_stay_as_they_are(tmp_path):
-    paths = write_photos(tmp_path, 0, size=(64, 64))  # one gray 64x64 image: the crop is all of it
+    paths = write_images(tmp_path, 1, size=(64, 64))  # one gray 64x64 PNG: the crop is all of it
     (g,) = next(_iterator(paths, batch_size=1, channels=1, flip_lr=False))
     np.testing.assert_array_equal(g[..., 0], np.asarray(Image.open(paths[0])))
 
 
 def test_gray_eval_images_and_config(tmp_path):
-    paths = write_photos(tmp_path, 2)
+    paths = write_images(tmp_path, 3)  # the first gray
     imgs, used = input_pipeline.load_eval_images(tmp_path, 64, 3, channels=1)
     colour, _ = input_pipeline.load_eval_images(tmp_path, 64, 3)
     assert imgs.shape == (3, 64, 64, 1) and len(used) == 3
