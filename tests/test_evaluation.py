@@ -335,3 +335,13 @@ def test_compared_curves_do_not_squash_the_measured_ones():
     assert ax.get_xlim() == pytest.approx((0.0, 0.66))
     assert ax.get_ylim() == pytest.approx((27.0, 32.5))
     assert "VTM" in " ".join(ax.get_legend_handles_labels()[1])  # still drawn, clipped
+
+
+def test_grayscale_plots_name_the_psnr_axis_without_rgb():
+    ours = results.make_result(
+        "ours", "", [{"bpp": b, "psnr": p, "ms_ssim": 0.95} for b, p in ((0.2, 28.0), (0.6, 31.5))]
+    )
+    colour, gray = plots.plot_rd([ours]), plots.plot_rd([ours], grayscale=True)
+    assert colour.axes[0].get_ylabel() == "PSNR-RGB (dB)"
+    assert gray.axes[0].get_ylabel() == "PSNR (dB)"
+    assert gray.axes[1].get_ylabel() == colour.axes[1].get_ylabel()  # MS-SSIM unchanged

@@ -103,6 +103,7 @@ def plot_rd(
     compared: Sequence[dict[str, Any]] = (),
     title: str | None = None,
     dpi: int = 120,
+    grayscale: bool = False,
 ) -> Figure:
     """One figure with a panel per metric (default PSNR–bpp and MS-SSIM(dB)–bpp), saved as
     PNG to `path` if given.
@@ -114,12 +115,16 @@ def plot_rd(
       compared: result dicts of other codecs, drawn as dashed curves labelled by name.
       metrics: panels, from "psnr" and "ms-ssim-db".
       title: figure title.
+      grayscale: the images are grayscale: the PSNR axis says "PSNR (dB)" (of the one channel)
+        instead of "PSNR-RGB (dB)".
     """
     fig = Figure(figsize=(6.0 * len(metrics), 4.5))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, m in zip(axes, metrics):
         draw_rd(ax, results, m, published, compared)
+        if grayscale and m == "psnr":
+            ax.set_ylabel("PSNR (dB)")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

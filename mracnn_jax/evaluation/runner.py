@@ -262,7 +262,14 @@ def run_evaluation(
 
     title = f"{dataset}: rate–distortion"
     written["plot"] = out / "rd.png"
-    plots.plot_rd(curves, written["plot"], published=published, compared=references, title=title)
+    plots.plot_rd(
+        curves,
+        written["plot"],
+        published=published,
+        compared=references,
+        title=title,
+        grayscale=all(im.ndim == 2 for im in images),
+    )
     summary = _summary_markdown(
         curves + references,
         anchor_result,
