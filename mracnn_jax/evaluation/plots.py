@@ -54,13 +54,15 @@ def draw_rd(
     metric: str = "psnr",
     published: Sequence[dict[str, Any]] = (),
     compared: Sequence[dict[str, Any]] = (),
+    grayscale: bool = False,
 ) -> None:
     """Draw the RD curves of `results`, the `compared` curves and the `published` points on a
     matplotlib Axes.
 
     `metric` is "psnr" or "ms-ssim-db"; results without that metric are skipped (published
     PSNR-only points do not appear on an MS-SSIM plot). The frame is set by `results`
-    (`_frame`); without them matplotlib's autoscale frames everything.
+    (`_frame`); without them matplotlib's autoscale frames everything. `grayscale`: the PSNR axis
+    says "PSNR (dB)" (of the one channel) instead of "PSNR-RGB (dB)".
     """
     if metric not in _AXES:
         raise ValueError(f"unknown metric {metric!r}; choose from {tuple(_AXES)}")
@@ -89,7 +91,7 @@ def draw_rd(
     if measured:
         _frame(ax, measured)
     ax.set_xlabel("bits per pixel (bpp)")
-    ax.set_ylabel(_AXES[metric][0])
+    ax.set_ylabel("PSNR (dB)" if grayscale and metric == "psnr" else _AXES[metric][0])
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="lower right")
@@ -115,16 +117,13 @@ def plot_rd(
       compared: result dicts of other codecs, drawn as dashed curves labelled by name.
       metrics: panels, from "psnr" and "ms-ssim-db".
       title: figure title.
-      grayscale: the images are grayscale: the PSNR axis says "PSNR (dB)" (of the one channel)
-        instead of "PSNR-RGB (dB)".
+      grayscale: the images are grayscale (see `draw_rd`).
     """
     fig = Figure(figsize=(6.0 * len(metrics), 4.5))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, m in zip(axes, metrics):
-        draw_rd(ax, results, m, published, compared)
-        if grayscale and m == "psnr":
-            ax.set_ylabel("PSNR (dB)")
+        draw_rd(ax, results, m, published, compared, grayscale)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
