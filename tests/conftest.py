@@ -68,6 +68,16 @@ def copy_of_small_model(small_model_export, tmp_path_factory) -> pathlib.Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def subprocess_xla_cache(tmp_path_factory) -> pathlib.Path:
+    """One persistent compilation cache for the scripts and commands that tests run as
+    subprocesses (``JAX_COMPILATION_CACHE_DIR``): what one compiled, the next loads.
+    bench_train_step's and bench_gpu_compare's smoke runs compile the same step (the small preset's
+    at batch 2 of 64²), the cross-stack decoder the encoder's codec pieces. This stack's processes
+    only; in-process tests keep the cache off."""
+    return tmp_path_factory.mktemp("xla_cache")
+
+
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     """A JAX persistent compilation cache for the requesting module (off again afterwards)."""

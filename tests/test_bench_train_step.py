@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -44,11 +45,13 @@ def test_jaxpr_flops_counts_convolutions_and_matmuls():
     assert counted == pytest.approx(bench._flops(g.lower(x, k, w)), rel=0.15)
 
 
-def test_smoke_run_on_the_small_config():
+def test_smoke_run_on_the_small_config(subprocess_xla_cache):
+    # batch 2 of 64², the shape of bench_gpu_compare's smoke run, which then loads this compiled step
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--config", "small",
-         "--batch", "1", "--crop", "64", "--steps", "1"],
+         "--batch", "2", "--crop", "64", "--steps", "1"],
         capture_output=True, text=True, timeout=600, check=False, cwd=REPO,
+        env=dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(subprocess_xla_cache)),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -4,7 +4,9 @@ Files written here decode in the other environment and the reverse, for every bu
 (each on another sample image), one tiled image and, where grayscale models are bundled, one
 grayscale image; the decoded images agree with the encoder's prediction to
 >= 60 dB PSNR. ``make test`` runs this in ``.venv`` (jax 0.4.34, numpy 1.26) with
-``MRACNN_OTHER_PYTHON=.venv-new/bin/python`` (the newest jax, numpy 2).
+``MRACNN_OTHER_PYTHON=.venv-new/bin/python`` (the newest jax, numpy 2). The two stacks encode side
+by side, then decode side by side. Each stack keeps its own persistent compilation cache: its
+decoder loads what its own encoder compiled, never anything the other stack compiled.
 """
 
 from __future__ import annotations
@@ -30,25 +32,49 @@ pytestmark = [
 ]
 
 
-def _run(python: str, *args: str) -> str:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
-    done = subprocess.run(
-        [python, str(SCRIPT), *args], capture_output=True, text=True, cwd=REPO, env=env,
-        timeout=1200, check=False,
+def _start(python: str, cache: pathlib.Path, *args: str) -> subprocess.Popen:
+    """The script in ``python``'s stack, with that stack's compilation cache: the decoding
+    process loads the codec pieces its stack's encoding process compiled."""
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        JAX_PLATFORMS="cpu",
+        JAX_COMPILATION_CACHE_DIR=str(cache),
+    )
+    return subprocess.Popen(
+        [python, str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, env=env,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return done.stdout
 
 
-def test_files_decode_in_the_other_stack(tmp_path):
+def _finish(*procs: subprocess.Popen) -> list[str]:
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=1200)
+        assert proc.returncode == 0, out[-2000:] + err[-3000:]
+        outs.append(out)
+    return outs
+
+
+def test_files_decode_in_the_other_stack(tmp_path, subprocess_xla_cache):
     here, there = tmp_path / "here", tmp_path / "there"
     other = str(REPO / OTHER) if not os.path.isabs(OTHER) else OTHER
-    _run(sys.executable, "encode", str(here))
-    _run(other, "encode", str(there))
-    _run(other, "decode", str(here), str(tmp_path / "here-decoded-there"))
-    _run(sys.executable, "decode", str(there), str(tmp_path / "there-decoded-here"))
+    caches = {sys.executable: subprocess_xla_cache, other: tmp_path / "cache-other"}
+    # the two stacks side by side: both encode, then each decodes the other's files
+    _finish(
+        *(
+            _start(py, caches[py], "encode", str(out))
+            for py, out in ((sys.executable, here), (other, there))
+        )
+    )
+    _finish(
+        _start(other, caches[other], "decode", str(here), str(tmp_path / "here-decoded-there")),
+        _start(sys.executable, caches[sys.executable], "decode", str(there), str(tmp_path / "there-decoded-here")),
+    )  # fmt: skip
     for enc, dec in ((here, "here-decoded-there"), (there, "there-decoded-here")):
-        report = _run(sys.executable, "compare", str(enc), str(tmp_path / dec))
+        (report,) = _finish(
+            _start(sys.executable, caches[sys.executable], "compare", str(enc), str(tmp_path / dec))
+        )
         # one file per colour model + 1 tiled file (+ 1 grayscale), all decoded at >= 60 dB
         expected = len(zoo.for_channels(3)) + 1 + (zoo.default(channels=1).channels == 1)
         assert f"{expected} decoded at >= 60 dB, 0 not" in report, report

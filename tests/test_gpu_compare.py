@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import pytest
 
 
 @pytest.mark.slow
-def test_gpu_compare_smoke_run(repo_root, tmp_path):
+def test_gpu_compare_smoke_run(repo_root, tmp_path, subprocess_xla_cache):
     """Two variants per environment, to keep ``make test`` short: the float32 step and the
     PyTorch twin where torch is (``.venv``), the float32 and bfloat16 steps elsewhere
     (``.venv-new``, whose half of ``make test`` runs this file too)."""
@@ -25,6 +26,7 @@ def test_gpu_compare_smoke_run(repo_root, tmp_path):
          "--variants", *sorted(expected),
          "--deadline", "1500", "--json", str(rows_path), "--peak-tf32", "1", "--peak-bf16", "2"],
         check=False, capture_output=True, text=True, cwd=repo_root, timeout=1800,
+        env=dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(subprocess_xla_cache)),
     )
     print(proc.stdout[-3000:], proc.stderr[-3000:])
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -88,7 +88,7 @@ def small_model():
 
 def test_training_step_lowers_loss_and_reaches_every_parameter(small_model):
     model, params = small_model
-    x = jnp.asarray(smooth_images(2, 128))
+    x = jnp.asarray(smooth_images(2, 64))
     opt = optax.adam(1e-3)
 
     def loss_fn(p, key):

@@ -184,10 +184,10 @@ def test_bundled_model_tiles_make_the_same_file(kodak_dir):
     from mracnn_jax import zoo
 
     rich_model = codec.LoadedModel.load(zoo.by_quality(1).path)
-    image = np.asarray(Image.open(kodak_dir / "kodim05.png").convert("RGB"))[:320, :448]
+    image = np.asarray(Image.open(kodak_dir / "kodim05.png").convert("RGB"))[:192, :320]
     one = codec.compress_with_info(image, rich_model, tile=None)
     tiled = codec.compress_with_info(image, rich_model, tile=64)
-    assert tiled.tiling["rows"] * tiled.tiling["cols"] == 35
+    assert tiled.tiling["rows"] * tiled.tiling["cols"] == 15
     assert tiled.data == one.data
     np.testing.assert_array_equal(tiled.y_symbols, one.y_symbols)
     assert np.abs(tiled.reconstruction.astype(int) - one.reconstruction).max() <= 1

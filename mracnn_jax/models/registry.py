@@ -68,7 +68,13 @@ def init_params(model: ImageCompressor, rng, image_size: int = DOWNSAMPLING):
     (Flax folds each module path into the key), which takes minutes on CPU, while eagerly the same
     small kernels are compiled once and reused. The initialisers sample on the host
     (``mracnn_jax.layers.init``).
+
+    Parameters are float32 whatever the compute dtype, and their values depend only on ``rng``
+    and the module paths, so a bfloat16 model is initialised by its float32 twin: eagerly in
+    bfloat16, which the CPU emulates, the pass takes about a minute for the small preset.
     """
+    if model.compute_dtype != "float32":
+        model = build_model(model.cfg, compute_dtype="float32")
     x = jnp.zeros((1, image_size, image_size, model.cfg.channels), jnp.float32)
     p_rng, n_rng = jax.random.split(rng)
     return model.init({"params": p_rng, "noise": n_rng}, x, train=True)["params"]
