@@ -73,7 +73,7 @@ def init_params(model: ImageCompressor, rng, image_size: int = DOWNSAMPLING):
     and the module paths, so a bfloat16 model is initialised by its float32 twin: eagerly in
     bfloat16, which the CPU emulates, the pass takes about a minute for the small preset.
     """
-    if model.compute_dtype != "float32":
+    if getattr(model, "compute_dtype", "float32") != "float32":  # (test doubles have none)
         model = build_model(model.cfg, compute_dtype="float32")
     x = jnp.zeros((1, image_size, image_size, model.cfg.channels), jnp.float32)
     p_rng, n_rng = jax.random.split(rng)
