@@ -98,7 +98,7 @@ def test_bf16_networks_compute_in_bf16_and_return_float32(base):
         assert _dtypes_of(jaxpr.out_avals) == {"float32"}, name
     rngs = {"noise": jax.random.PRNGKey(1)}
 
-    # the dtypes of the whole forward pass, traced (the loss-curve test below runs it)
+    # the dtypes of the whole forward pass, traced; the loss-curve test below (.venv-new) runs it
     out = jax.eval_shape(lambda p: model.apply({"params": p}, x, train=True, rngs=rngs), params)
     assert {k: str(out[k].dtype) for k in ("x_hat", "y_hat", "z_hat", "bpp")} == dict.fromkeys(
         ("x_hat", "y_hat", "z_hat", "bpp"), "float32"
