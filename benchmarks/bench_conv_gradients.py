@@ -13,7 +13,7 @@ times forward and gradient (with respect to input and kernel) of
     derived gradients against ``conv.conv_stride2`` (same forward, sub-pixel input gradient,
     polyphase kernel gradient);
   * a 5x5 stride-2 transposed convolution 192 -> 192 on 64x64 (the middle of g_s) and 192 -> 3 on
-    128x128 (g_s's last layer): ``conv.conv_transpose_subpixel`` (four exact-tap convolutions, or
+    128x128 (g_s's last layer): ``upsampling.conv_transpose_subpixel`` (four exact-tap convolutions, or
     matmul + col2im below ``FEW_OUTPUT_CHANNELS`` outputs) against the input-dilated form
     ``flax.linen.ConvTranspose`` lowers to, and against one convolution with the four phases
     stacked into a zero-padded ``[3, 3, C_in, 4 C_out]`` kernel (the sub-pixel form this project
@@ -40,9 +40,9 @@ def _stacked_subpixel(x, kernel, padding):
     import jax
     import jax.numpy as jnp
 
-    from mracnn_jax.layers import conv
+    from mracnn_jax.layers import upsampling
 
-    phases = conv.phase_kernels(kernel, padding)
+    phases = upsampling.phase_kernels(kernel, padding)
     lo = max(pad[0][0] for _, pad in phases.values())
     hi = max(pad[0][1] for _, pad in phases.values())
     size = lo + hi + 1
@@ -54,22 +54,22 @@ def _stacked_subpixel(x, kernel, padding):
     w_all = jnp.concatenate(stacked, axis=-1)
     assert w_all.shape[:2] == (size, size)
     y = jax.lax.conv_general_dilated(x, w_all, (1, 1), ((lo, hi), (lo, hi)), dimension_numbers=_DN)
-    return conv.depth_to_space(y, 2)
+    return upsampling.depth_to_space(y, 2)
 
 
 def _cases(batch: int):
     import jax
 
-    from mracnn_jax.layers import conv
+    from mracnn_jax.layers import conv, upsampling
 
     def strided_xla(x, k):
         return jax.lax.conv_general_dilated(x, k, (2, 2), ((2, 2), (2, 2)), dimension_numbers=_DN)
 
     def dilated(x, k):
-        return conv.conv_transpose_dilated(x, k, 2)
+        return upsampling.conv_transpose_dilated(x, k, 2)
 
     def ours_transpose(x, k):
-        return conv.conv_transpose_subpixel(x, k, 2)
+        return upsampling.conv_transpose_subpixel(x, k, 2)
 
     def stacked(x, k):
         return _stacked_subpixel(x, k, 2)

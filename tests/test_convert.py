@@ -23,8 +23,8 @@ from mracnn_jax import convert, model_file
 from mracnn_jax.convert import ConversionError, layouts, state_dicts
 from mracnn_jax.entropy.factorized import FactorizedPrior
 from mracnn_jax.entropy.gaussian import gaussian_likelihood
-from mracnn_jax.layers.conv import depth_to_space
 from mracnn_jax.layers.gdn import GDN
+from mracnn_jax.layers.upsampling import depth_to_space
 from mracnn_jax.models import presets
 from mracnn_jax.models.registry import build_model
 

@@ -10,17 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mracnn_jax.layers.conv import (
-    Conv2d,
+from mracnn_jax.layers.conv import Conv2d, conv_stride2, pointwise_conv
+from mracnn_jax.layers.gdn import GDN, PEDESTAL, deparameterize, reparameterize
+from mracnn_jax.layers.mracb import MRACD, MRACU
+from mracnn_jax.layers.upsampling import (
     ConvTranspose2d,
-    conv_stride2,
     conv_transpose_dilated,
     conv_transpose_subpixel,
     depth_to_space,
-    pointwise_conv,
 )
-from mracnn_jax.layers.gdn import GDN, PEDESTAL, deparameterize, reparameterize
-from mracnn_jax.layers.mracb import MRACD, MRACU
 from mracnn_jax.layers.wam import WAM, WindowAttention, shift_mask
 from mracnn_jax.ops import gelu
 

@@ -56,8 +56,9 @@ import jax
 import jax.numpy as jnp
 
 from mracnn_jax.layers import init as initializers
-from mracnn_jax.layers.conv import grouped_conv_same, torch_conv_kernel_init
+from mracnn_jax.layers.conv import grouped_conv_same
 from mracnn_jax.layers.elsa_aggregation import IMPLS, elsa_aggregate
+from mracnn_jax.layers.init import torch_conv_kernel_init
 from mracnn_jax.ops import gelu
 
 Array = jax.Array

@@ -9,7 +9,8 @@ works (the callback is not run). The 45-call case compiles in 1.2 s.
 
 Distributions (all float32):
 * ``torch_uniform(fan_in)``: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for conv and
-  linear weights and biases (kaiming_uniform with a = sqrt(5) reduces to this bound).
+  linear weights and biases (kaiming_uniform with a = sqrt(5) reduces to this bound);
+  ``torch_conv_kernel_init`` draws a kernel with its fan-in.
 * ``uniform(lo, hi)``, ``normal(std)``, ``truncated_normal(std, bound)``: N(0, std^2) resampled
   outside [-bound, bound]; ``bound=None`` means 2 std (``flax.linen.initializers.truncated_normal``),
   ``bound=2.0`` is timm's ``trunc_normal_`` default of absolute bounds +-2.
@@ -46,6 +47,12 @@ def torch_uniform(fan_in: int):
     """PyTorch's default: U(+-1/sqrt(fan_in))."""
     bound = 1.0 / np.sqrt(fan_in)
     return uniform(-bound, bound)
+
+
+def torch_conv_kernel_init(key, shape, dtype=jnp.float32):
+    """``torch_uniform`` with fan_in = prod(shape[:-1]): PyTorch's default conv/linear weight, for
+    an HWIO kernel (or ``[in, out]`` for a dense layer)."""
+    return torch_uniform(int(np.prod(shape[:-1])))(key, shape, dtype)
 
 
 def normal(std: float = 1.0):

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from mracnn_jax.layers.conv import Conv2d, ConvTranspose2d
+from mracnn_jax.layers.conv import Conv2d
 from mracnn_jax.layers.gdn import GDN
+from mracnn_jax.layers.upsampling import ConvTranspose2d
 
 
 class AsymmetricConvSum(nn.Module):

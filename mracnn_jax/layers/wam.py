@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mracnn_jax.layers import init
-from mracnn_jax.layers.conv import _bias_init, torch_conv_kernel_init
+from mracnn_jax.layers.init import torch_conv_kernel_init, torch_uniform
 from mracnn_jax.layers.residual import gated_residual
 
 
@@ -77,7 +77,7 @@ class Dense(nn.Module):
         kernel = self.param("kernel", torch_conv_kernel_init, (c_in, self.features))
         y = x @ kernel.astype(x.dtype)
         if self.use_bias:
-            y = y + self.param("bias", _bias_init(c_in), (self.features,)).astype(x.dtype)
+            y = y + self.param("bias", torch_uniform(c_in), (self.features,)).astype(x.dtype)
         return y
 
 

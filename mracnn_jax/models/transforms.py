@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from mracnn_jax.layers.conv import Conv2d, ConvTranspose2d, SubpelConv2d
+from mracnn_jax.layers.conv import Conv2d, SubpelConv2d
 from mracnn_jax.layers.elam import ELAM
 from mracnn_jax.layers.gdn import GDN
 from mracnn_jax.layers.mracb import MRACD, MRACU
 from mracnn_jax.layers.residual import activation_fn
+from mracnn_jax.layers.upsampling import ConvTranspose2d
 from mracnn_jax.layers.wam import WAM
 
 #: Per ``transform``: the convolutions that read the image (kernel ``[k, k, C, N]``) and the one

@@ -2,8 +2,9 @@
 residual units, MRACD / MRACU and the slice transforms' convolution stacks.
 
 Each block computes what its Flax counterpart computes (``mracnn_jax.layers.conv``,
-``.residual``, ``.mracb``, ``mracnn_jax.entropy.channel_context.ConvStack``), with PyTorch's
-layouts: weights ``[C_out, C_in, kh, kw]``, transposed-convolution weights ``[C_in, C_out, k, k]``.
+``.upsampling``, ``.residual``, ``.mracb``, ``mracnn_jax.entropy.channel_context.ConvStack``), with
+PyTorch's layouts: weights ``[C_out, C_in, kh, kw]``, transposed-convolution weights
+``[C_in, C_out, k, k]``.
 
 * ``conv(c_in, c_out, k, stride)``: padding ``k // 2`` on every side (odd k; ``(kh, kw)``
   kernels pad ``(kh // 2, kw // 2)``); ``[B, C_in, H, W] -> [B, C_out, H / stride, W / stride]``.
