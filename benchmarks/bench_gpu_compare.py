@@ -215,15 +215,18 @@ def main(argv=None) -> int:
     p.add_argument("--sequential", action="store_true", help="one worker at a time (clean compile times)")
     p.add_argument("--json", help="also write the rows here")
     p.add_argument("--smoke", action="store_true",
-                   help="CPU check: config small, batch 2 of 64², 2 steps")
+                   help="CPU check: config small at its own batch and crop, 2 steps")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--lock", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         return _run_worker(a)
-    if a.smoke:
-        a.configs, a.batch, a.crop, a.steps = ["small"], 2, 64, 2
+    if a.smoke:  # the step the tests train (the compilation cache may hold it)
+        from mracnn_jax.config_files import load_config
+
+        recipe = load_config("small").train
+        a.configs, a.batch, a.crop, a.steps = ["small"], recipe.batch_size, recipe.crop_size, 2
     variants = list(a.variants)
     if not _torch_available():
         skipped = [v for v in variants if v in TORCH_VARIANTS]

@@ -72,10 +72,22 @@ def copy_of_small_model(small_model_export, tmp_path_factory) -> pathlib.Path:
 def subprocess_xla_cache(tmp_path_factory) -> pathlib.Path:
     """One persistent compilation cache for the scripts and commands that tests run as
     subprocesses (``JAX_COMPILATION_CACHE_DIR``): what one compiled, the next loads.
-    bench_train_step's and bench_gpu_compare's smoke runs compile the same step (the small preset's
-    at batch 2 of 64²), the cross-stack decoder the encoder's codec pieces. This stack's processes
-    only; in-process tests keep the cache off."""
+    bench_train_step's and bench_gpu_compare's smoke runs, ``mracnn train`` and the tests that train
+    share one step (the small preset's, at its own batch and crop), the cross-stack decoder the
+    encoder's codec pieces. This stack's processes
+    only; in-process tests keep the cache off, except where they ask for it (``shared_xla_cache``)."""
     return tmp_path_factory.mktemp("xla_cache")
+
+
+@pytest.fixture
+def shared_xla_cache(subprocess_xla_cache):
+    """``subprocess_xla_cache`` turned on in this process for one test (off again afterwards):
+    an in-process test that compiles what a script compiled before loads it."""
+    from mracnn_jax.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache(subprocess_xla_cache)
+    yield subprocess_xla_cache
+    enable_compilation_cache(None)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from mracnn_jax.config_files import load_config
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "bench_train_step.py"
 
@@ -46,10 +48,12 @@ def test_jaxpr_flops_counts_convolutions_and_matmuls():
 
 
 def test_smoke_run_on_the_small_config(subprocess_xla_cache):
-    # batch 2 of 64², the shape of bench_gpu_compare's smoke run, which then loads this compiled step
+    # the preset's own batch and crop: the step that the other tests and bench_gpu_compare's smoke
+    # run train, which then load it from the cache
+    recipe = load_config("small").train
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--config", "small",
-         "--batch", "2", "--crop", "64", "--steps", "1"],
+        [sys.executable, str(SCRIPT), "--config", "small", "--batch", str(recipe.batch_size),
+         "--crop", str(recipe.crop_size), "--steps", "1"],
         capture_output=True, text=True, timeout=600, check=False, cwd=REPO,
         env=dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(subprocess_xla_cache)),
     )  # fmt: skip

@@ -1,6 +1,6 @@
 """``benchmarks/bench_gpu_compare.py --smoke``: the GPU comparison's driver on the CPU (the small
-preset, batch 2 of 64², 2 steps each), its JAX rows in any environment, the PyTorch row where
-torch is installed."""
+preset at its own batch and crop, 2 steps each), its JAX rows in any environment, the PyTorch row
+where torch is installed."""
 
 from __future__ import annotations
 

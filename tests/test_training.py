@@ -273,11 +273,6 @@ def test_small_config_learns_on_the_shared_training_photos(tmp_path):
     config.train.update(
         {
             "num_steps": int(os.environ.get("MRACNN_LEARNING_STEPS", "300")),
-            "batch_size": 4,
-            "crop_size": 64,
-            "learning_rate": 5e-4,
-            "lr_schedule": "constant",
-            "warmup_steps": 20,
             "checkpoint_every": 100,
             "log_every": 25,
             "eval_every": 0,

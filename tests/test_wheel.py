@@ -128,7 +128,11 @@ def test_compress_and_decompress_with_a_bundled_model(fresh_venv, outside):
     assert "mracnn-bundled" in summary and "JPEG" in summary.upper(), summary
 
 
-def test_train_two_steps_of_the_small_preset_on_generated_images(fresh_venv, outside):
+def test_train_two_steps_of_the_small_preset_on_generated_images(
+    fresh_venv, outside, subprocess_xla_cache
+):
+    """The preset's own recipe, so its step is the one the benchmarks' smoke runs compiled: the
+    command loads it from their cache (the installed package's paths are not in the cache key)."""
     photos = outside / "photos"
     photos.mkdir()
     rng = np.random.default_rng(1)
@@ -140,9 +144,8 @@ def test_train_two_steps_of_the_small_preset_on_generated_images(fresh_venv, out
     proc = _run(
         [fresh_venv / "bin" / "mracnn", "train", "--config", "small", "--workdir", "wd",
          "--data", "photos", "--val-data", "none", "--config.train.num_steps=2",
-         "--config.train.batch_size=2", "--config.train.crop_size=64",
          "--config.train.checkpoint_every=2", "--config.train.log_every=1"],
-        outside, _env(),
+        outside, dict(_env(), MRACNN_JAX_CACHE_DIR=str(subprocess_xla_cache)),
     )  # fmt: skip
     assert "wd: trained to step 2 (config small)" in proc.stdout, proc.stdout
     assert "compiling the training step" in proc.stderr
