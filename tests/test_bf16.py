@@ -75,7 +75,8 @@ def test_bf16_networks_compute_in_bf16_and_return_float32(base):
     cfg = presets.small(presets.wacnn() if base == "wacnn" else None)
     cfg.compute_dtype = "bfloat16"
     model = build_model(cfg)
-    params = init_params(model, jax.random.PRNGKey(0), 64)
+    # shapes and dtypes are all the tracing below needs (the values: the loss-curve test)
+    params = jax.eval_shape(lambda key: init_params(model, key, 64), jax.random.PRNGKey(0))
     assert _dtypes_of(params) == {"float32"}
     x = jnp.zeros((1, 64, 64, 3), jnp.float32)
 
