@@ -13,11 +13,11 @@ times forward and gradient (with respect to input and kernel) of
     derived gradients against ``conv.conv_stride2`` (same forward, sub-pixel input gradient,
     polyphase kernel gradient);
   * a 5x5 stride-2 transposed convolution 192 -> 192 on 64x64 (the middle of g_s) and 192 -> 3 on
-    128x128 (g_s's last layer): ``upsampling.conv_transpose_subpixel`` (four exact-tap convolutions, or
-    matmul + col2im below ``FEW_OUTPUT_CHANNELS`` outputs) against the input-dilated form
-    ``flax.linen.ConvTranspose`` lowers to, and against one convolution with the four phases
-    stacked into a zero-padded ``[3, 3, C_in, 4 C_out]`` kernel (the sub-pixel form this project
-    used before).
+    128x128 (g_s's last layer): ``upsampling.conv_transpose_subpixel`` (four exact-tap
+    convolutions, or matmul + col2im below ``FEW_OUTPUT_CHANNELS`` outputs) against the
+    input-dilated form ``flax.linen.ConvTranspose`` lowers to, and against one convolution with the
+    four phases stacked into a zero-padded ``[3, 3, C_in, 4 C_out]`` kernel (the sub-pixel form
+    this project used before).
 
 Every variant is checked against the reference for equal outputs and gradients, all variants are
 compiled first and then timed in interleaved rounds (median of ``--repeats``), so that a noisy

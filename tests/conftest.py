@@ -74,8 +74,8 @@ def subprocess_xla_cache(tmp_path_factory) -> pathlib.Path:
     subprocesses (``JAX_COMPILATION_CACHE_DIR``): what one compiled, the next loads.
     bench_train_step's and bench_gpu_compare's smoke runs, ``mracnn train`` and the tests that train
     share one step (the small preset's, at its own batch and crop), the cross-stack decoder the
-    encoder's codec pieces. This stack's processes
-    only; in-process tests keep the cache off, except where they ask for it (``shared_xla_cache``)."""
+    encoder's codec pieces. This stack's processes only; in-process tests keep the cache off,
+    except where they ask for it (``shared_xla_cache``)."""
     return tmp_path_factory.mktemp("xla_cache")
 
 

@@ -104,7 +104,7 @@ def test_training_step_lowers_loss_and_reaches_every_parameter(shared_xla_cache)
     images = (smooth_images(config.train.batch_size, config.train.crop_size) * 255).astype(np.uint8)
     batch = steps.make_global_batch(images, mesh)
     losses = []
-    for i in range(25):  # 394 -> 191 when written
+    for i in range(25):  # the loss goes from about 394 to 191 on these images
         state, metrics = step(state, batch, jax.random.fold_in(noise_key, i))
         losses.append(float(metrics["loss"]))
     assert np.all(np.isfinite(losses))

@@ -58,7 +58,6 @@ import jax.numpy as jnp
 from mracnn_jax.layers import init as initializers
 from mracnn_jax.layers.conv import grouped_conv_same
 from mracnn_jax.layers.elsa_aggregation import IMPLS, elsa_aggregate
-from mracnn_jax.layers.init import torch_conv_kernel_init
 from mracnn_jax.ops import gelu
 
 Array = jax.Array
@@ -92,7 +91,7 @@ class GroupedConv2d(nn.Module):
         k = self.kernel_size
         kernel = self.param(
             "kernel",
-            torch_conv_kernel_init,
+            initializers.torch_conv_kernel_init,
             (k, k, self.group_width, self.features),
             self.param_dtype,
         )
@@ -222,7 +221,7 @@ class ELSA(nn.Module):
             2 * d_qk + d_v,
             (1, 1),
             use_bias=False,
-            kernel_init=torch_conv_kernel_init,
+            kernel_init=initializers.torch_conv_kernel_init,
             name="pre_proj",
             **common,
         )(x)
@@ -242,7 +241,7 @@ class ELSA(nn.Module):
         logits = nn.Conv(
             heads * kk,
             (1, 1),
-            kernel_init=torch_conv_kernel_init,
+            kernel_init=initializers.torch_conv_kernel_init,
             bias_init=initializers.torch_uniform(d_qk),
             name="attn_proj",
             **common,

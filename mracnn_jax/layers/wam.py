@@ -25,7 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from mracnn_jax.layers import init
-from mracnn_jax.layers.init import torch_conv_kernel_init, torch_uniform
 from mracnn_jax.layers.residual import gated_residual
 
 
@@ -74,10 +73,10 @@ class Dense(nn.Module):
     @nn.compact
     def __call__(self, x):
         c_in = x.shape[-1]
-        kernel = self.param("kernel", torch_conv_kernel_init, (c_in, self.features))
+        kernel = self.param("kernel", init.torch_conv_kernel_init, (c_in, self.features))
         y = x @ kernel.astype(x.dtype)
         if self.use_bias:
-            y = y + self.param("bias", torch_uniform(c_in), (self.features,)).astype(x.dtype)
+            y = y + self.param("bias", init.torch_uniform(c_in), (self.features,)).astype(x.dtype)
         return y
 
 
