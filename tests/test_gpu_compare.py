@@ -15,12 +15,13 @@ import pytest
 
 @pytest.mark.slow
 def test_gpu_compare_smoke_run(repo_root, tmp_path, subprocess_xla_cache):
-    """Two variants where torch is (``.venv``): the float32 step and the PyTorch twin; the
-    bfloat16 step elsewhere (``.venv-new``, whose half of ``make test`` runs this file too, and
-    whose float32 step bench_train_step's smoke run covers), to keep ``make test`` short."""
+    """One variant per environment, to keep ``make test`` short: the PyTorch twin where torch is
+    (``.venv``), the bfloat16 step elsewhere (``.venv-new``, whose half of ``make test`` runs this
+    file too). The JAX worker differs between its rows only in the compute dtype, and
+    bench_train_step's smoke run trains the float32 step."""
     rows_path = tmp_path / "rows.json"
     has_torch = importlib.util.find_spec("torch") is not None
-    expected = {"jax-f32", "torch-eager"} if has_torch else {"jax-bf16"}
+    expected = {"torch-eager"} if has_torch else {"jax-bf16"}
     proc = subprocess.run(
         [sys.executable, str(repo_root / "benchmarks" / "bench_gpu_compare.py"), "--smoke",
          "--variants", *sorted(expected),
@@ -37,3 +38,25 @@ def test_gpu_compare_smoke_run(repo_root, tmp_path, subprocess_xla_cache):
     assert all(r["flops"] > 0 for v, r in rows.items() if v.startswith("jax"))
     table = proc.stdout
     assert all(f"| small | {v} |" in table for v in expected) and "% peak" in table
+
+
+def test_table_gives_every_row_its_configs_jax_flops(repo_root):
+    """TFLOP/s of a PyTorch row come from the JAX step's FLOPs of the same config, and each row
+    is measured against the peak of its precision."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_gpu_compare", repo_root / "benchmarks" / "bench_gpu_compare.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    common = {"config": "mracnn", "batch": 16, "compile_s": 1.0, "peak_gib": None}
+    rows = [
+        {**common, "variant": "jax-f32", "seconds_per_step": 0.1, "flops": 4e12},
+        {**common, "variant": "jax-bf16", "seconds_per_step": 0.05, "flops": 4e12},
+        {**common, "variant": "torch-eager", "seconds_per_step": 0.2},
+        {"config": "wacnn", "variant": "torch-eager", "error": "past the deadline"},
+    ]
+    lines = bench._table(rows, peak_tf32=100.0, peak_bf16=200.0).splitlines()
+    assert lines[2] == "| mracnn | jax-f32 | 0.1000 | 160.0 | 1.0 | - | 40 | 40.0 |"
+    assert lines[3] == "| mracnn | jax-bf16 | 0.0500 | 320.0 | 1.0 | - | 80 | 40.0 |"
+    assert lines[4] == "| mracnn | torch-eager | 0.2000 | 80.0 | 1.0 | - | 20 | 20.0 |"
+    assert lines[5].startswith("| wacnn | torch-eager | past the deadline |")

@@ -66,9 +66,9 @@ def init_train_state(
 ) -> TrainState:
     """A fresh, replicated train state.
 
-    Parameters come from ``init_params`` (eager on purpose: a jitted Flax ``init`` compiles one
-    key derivation per parameter and takes minutes on CPU); their shapes do not depend on the
-    image size.
+    Parameters come from ``init_params`` (the forward pass traced, the keys and initialisers
+    computed concretely: a jitted Flax ``init`` compiles one key derivation per parameter and takes
+    minutes on CPU); their shapes do not depend on the image size.
     """
     params = init_params(model, init_key)
     return place_replicated(TrainState.create(params, tx), mesh)
