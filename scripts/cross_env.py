@@ -3,12 +3,12 @@
     python scripts/cross_env.py encode OUT_DIR [--images A.png ...] [--tiled-image B.png]
     python scripts/cross_env.py decode IN_DIR OUT_DIR
 
-``encode`` codes the images with the bundled colour models, the first model on the first image,
-the second on the second and so on, cycling through the images (``q<N>-<image>.mrac``); one image
-with the middle model with g_a in 256-pixel tiles (``tiled-q2-<image>.mrac``, decoded with g_s
-in tiles of that size too) and, where grayscale models are bundled, that image's luma with the
-default grayscale model (``gray-q<N>-<image>.mrac``), and writes the encoder's
-prediction of the decoded image next to each file (``.enc.png``). ``decode`` decodes every
+``encode`` codes the images (by default the samples but the tiled image) with the bundled colour
+models, the first model on the first image, the second on the second and so on, cycling through
+the images (``q<N>-<image>.mrac``); one image with the middle model with g_a in 256-pixel tiles
+(``tiled-q2-<image>.mrac``, decoded with g_s in tiles of that size too) and, where grayscale
+models are bundled, that image's luma with the default grayscale model (``gray-q<N>-<image>.mrac``),
+and writes the encoder's prediction of the decoded image next to each file (``.enc.png``). ``decode`` decodes every
 ``.mrac`` of IN_DIR into OUT_DIR (``.png``), or writes ``.err`` with the one-line error. It also
 writes ``stack.json``: Python, numpy, jax and the device, so a report can say which stack did what.
 
@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("encode")
     e.add_argument("out", type=pathlib.Path)
-    e.add_argument("--images", type=pathlib.Path, nargs="+", default=images.list_images(SAMPLES))
+    e.add_argument("--images", type=pathlib.Path, nargs="+",
+                   help="default: the sample images but the tiled one")
     e.add_argument("--tiled-image", type=pathlib.Path, default=SAMPLES / "kodim23.png")
     d = sub.add_parser("decode")
     d.add_argument("src", type=pathlib.Path)
@@ -139,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("dec", type=pathlib.Path)
     args = p.parse_args(argv)
     if args.cmd == "encode":
-        encode(args.out, args.images, args.tiled_image)
+        # By default the colour files use the two portrait samples, so that the colour models,
+        # which share an architecture, share its compiled pieces (one image shape); the
+        # landscape sample goes to the tiled and grayscale files.
+        paths = args.images or [p for p in images.list_images(SAMPLES) if p != args.tiled_image]
+        encode(args.out, paths, args.tiled_image)
     elif args.cmd == "decode":
         decode(args.src, args.out)
     else:

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_training import unmoved_parameters  # a sibling helper module
 
 from mracnn_jax.config_files import load_config
 from mracnn_jax.models import presets
@@ -158,7 +159,9 @@ def test_bf16_training_follows_the_float32_loss_curve(shared_xla_cache):
     fresh crops, as in training, rather than a few cycled, on which the runs memorise), the same
     seed and batches in both precisions. bfloat16's mean loss over the last TAIL steps, and its
     parameters' validation loss in float32 on held-out crops, end at most TOLERANCE above
-    float32's; parameters and optimizer state stay float32."""
+    float32's; parameters and optimizer state stay float32, and every one of them moves in both
+    runs (in ``.venv-new`` this stands for test_model's shorter run of the same step, which the
+    Makefile leaves to ``.venv``)."""
     data = defaults.data_config()
     config = load_config("small")
     batch, crop = config.train.batch_size, config.train.crop_size
@@ -174,6 +177,7 @@ def test_bf16_training_follows_the_float32_loss_curve(shared_xla_cache):
     start = init_train_state(
         build_model(config.model), make_optimizer(config.train), root_keys(0)[0], make_mesh()
     )  # once for both: a GPU's step donates its state, hence the copy
+    start_params = jax.tree_util.tree_map(np.array, start.params)
     f32, f32_state, f32_step = _train_losses(
         batches, "float32", jax.tree_util.tree_map(jnp.copy, start)
     )
@@ -191,6 +195,8 @@ def test_bf16_training_follows_the_float32_loss_curve(shared_xla_cache):
         f"crops: {val_f32:.4f} and {val_bf16:.4f}, {val_bf16 / val_f32 - 1:+.2%}"
     )
     assert end_f32 < 0.7 * f32[:TAIL].mean()  # it learned
+    for params in (f32_state.params, state.params):  # every parameter received a gradient
+        assert not unmoved_parameters(params, start_params)
     assert end_bf16 / end_f32 - 1 < TOLERANCE
     assert val_bf16 / val_f32 - 1 < TOLERANCE
 

@@ -150,3 +150,10 @@ def assert_trees_equal(a, b) -> None:
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
     for x, y in zip(la, lb):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def unmoved_parameters(params, start) -> list[str]:
+    """Paths of the parameters still exactly at ``start`` (host copies taken before training):
+    Adam leaves a parameter whose gradient was always zero where it was."""
+    moved = jax.tree_util.tree_map(lambda a, b: bool(np.any(np.asarray(a) != b)), params, start)
+    return [jax.tree_util.keystr(k) for k, v in jax.tree_util.tree_leaves_with_path(moved) if not v]
