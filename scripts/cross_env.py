@@ -7,9 +7,10 @@
 models, the first model on the first image, the second on the second and so on, cycling through
 the images (``q<N>-<image>.mrac``); one image with the middle model with g_a in 256-pixel tiles
 (``tiled-q2-<image>.mrac``, decoded with g_s in tiles of that size too) and, where grayscale
-models are bundled, that image's luma with the default grayscale model (``gray-q<N>-<image>.mrac``),
-and writes the encoder's prediction of the decoded image next to each file (``.enc.png``). ``decode`` decodes every
-``.mrac`` of IN_DIR into OUT_DIR (``.png``), or writes ``.err`` with the one-line error. It also
+models are bundled, that image's luma with the default grayscale model
+(``gray-q<N>-<image>.mrac``), and writes the encoder's prediction of the decoded image next to
+each file (``.enc.png``). ``decode`` decodes every ``.mrac`` of IN_DIR into OUT_DIR (``.png``),
+or writes ``.err`` with the one-line error. It also
 writes ``stack.json``: Python, numpy, jax and the device, so a report can say which stack did what.
 
 Run ``encode`` on one stack (``.venv``: jax 0.4.34, numpy 1.26; ``.venv-new``: the newest jax,

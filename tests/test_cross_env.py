@@ -1,9 +1,9 @@
 """The portability matrix between two software stacks (scripts/cross_env.py).
 
 Files written here decode in the other environment and the reverse, for every bundled colour model
-(on the portrait sample images in turn), one tiled image and, where grayscale models are bundled, one
-grayscale image; the decoded images agree with the encoder's prediction to
->= 60 dB PSNR. ``make test`` runs this in ``.venv`` (jax 0.4.34, numpy 1.26) with
+(on the portrait sample images in turn), one tiled image and, where grayscale models are bundled,
+one grayscale image; the decoded images agree with the encoder's prediction to >= 60 dB PSNR.
+``make test`` runs this in ``.venv`` (jax 0.4.34, numpy 1.26) with
 ``MRACNN_OTHER_PYTHON=.venv-new/bin/python`` (the newest jax, numpy 2). The two stacks encode side
 by side, then decode side by side. Each stack keeps its own persistent compilation cache: its
 decoder loads what its own encoder compiled, never anything the other stack compiled.
