@@ -67,6 +67,49 @@ def test_factorized_likelihood_is_bin_mass_and_sums_to_one(prior):
     np.testing.assert_allclose(p, np.maximum(cdf(z + 0.5) - cdf(z - 0.5), 1e-9), atol=1e-6)
 
 
+def _odd_prior(channels=3):
+    """A prior with zero biases and factors, and the mass of the bin centred on its median 0.
+
+    l_K is then odd (a product of matrices times x), so the bin around the median 0 has
+    l_K(-1/2) == -l_K(1/2) exactly and mass 2 sigmoid(l_K(1/2)) - 1 (float64, from l_K(1/2)).
+    """
+    module = FactorizedPrior(channels)
+    params = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 1, channels)))
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, v: v if "matrix" in jax.tree_util.keystr(path) else jnp.zeros_like(v), params
+    )
+    p = params["params"]
+    logit = lambda x: np.asarray(logits_cumulative(p, jnp.full((channels, 1, 1), x), 5)).ravel()
+    upper, lower = logit(0.5).astype(np.float64), logit(-0.5).astype(np.float64)
+    np.testing.assert_array_equal(lower, -upper)  # the case itself, exactly
+    mass = 2.0 / (1.0 + np.exp(-upper)) - 1.0
+    assert np.all(mass > 0.01)
+    return module, params, mass
+
+
+def test_factorized_likelihood_keeps_the_mass_of_a_bin_centred_on_the_median():
+    """-sign(lower + upper) is 0 when the bin straddles the median exactly; the likelihood must
+    still be CDF(1/2) - CDF(-1/2), not the 1e-9 floor (it was, in XLA's default optimisation)."""
+    module, params, mass = _odd_prior()
+    for fn in (lambda z: module.apply(params, z), jax.jit(lambda z: module.apply(params, z))):
+        got = np.asarray(fn(jnp.zeros((1, 1, 1, 3))), np.float64).ravel()
+        np.testing.assert_allclose(got, mass, rtol=1e-5)
+
+
+def test_torch_factorized_likelihood_keeps_the_mass_of_a_bin_centred_on_the_median():
+    torch = pytest.importorskip("torch")
+    from mracnn_jax.torch_models.entropy import EntropyBottleneck
+
+    _module, params, mass = _odd_prior()
+    twin = EntropyBottleneck(3)
+    with torch.no_grad():
+        for name, value in params["params"].items():
+            kind, k = name.split("_")
+            getattr(twin, f"_{kind}{k}").copy_(torch.from_numpy(np.array(value)))
+        got = twin.likelihood(torch.zeros(3, 1, 1)).numpy().ravel()
+    np.testing.assert_allclose(got, mass, rtol=1e-5)
+
+
 def test_factorized_medians_are_the_half_points(prior):
     module, params = prior
     m = module.apply(params, method=module.medians)

@@ -11,6 +11,8 @@ Each of the C channels has its own univariate, monotone cumulative function buil
 softplus(H) > 0 and tanh(a) > -1 make every layer increasing, so the CDF is monotone.
 The likelihood of the unit bin around v is CDF(v + 1/2) - CDF(v - 1/2), evaluated on the side of
 the median where the sigmoids are far from 1 (sign flip) for float accuracy, bounded below by 1e-9.
+The flip is -1 where l_K(v - 1/2) + l_K(v + 1/2) > 0 and +1 otherwise, never 0: CompressAI's
+-sign(...) loses the whole mass of a bin centred exactly on the median (the sum is then 0).
 
 Parameter names (``matrix_k``, ``bias_k``, ``factor_k``) and shapes are those of
 tensorflow-compression's ``DeepFactorized`` and CompressAI's ``EntropyBottleneck``
@@ -142,7 +144,9 @@ class FactorizedPrior(nn.Module):
         rows = self._to_channel_rows(z)
         lower = logits_cumulative(self.density_params, rows - 0.5, self.num_layers)
         upper = logits_cumulative(self.density_params, rows + 0.5, self.num_layers)
-        sign = jax.lax.stop_gradient(-jnp.sign(lower + upper))
+        # -sign(lower + upper), but never 0: where the bin straddles the median exactly
+        # (lower == -upper) both sides give the same difference, and jnp.sign would give p = 0.
+        sign = jax.lax.stop_gradient(jnp.where(lower + upper > 0, -1.0, 1.0).astype(lower.dtype))
         p = jnp.abs(jax.nn.sigmoid(sign * upper) - jax.nn.sigmoid(sign * lower))
         p = lower_bound(p, jnp.asarray(LIKELIHOOD_BOUND, p.dtype))
         return self._from_channel_rows(p, z.shape)

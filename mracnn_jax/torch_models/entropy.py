@@ -128,7 +128,8 @@ class EntropyBottleneck(_EntropyModel):
         """P(unit bin around each value) for ``rows [C, 1, N]``, bounded below by 1e-9."""
         lower = self.logits_cumulative(rows - 0.5)
         upper = self.logits_cumulative(rows + 0.5)
-        sign = -torch.sign(lower + upper).detach()
+        # never 0 (factorized.FactorizedPrior.likelihood): a bin centred on the median keeps its mass
+        sign = torch.where(lower + upper > 0, -1.0, 1.0).to(lower.dtype).detach()
         p = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
         return self.likelihood_lower_bound(p)
 
