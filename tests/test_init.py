@@ -7,6 +7,10 @@ Both shortcuts must give exactly the values of the slow paths they replace: the 
 
 from __future__ import annotations
 
+import hashlib
+import os
+import pathlib
+import subprocess
 import types
 
 import flax.linen as nn
@@ -16,10 +20,14 @@ import numpy as np
 import pytest
 from tiny_training import assert_trees_equal  # a sibling helper module
 
+from mracnn_jax.entropy.quantize import add_noise
 from mracnn_jax.layers import init
+from mracnn_jax.model_file.params import params_digest
 from mracnn_jax.models import build_model, init_params, presets
 from mracnn_jax.models.compressor import DOWNSAMPLING
+from mracnn_jax.training.steps import root_keys
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 SHAPE = (3, 3, 4, 5)
 INITIALISERS = {
     "uniform": (init.uniform(-1.0, 2.0), 2.0),
@@ -51,7 +59,7 @@ def test_init_params_equals_flaxs_eager_init():
     model = build_model(cfg)
     key = jax.random.PRNGKey(5)
     fast = init_params(model, key)
-    p_rng, n_rng = jax.random.split(key)
+    p_rng, n_rng = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
     x = jnp.zeros((1, DOWNSAMPLING, DOWNSAMPLING, 1))
     eager = model.init({"params": p_rng, "noise": n_rng}, x, train=True)["params"]
     assert_trees_equal(fast, eager)
@@ -74,3 +82,39 @@ def test_an_initialiser_that_reads_the_image_is_refused():
     model = _ImageDependentInit(types.SimpleNamespace(channels=3))
     with pytest.raises(TypeError, match="depends on the input image"):
         init_params(model, jax.random.PRNGKey(0))
+
+
+OTHER = os.environ.get("MRACNN_OTHER_PYTHON", "")
+
+
+def random_digests(seed: int = 5) -> str:
+    """params_digest of the grayscale small preset initialised with ``seed``, and the first bytes
+    of the training noise ``add_noise`` draws with that seed's noise key at step 3."""
+    cfg = presets.small()
+    cfg.channels = 1
+    init_key, noise_key = root_keys(seed)
+    noise = add_noise(jnp.zeros((2, 16, 16, 8)), jax.random.fold_in(noise_key, 3))
+    return " ".join(
+        (
+            params_digest(init_params(build_model(cfg), init_key)),
+            hashlib.sha256(np.asarray(noise, "<f4").tobytes()).hexdigest(),
+        )
+    )
+
+
+@pytest.mark.skipif(not OTHER, reason="MRACNN_OTHER_PYTHON names no second environment")
+def test_a_seed_gives_the_same_parameters_and_noise_in_the_other_stack():
+    """jax.random.split's and jax.random.uniform's bits differ between jax 0.4.34 and >= 0.5
+    (jax_threefry_partitionable); initialisation derives its keys with fold_in only and the noise
+    is drawn in the partitionable form, so neither does (ELSA's ghost head included)."""
+    code = "import jax, test_init; print(jax.__version__, test_init.random_digests())"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    other = str(REPO / OTHER)  # (an absolute OTHER stays itself)
+    proc = subprocess.run(
+        [other, "-c", code], check=False, capture_output=True, text=True, timeout=600,
+        cwd=REPO / "tests", env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    version, *digests = proc.stdout.split()[-3:]
+    assert version != jax.__version__, "the other environment runs the same jax"
+    assert " ".join(digests) == random_digests()

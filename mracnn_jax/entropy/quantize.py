@@ -15,8 +15,15 @@ import jax.numpy as jnp
 
 
 def add_noise(x, rng):
-    """``x + U(-1/2, 1/2)`` elementwise."""
-    return x + jax.random.uniform(rng, x.shape, x.dtype, -0.5, 0.5)
+    """``x + U(-1/2, 1/2)`` elementwise.
+
+    The bits come from threefry in its partitionable form (JAX's default since 0.5, opt-in on
+    0.4.34), so a key gives the same noise on every JAX version the project runs on, and a sharded
+    ``x`` draws each shard's bits where it lives.
+    """
+    with jax.threefry_partitionable(True):
+        u = jax.random.uniform(rng, x.shape, x.dtype, -0.5, 0.5)
+    return x + u
 
 
 def ste_round(x):

@@ -74,12 +74,15 @@ def init_params(model: ImageCompressor, rng, image_size: int = DOWNSAMPLING):
     it is the plain traced ``init``.
 
     Parameters are float32 whatever the compute dtype, and their values depend only on ``rng``
-    and the module paths, so a bfloat16 model is initialised by its float32 twin.
+    and the module paths, so a bfloat16 model is initialised by its float32 twin, and the same on
+    every JAX version (keys are derived with ``fold_in`` only; Flax folds in the path the same way).
     """
     if getattr(model, "compute_dtype", "float32") != "float32":  # (test doubles have none)
         model = build_model(model.cfg, compute_dtype="float32")
     image = jax.ShapeDtypeStruct((1, image_size, image_size, model.cfg.channels), jnp.float32)
-    p_rng, n_rng = jax.random.split(rng)
+    # fold_in, not split: split's bits changed with jax_threefry_partitionable (default from jax
+    # 0.5), fold_in's did not, so a seed gives the same parameters on every JAX version
+    p_rng, n_rng = jax.random.fold_in(rng, 0), jax.random.fold_in(rng, 1)
 
     def init(x):
         return model.init({"params": p_rng, "noise": n_rng}, x, train=True)["params"]
