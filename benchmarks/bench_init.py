@@ -30,7 +30,7 @@ def _worker(config: str, path: str) -> dict:
     import numpy as np
 
     from mracnn_jax.config_files import load_config
-    from mracnn_jax.models import build_model, init_params
+    from mracnn_jax.models import build_model, init_keys, init_params
     from mracnn_jax.models.compressor import DOWNSAMPLING
 
     model = build_model(load_config(config).model)
@@ -39,7 +39,7 @@ def _worker(config: str, path: str) -> dict:
     if path == "init_params":
         params = init_params(model, key)
     else:  # the eager Flax init with init_params's keys
-        p_rng, n_rng = jax.random.split(key)
+        p_rng, n_rng = init_keys(key)
         x = jnp.zeros((1, DOWNSAMPLING, DOWNSAMPLING, model.cfg.channels), jnp.float32)
         params = model.init({"params": p_rng, "noise": n_rng}, x, train=True)["params"]
     jax.block_until_ready(params)

@@ -23,7 +23,7 @@ from tiny_training import assert_trees_equal  # a sibling helper module
 from mracnn_jax.entropy.quantize import add_noise
 from mracnn_jax.layers import init
 from mracnn_jax.model_file.params import params_digest
-from mracnn_jax.models import build_model, init_params, presets
+from mracnn_jax.models import build_model, init_keys, init_params, presets
 from mracnn_jax.models.compressor import DOWNSAMPLING
 from mracnn_jax.training.steps import root_keys
 
@@ -59,7 +59,7 @@ def test_init_params_equals_flaxs_eager_init():
     model = build_model(cfg)
     key = jax.random.PRNGKey(5)
     fast = init_params(model, key)
-    p_rng, n_rng = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+    p_rng, n_rng = init_keys(key)
     x = jnp.zeros((1, DOWNSAMPLING, DOWNSAMPLING, 1))
     eager = model.init({"params": p_rng, "noise": n_rng}, x, train=True)["params"]
     assert_trees_equal(fast, eager)

@@ -61,6 +61,13 @@ def build_model(model_config, compute_dtype: str | None = None) -> ImageCompress
     return ImageCompressor(cfg)
 
 
+def init_keys(rng) -> tuple[jax.Array, jax.Array]:
+    """``(params key, noise key)`` of Flax's ``init`` as ``init_params`` calls it: fold_in(rng, 0)
+    and fold_in(rng, 1). Not ``split``: its bits changed with ``jax_threefry_partitionable`` (the
+    default from jax 0.5), fold_in's did not, so a seed initialises the same on every JAX version."""
+    return jax.random.fold_in(rng, 0), jax.random.fold_in(rng, 1)
+
+
 def init_params(model: ImageCompressor, rng, image_size: int = DOWNSAMPLING):
     """Initial parameters (the ``'params'`` collection), from one ``image_size``² training pass.
 
@@ -80,9 +87,7 @@ def init_params(model: ImageCompressor, rng, image_size: int = DOWNSAMPLING):
     if getattr(model, "compute_dtype", "float32") != "float32":  # (test doubles have none)
         model = build_model(model.cfg, compute_dtype="float32")
     image = jax.ShapeDtypeStruct((1, image_size, image_size, model.cfg.channels), jnp.float32)
-    # fold_in, not split: split's bits changed with jax_threefry_partitionable (default from jax
-    # 0.5), fold_in's did not, so a seed gives the same parameters on every JAX version
-    p_rng, n_rng = jax.random.fold_in(rng, 0), jax.random.fold_in(rng, 1)
+    p_rng, n_rng = init_keys(rng)
 
     def init(x):
         return model.init({"params": p_rng, "noise": n_rng}, x, train=True)["params"]
