@@ -126,7 +126,7 @@ def ghost_head_init(lam: float, gamma: float) -> Callable[..., Array]:
 
     def init(key: Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> Array:
         base = (1,) + tuple(shape[-3:])
-        k_mul, k_add = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)  # models.init_params
+        k_mul, k_add = initializers.fold_keys(key)
         g_mul = initializers.normal(1.0)(k_mul, base, dtype)
         g_add = _timm_trunc_normal(0.02)(k_add, base, dtype)
         if lam != 0 and gamma != 0:

@@ -16,6 +16,8 @@ Distributions (all float32):
 * ``uniform(lo, hi)``, ``normal(std)``, ``truncated_normal(std, bound)``: N(0, std^2) resampled
   outside [-bound, bound]; ``bound=None`` means 2 std (``flax.linen.initializers.truncated_normal``),
   ``bound=2.0`` is timm's ``trunc_normal_`` default of absolute bounds +-2.
+
+``fold_keys`` derives sub-keys for initialisation (``models.init_params``, ELSA's ghost head).
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+def fold_keys(key, n: int = 2) -> tuple[jax.Array, ...]:
+    """``n`` independent keys from ``key``: fold_in(key, 0), ..., fold_in(key, n - 1).
+
+    Used instead of ``jax.random.split``, whose bits changed with ``jax_threefry_partitionable``
+    (the default from jax 0.5); fold_in's did not, so a seed initialises the same on every JAX
+    version."""
+    return tuple(jax.random.fold_in(key, i) for i in range(n))
 
 
 def _host_sample(key, shape, dtype, sampler):

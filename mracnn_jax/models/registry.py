@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mracnn_jax.entropy.rate import bits_per_pixel
+from mracnn_jax.layers.init import fold_keys
 from mracnn_jax.layers.precision import as_dtype
 from mracnn_jax.models.compressor import DOWNSAMPLING, ImageCompressor
 from mracnn_jax.models.padding import crop, pad_to_multiple
@@ -62,10 +63,9 @@ def build_model(model_config, compute_dtype: str | None = None) -> ImageCompress
 
 
 def init_keys(rng) -> tuple[jax.Array, jax.Array]:
-    """``(params key, noise key)`` of Flax's ``init`` as ``init_params`` calls it: fold_in(rng, 0)
-    and fold_in(rng, 1). Not ``split``: its bits changed with ``jax_threefry_partitionable`` (the
-    default from jax 0.5), fold_in's did not, so a seed initialises the same on every JAX version."""
-    return jax.random.fold_in(rng, 0), jax.random.fold_in(rng, 1)
+    """``(params key, noise key)`` of Flax's ``init`` as ``init_params`` calls it
+    (``layers.init.fold_keys``: the same on every JAX version)."""
+    return fold_keys(rng)
 
 
 def init_params(model: ImageCompressor, rng, image_size: int = DOWNSAMPLING):
