@@ -8,9 +8,6 @@ Both shortcuts must give exactly the values of the slow paths they replace: the 
 from __future__ import annotations
 
 import hashlib
-import os
-import pathlib
-import subprocess
 import types
 
 import flax.linen as nn
@@ -18,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny_training import assert_trees_equal  # a sibling helper module
+from other_stack import needs_other_stack, run_in_other_stack  # sibling helper modules
+from tiny_training import assert_trees_equal
 
 from mracnn_jax.entropy.quantize import add_noise
 from mracnn_jax.layers import init
@@ -27,7 +25,6 @@ from mracnn_jax.models import build_model, init_keys, init_params, presets
 from mracnn_jax.models.compressor import DOWNSAMPLING
 from mracnn_jax.training.steps import root_keys
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 SHAPE = (3, 3, 4, 5)
 INITIALISERS = {
     "uniform": (init.uniform(-1.0, 2.0), 2.0),
@@ -84,9 +81,6 @@ def test_an_initialiser_that_reads_the_image_is_refused():
         init_params(model, jax.random.PRNGKey(0))
 
 
-OTHER = os.environ.get("MRACNN_OTHER_PYTHON", "")
-
-
 def random_digests(seed: int = 5) -> str:
     """params_digest of the grayscale small preset initialised with ``seed``, and the first bytes
     of the training noise ``add_noise`` draws with that seed's noise key at step 3."""
@@ -102,19 +96,14 @@ def random_digests(seed: int = 5) -> str:
     )
 
 
-@pytest.mark.skipif(not OTHER, reason="MRACNN_OTHER_PYTHON names no second environment")
+@needs_other_stack
 def test_a_seed_gives_the_same_parameters_and_noise_in_the_other_stack():
     """jax.random.split's and jax.random.uniform's bits differ between jax 0.4.34 and >= 0.5
     (jax_threefry_partitionable); initialisation derives its keys with fold_in only and the noise
     is drawn in the partitionable form, so neither does (ELSA's ghost head included)."""
-    code = "import jax, test_init; print(jax.__version__, test_init.random_digests())"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    other = str(REPO / OTHER)  # (an absolute OTHER stays itself)
-    proc = subprocess.run(
-        [other, "-c", code], check=False, capture_output=True, text=True, timeout=600,
-        cwd=REPO / "tests", env=env,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    version, *digests = proc.stdout.split()[-3:]
+    out = run_in_other_stack(
+        "import jax, test_init; print(jax.__version__, test_init.random_digests())"
+    )
+    version, *digests = out.split()[-3:]
     assert version != jax.__version__, "the other environment runs the same jax"
     assert " ".join(digests) == random_digests()
