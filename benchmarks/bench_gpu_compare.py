@@ -10,7 +10,8 @@ For each config (default: mracnn and wacnn at batch 16 of 256²) it runs, each i
 
 and prints s/step, images/s, compile (JAX) or warm-up (PyTorch: the first two steps) time, peak
 device memory, TFLOP/s and the fraction of ``--peak-tf32`` (float32 rows) or ``--peak-bf16``
-(bfloat16 rows). FLOPs per step are the JAX step's (``bench_train_step``: the lowered step's cost
+(bfloat16 rows); without them, the dense peaks of the device's model from ``DENSE_PEAKS`` (NVIDIA's
+data sheets, half the "with sparsity" figures), matched by name. FLOPs per step are the JAX step's (``bench_train_step``: the lowered step's cost
 analysis, else the convolutions and matrix products of its jaxpr), for the PyTorch rows too.
 
 The workers start together, so the slow part, XLA's compilation on the host, overlaps; their
@@ -18,7 +19,8 @@ timed steps take turns under a file lock, so no two timed loops share the device
 are therefore under host contention: an upper bound). Random uint8 images; no input pipeline.
 ``--deadline`` stops whatever is still running and prints what finished.
 
-    python benchmarks/bench_gpu_compare.py --peak-tf32 494 --peak-bf16 989     # H200
+    python benchmarks/bench_gpu_compare.py                   # on a GPU: peaks by the device's name
+    python benchmarks/bench_gpu_compare.py --peak-tf32 494 --peak-bf16 989     # or given
     python benchmarks/bench_gpu_compare.py --smoke      # CPU check: small preset, 2 steps each
 """
 
@@ -38,6 +40,22 @@ from pathlib import Path
 JAX_VARIANTS = ("jax-f32", "jax-bf16")
 TORCH_VARIANTS = ("torch-eager", "torch-compile")
 DEFAULT_VARIANTS = ("jax-f32", "jax-bf16", "torch-eager")
+
+# Dense TF32 and BF16 tensor-core TFLOP/s by device model, for the "% peak" column; the first key
+# found in the device's name wins (JAX's device_kind and torch's device name agree, e.g. "NVIDIA
+# H100 80GB HBM3" for the SXM part, "NVIDIA H100 PCIe", "NVIDIA H200").
+DENSE_PEAKS = {
+    "H200": (494.0, 989.0),
+    "H100 NVL": (418.0, 835.0),
+    "H100 PCIe": (378.0, 756.0),
+    "H100": (494.0, 989.0),  # SXM
+    "A100": (156.0, 312.0),
+}
+
+
+def dense_peaks(device_name: str) -> tuple[float, float] | None:
+    """(TF32, BF16) dense peak TFLOP/s of the device named ``device_name``; None when unknown."""
+    return next((v for k, v in DENSE_PEAKS.items() if k in device_name), None)
 
 
 @contextlib.contextmanager
@@ -98,7 +116,7 @@ def _jax_worker(a) -> dict:
         "flops": flops,
         "flops_source": source,
         "loss": float(metrics["loss"]),
-        "device": str(jax.local_devices()[0]),
+        "device": jax.local_devices()[0].device_kind,
     }
 
 
@@ -209,8 +227,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--steps", type=int, default=20, help="timed steps per variant")
-    p.add_argument("--peak-tf32", type=float, help="device peak TFLOP/s for float32 rows (H200: 494)")
-    p.add_argument("--peak-bf16", type=float, help="device peak TFLOP/s for bfloat16 rows (H200: 989)")
+    p.add_argument("--peak-tf32", type=float, help="device peak TFLOP/s for float32 rows (default: DENSE_PEAKS)")
+    p.add_argument("--peak-bf16", type=float, help="device peak TFLOP/s for bfloat16 rows (default: DENSE_PEAKS)")
     p.add_argument("--deadline", type=float, default=450.0, help="seconds for everything")
     p.add_argument("--sequential", action="store_true", help="one worker at a time (clean compile times)")
     p.add_argument("--json", help="also write the rows here")
@@ -278,7 +296,14 @@ def main(argv=None) -> int:
     rows.sort(key=lambda r: order.get((r["config"], r["variant"]), 0))
     print(f"batch {a.batch} of {a.crop}², {a.steps} timed steps each, {time.time() - t0:.0f} s in all; "
           f"devices: {sorted({r['device'] for r in rows if 'device' in r})}")
-    print(_table(rows, a.peak_tf32, a.peak_bf16))
+    peaks, source = (a.peak_tf32, a.peak_bf16), "given"
+    names = sorted({r["device"] for r in rows if "device" in r})
+    if None in peaks and names:
+        known = dense_peaks(names[0])
+        peaks = tuple(g if g is not None else k for g, k in zip(peaks, known or (None, None)))
+        source = f"DENSE_PEAKS for {names[0]!r}" if known else f"unknown for {names[0]!r}"
+    print(f"peaks (TF32, BF16 dense TFLOP/s): {peaks} ({source})")
+    print(_table(rows, *peaks))
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
     return 0 if all("error" not in r for r in rows) else 1

@@ -9,7 +9,8 @@
 # ml_collections, whose wheel is KIT_DIR/whl (scripts/make_gpu_kit.py; any folder of wheels
 # does). Nothing else is needed: random images, random weights. With the bundled model files
 # moved aside the working tree is a few MiB, far under the 64 MiB a call carries.
-# Settings: PEAK_TF32 (494) and PEAK_BF16 (989), the H200's dense TFLOP/s; DEADLINE (450 s) for
+# Settings: PEAK_TF32 and PEAK_BF16, dense TFLOP/s (default: by the GPU's name, bench_gpu_compare's
+# DENSE_PEAKS; the lent machines are H100s and H200s); DEADLINE (450 s) for
 # the workers; STEPS (20) timed steps each; VARIANTS (jax-f32 jax-bf16 torch-eager; add
 # torch-compile where the time allows); PYTHON (python3); WORK (/tmp/gpu_compare); COMPARE_ARGS
 # (more options of bench_gpu_compare.py, e.g. --smoke for a CPU dry run).
@@ -32,6 +33,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 timeout $(( ${DEADLINE:-450} + 30 )) "$PYTHON" benchmarks/bench_gpu_compare.py \
   --configs mracnn wacnn --batch 16 --crop 256 --steps "${STEPS:-20}" \
   --variants ${VARIANTS:-jax-f32 jax-bf16 torch-eager} \
-  --peak-tf32 "${PEAK_TF32:-494}" --peak-bf16 "${PEAK_BF16:-989}" --deadline "${DEADLINE:-450}" \
+  ${PEAK_TF32:+--peak-tf32 "$PEAK_TF32"} ${PEAK_BF16:+--peak-bf16 "$PEAK_BF16"} --deadline "${DEADLINE:-450}" \
   ${OUT:+--json "$OUT/rows.json"} ${COMPARE_ARGS:-} | tee "${OUT:-$WORK}/table.md"
 exit "${PIPESTATUS[0]}"

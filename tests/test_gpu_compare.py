@@ -40,14 +40,19 @@ def test_gpu_compare_smoke_run(repo_root, tmp_path, subprocess_xla_cache):
     assert all(f"| small | {v} |" in table for v in expected) and "% peak" in table
 
 
-def test_table_gives_every_row_its_configs_jax_flops(repo_root):
-    """TFLOP/s of a PyTorch row come from the JAX step's FLOPs of the same config, and each row
-    is measured against the peak of its precision."""
+def _bench(repo_root):
     spec = importlib.util.spec_from_file_location(
         "bench_gpu_compare", repo_root / "benchmarks" / "bench_gpu_compare.py"
     )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_table_gives_every_row_its_configs_jax_flops(repo_root):
+    """TFLOP/s of a PyTorch row come from the JAX step's FLOPs of the same config, and each row
+    is measured against the peak of its precision."""
+    bench = _bench(repo_root)
     common = {"config": "mracnn", "batch": 16, "compile_s": 1.0, "peak_gib": None}
     rows = [
         {**common, "variant": "jax-f32", "seconds_per_step": 0.1, "flops": 4e12},
@@ -60,3 +65,13 @@ def test_table_gives_every_row_its_configs_jax_flops(repo_root):
     assert lines[3] == "| mracnn | jax-bf16 | 0.0500 | 320.0 | 1.0 | - | 80 | 40.0 |"
     assert lines[4] == "| mracnn | torch-eager | 0.2000 | 80.0 | 1.0 | - | 20 | 20.0 |"
     assert lines[5].startswith("| wacnn | torch-eager | past the deadline |")
+
+
+def test_peaks_follow_the_device_name(repo_root):
+    """The lent GPUs by the names CUDA gives them: the H100's PCIe and NVL parts are not the SXM
+    part's peaks, and an unknown device has none."""
+    peaks = _bench(repo_root).dense_peaks
+    assert peaks("NVIDIA H200") == peaks("NVIDIA H100 80GB HBM3") == (494.0, 989.0)
+    assert peaks("NVIDIA H100 PCIe") == (378.0, 756.0)
+    assert peaks("NVIDIA H100 NVL") == (418.0, 835.0)
+    assert peaks("cpu") is None
