@@ -1,5 +1,5 @@
 """Grayscale models initialised from colour ones (models/grayscale.py,
-scripts/make_grayscale_model.py): exact on gray images; the provenance scripts/bundle_grayscale.py
+scripts/make_grayscale_model.py): exact on gray images; the provenance scripts/bundle_finetuned.py
 writes."""
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def test_bundle_continues_a_bundled_model(colour_file, tmp_path, repo_root):
     steps to the bundled ones and keeps the first run's validation before."""
     init = tmp_path / "init.mracnn"
     assert _script(repo_root).main([str(colour_file), str(init)]) == 0
-    bundle = _load_script(repo_root, "bundle_grayscale")
+    bundle = _load_script(repo_root, "bundle_finetuned")
     first, second = tmp_path / "first", tmp_path / "second"
     _fake_run(tmp_path / "run1", init, 40, (2.0, 1.5))
     assert bundle.main(["2", str(tmp_path / "run1"), str(init), "--out", str(first)]) == 0
@@ -165,3 +165,26 @@ def test_bundle_continues_a_bundled_model(colour_file, tmp_path, repo_root):
         }
     ]
     assert meta2["initialised_from"] == meta["initialised_from"]
+
+
+def test_bundle_names_a_colour_model_after_its_start(colour_file, tmp_path, repo_root):
+    """A colour model continued from a bundled colour file (not fine-tuned before) becomes
+    mracnn-bundled-q<N> and names that file as its start; a start of the wrong channel count is
+    refused."""
+    bundle = _load_script(repo_root, "bundle_finetuned")
+    _fake_run(tmp_path / "run", colour_file, 50, (1.9, 1.8))
+    assert bundle.main(["4", str(tmp_path / "run"), str(colour_file), "--out", str(tmp_path)]) == 0
+    header = model_file.read_header(tmp_path / "mracnn-bundled-q4.mracnn")
+    meta, start = header["metadata"], model_file.read_header(colour_file)
+    assert meta["quality"] == 4 and meta["fine_tuned"]["steps"] == 50
+    assert "gray" not in meta["fine_tuned"]["batch"]
+    assert meta["initialised_from"] == {
+        "file": colour_file.name,
+        "params_digest": start["params_digest"],
+        "step": None,
+        "eval": {"psnr": 1.0},
+    }
+    gray = tmp_path / "gray.mracnn"
+    assert _script(repo_root).main([str(colour_file), str(gray)]) == 0
+    with pytest.raises(SystemExit, match="not the model the run started from"):
+        bundle.main(["4", str(tmp_path / "run"), str(gray), "--out", str(tmp_path)])
