@@ -10,9 +10,10 @@ For each config (default: mracnn and wacnn at batch 16 of 256²) it runs, each i
 
 and prints s/step, images/s, compile (JAX) or warm-up (PyTorch: the first two steps) time, peak
 device memory, TFLOP/s and the fraction of ``--peak-tf32`` (float32 rows) or ``--peak-bf16``
-(bfloat16 rows); without them, the dense peaks of the device's model from ``DENSE_PEAKS`` (NVIDIA's
-data sheets, half the "with sparsity" figures), matched by name. FLOPs per step are the JAX step's (``bench_train_step``: the lowered step's cost
-analysis, else the convolutions and matrix products of its jaxpr), for the PyTorch rows too.
+(bfloat16 rows); without them, the dense peaks of the device's model from ``DENSE_PEAKS``
+(NVIDIA's data sheets, half the "with sparsity" figures), matched by name. FLOPs per step are the
+JAX step's (``bench_train_step``: the lowered step's cost analysis, else the convolutions and
+matrix products of its jaxpr), for the PyTorch rows too.
 
 The workers start together, so the slow part, XLA's compilation on the host, overlaps; their
 timed steps take turns under a file lock, so no two timed loops share the device (compile times
@@ -294,10 +295,10 @@ def main(argv=None) -> int:
                 rows.append({"config": c, "variant": v, "error": f"failed: {tail[0][:60]}"})
     order = {(c, v): i for i, (c, v) in enumerate(jobs)}
     rows.sort(key=lambda r: order.get((r["config"], r["variant"]), 0))
-    print(f"batch {a.batch} of {a.crop}², {a.steps} timed steps each, {time.time() - t0:.0f} s in all; "
-          f"devices: {sorted({r['device'] for r in rows if 'device' in r})}")
-    peaks, source = (a.peak_tf32, a.peak_bf16), "given"
     names = sorted({r["device"] for r in rows if "device" in r})
+    print(f"batch {a.batch} of {a.crop}², {a.steps} timed steps each, {time.time() - t0:.0f} s in all; "
+          f"devices: {names}")
+    peaks, source = (a.peak_tf32, a.peak_bf16), "given"
     if None in peaks and names:
         known = dense_peaks(names[0])
         peaks = tuple(g if g is not None else k for g, k in zip(peaks, known or (None, None)))

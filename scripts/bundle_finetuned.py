@@ -9,10 +9,10 @@
 that was not fine-tuned before (a converted grayscale model from
 ``scripts/make_grayscale_model.py``, whose metadata names the colour model, or a bundled colour
 model, which is then named itself), or an earlier fine-tuned bundled model, when a sitting
-continues one whose work directory is gone. In the last case the steps add up, the validation before is the first run's, and
-``fine_tuned.continued`` lists each continuation (its start's params digest and steps; the
-optimiser state started afresh there). The parameters,
-config and storage dtype are kept as they are (the params digest is checked to be unchanged), and
+continues one whose work directory is gone. In the last case the steps add up, the validation
+before is the first run's, and ``fine_tuned.continued`` lists each continuation (its start's
+params digest and steps; the optimiser state started afresh there). The parameters, config and
+storage dtype are kept as they are (the params digest is checked to be unchanged), and
 the metadata gains:
 
 * ``quality``: Q (``zoo`` picks by it);
@@ -89,12 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     source = a.workdir / "model.mracnn"
     config, params, metadata = model_file.load_model(source)
     header = model_file.read_header(source)
-    gray = int(config.get("channels", 3)) == 1
+    channels = int(config.get("channels", 3))
+    gray = channels == 1
     init_header = model_file.read_header(a.init)
-    if zoo.header_channels(init_header) != int(config.get("channels", 3)):
+    if zoo.header_channels(init_header) != channels:
         sys.exit(
             f"{a.init} has {zoo.header_channels(init_header)} channels, the run's model "
-            f"{config.get('channels', 3)}: not the model the run started from"
+            f"{channels}: not the model the run started from"
         )
     init_meta = init_header.get("metadata") or {}
     metadata = dict(metadata or {})

@@ -21,13 +21,18 @@ needs_other_stack = pytest.mark.skipif(
 )
 
 
+def other_python() -> str:
+    """The other environment's python as a path (a relative ``MRACNN_OTHER_PYTHON`` is taken
+    from the repository's root)."""
+    return str(REPO / OTHER)  # (an absolute OTHER stays itself)
+
+
 def run_in_other_stack(code: str, timeout: float = 600) -> str:
     """stdout of ``code`` run by the other environment's python (CPU only; fails the test with
     its stderr when it exits non-zero)."""
-    other = str(REPO / OTHER)  # (an absolute OTHER stays itself)
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
-        [other, "-c", code], check=False, capture_output=True, text=True, timeout=timeout,
+        [other_python(), "-c", code], check=False, capture_output=True, text=True, timeout=timeout,
         cwd=REPO / "tests", env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

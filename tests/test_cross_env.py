@@ -19,20 +19,15 @@ import subprocess
 import sys
 
 import pytest
+from other_stack import needs_other_stack, other_python  # a sibling helper module
 
 from mracnn_jax import zoo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-OTHER = os.environ.get("MRACNN_OTHER_PYTHON", "")
 SCRIPT = REPO / "scripts" / "cross_env.py"
 O_LEVEL = "--xla_backend_optimization_level"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not OTHER, reason="MRACNN_OTHER_PYTHON names no second environment (make test sets it)"
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_other_stack]
 
 
 def _start(python: str, cache: pathlib.Path, *args: str) -> subprocess.Popen:
@@ -65,7 +60,7 @@ def _finish(*procs: subprocess.Popen) -> list[str]:
 
 def test_files_decode_in_the_other_stack(tmp_path, subprocess_xla_cache):
     here, there = tmp_path / "here", tmp_path / "there"
-    other = str(REPO / OTHER) if not os.path.isabs(OTHER) else OTHER
+    other = other_python()
     caches = {sys.executable: subprocess_xla_cache, other: tmp_path / "cache-other"}
     # the two stacks side by side: both encode, then each decodes the other's files
     _finish(

@@ -93,8 +93,8 @@ def test_pipeline_seeded_determinism(tmp_path):
 
 
 def batches_digest(folder: str, seed: int = 7) -> str:
-    """numpy version and the SHA-256 of the first 6 batches (4 crops of 64² each, 2 epochs of the
-    folder) that ``make_train_iterator`` reads from ``folder`` with ``seed``."""
+    """numpy version and the SHA-256 of the first 6 batches (4 crops of 64² each: 24 stream
+    positions) that ``make_train_iterator`` reads from ``folder`` with ``seed``."""
     cfg = ml_collections.ConfigDict({"train_dirs": [folder], "backend": "python", "num_workers": 0})
     it = input_pipeline.make_train_iterator(cfg, crop_size=64, batch_size=4, seed=seed)
     digest = hashlib.sha256(b"".join(next(it).tobytes() for _ in range(6))).hexdigest()
@@ -107,7 +107,7 @@ def test_the_other_stack_reads_the_same_batches(tmp_path):
     """The same seed gives the same training batches in both stacks (numpy 1 and 2): the shuffled
     order, crop positions and flips come from ``default_rng``s seeded by integers, and the files
     decode to the same pixels (PNG and JPEG, colour and gray, small ones padded)."""
-    write_images(tmp_path, 12, small=2, gray=2)
+    write_images(tmp_path, 12, small=2, gray=2)  # 14 files: the 24 positions cross an epoch
     mine = batches_digest(str(tmp_path))
     other = run_in_other_stack(
         f"import test_input_pipeline as t; print(t.batches_digest({str(tmp_path)!r}))"
