@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -12,6 +11,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import pytest
+from load_script import load_script  # a sibling helper module
 
 from mracnn_jax.config_files import load_config
 
@@ -20,10 +20,7 @@ SCRIPT = REPO / "benchmarks" / "bench_train_step.py"
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("bench_train_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_jaxpr_flops_counts_convolutions_and_matmuls():

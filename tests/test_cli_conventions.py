@@ -10,7 +10,6 @@ codec with a small model, against coding the same files one at a time.
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import os
 import pathlib
 import pickle
@@ -21,6 +20,7 @@ import warnings
 
 import numpy as np
 import pytest
+from load_script import load_script  # a sibling helper module
 from PIL import Image
 
 import mracnn_jax
@@ -295,9 +295,7 @@ def test_convert_cleans_up_torchs_message(tmp_path, capsys):
 
 
 def test_evaluate_help_has_a_whole_description():
-    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "evaluate.py")
-    evaluate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate)
+    evaluate = load_script(REPO / "evaluate.py", "evaluate_script")
     description = evaluate.build_parser().description
     assert description.endswith("BD-rates, plots."), description
     first_paragraph = evaluate.__doc__.split("\n\n")[0]

@@ -11,13 +11,13 @@ The models are narrow (``presets.small``: N = 16, M = 40) to keep the file fast.
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import sys
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from load_script import load_script  # a sibling helper module
 
 from mracnn_jax import convert, model_file
 from mracnn_jax.convert import ConversionError, layouts, state_dicts
@@ -38,11 +38,7 @@ _NO_COMPRESSAI = (
 
 
 def _load(name: str, path: pathlib.Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(path, name)
 
 
 def import_compressai():

@@ -11,7 +11,6 @@ decoder loads what its own encoder compiled, never anything the other stack comp
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -19,6 +18,7 @@ import subprocess
 import sys
 
 import pytest
+from load_script import load_script  # a sibling helper module
 from other_stack import needs_other_stack, other_python  # a sibling helper module
 
 from mracnn_jax import zoo
@@ -90,7 +90,4 @@ def test_files_decode_in_the_other_stack(tmp_path, subprocess_xla_cache):
 
 def _script_module():
     """scripts/cross_env.py's functions, in this process (its ``compare`` reads PNG files)."""
-    spec = importlib.util.spec_from_file_location("cross_env", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)

@@ -11,7 +11,6 @@ file system, images with Pillow, decoding with the codec.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from load_script import load_script  # a sibling helper module
 from PIL import Image
 
 from mracnn_jax import codec, zoo
@@ -34,14 +34,7 @@ KODAK = REPO.parent / "shared" / "data" / "kodak"
 CURVE = "mracnn-small"
 
 
-def _load_evaluate():
-    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate = _load_evaluate()
+evaluate = load_script(REPO / "evaluate.py", "evaluate_script")
 
 
 @pytest.fixture(scope="module")

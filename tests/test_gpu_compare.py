@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from load_script import load_script  # a sibling helper module
 
 
 @pytest.mark.slow
@@ -41,12 +42,7 @@ def test_gpu_compare_smoke_run(repo_root, tmp_path, subprocess_xla_cache):
 
 
 def _bench(repo_root):
-    spec = importlib.util.spec_from_file_location(
-        "bench_gpu_compare", repo_root / "benchmarks" / "bench_gpu_compare.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_script(repo_root / "benchmarks" / "bench_gpu_compare.py")
 
 
 def test_table_gives_every_row_its_configs_jax_flops(repo_root):

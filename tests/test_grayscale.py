@@ -4,7 +4,6 @@ writes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 
@@ -12,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from load_script import load_script  # a sibling helper module
 
 from mracnn_jax import model_file
 from mracnn_jax.models import build_model, init_params, presets
@@ -19,11 +19,7 @@ from mracnn_jax.models.grayscale import OUTPUT_WEIGHTS, grayscale_from_colour
 
 
 def _load_script(repo_root, name):
-    path = repo_root / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(repo_root / "scripts" / f"{name}.py")
 
 
 def _script(repo_root):
