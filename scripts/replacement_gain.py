@@ -1,0 +1,160 @@
+"""Should a candidate model replace a bundled one? Its PSNR gain over the bundled curve at its own
+rate, and the BD-rates the bundled curve would have with it.
+
+    .venv/bin/python scripts/replacement_gain.py CANDIDATE.json [CANDIDATE.json ...] \
+        [--bundled docs/results/bundled/mracnn-bundled-mse.json] [--bar 0.3]
+
+Each ``CANDIDATE.json`` is an ``evaluate.py`` result (CompressAI layout) of one or more points on
+the same images as the bundled curve, e.g. ``evaluate.py --model workdirs/colour-q2/model.mracnn
+--anchor-for-bd none --out DIR`` gives ``DIR/mracnn-bundled-mse.json``. A candidate point replaces
+the bundled point with the same label (``lambda=0.013``); a label the bundled curve lacks adds a
+point (a new quality).
+
+The gain at equal rate of a candidate point (r, D) over the bundled curve {(r_i, D_i)} is
+
+    ΔD = D − P(ln r),  P the PCHIP interpolant of D_i over ln r_i
+
+(the interpolation bd_rate uses, on the rate axis). It is defined only inside the bundled curve's
+rate range: a point outside it has no bundled quality at its rate, and the script says so rather
+than extrapolate. A replacement is worth its 20 MB in every clone when ΔD ≥ ``--bar`` dB
+(0.3, the rule for the bundled models). The BD-rates (PSNR and MS-SSIM dB) of the merged
+curve are then printed against every anchor found beside the bundled curve (``jpeg.json``,
+``webp.json``, ...), next to the bundled curve's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.interpolate import PchipInterpolator
+
+from mracnn_jax.evaluation import bd_rate
+
+REPO = Path(__file__).resolve().parents[1]
+
+BUNDLED = REPO / "docs" / "results" / "bundled" / "mracnn-bundled-mse.json"
+ANCHORS = ("jpeg", "webp", "avif", "jpeg2000")
+#: The per-point lists of a CompressAI-layout result that a merge carries along.
+POINT_KEY = "point"
+
+
+def gain_at_equal_rate(curve: dict[str, Any], bpp: float, dist: float, metric: str = "psnr"):
+    """``dist`` minus the curve's quality at rate ``bpp`` (PCHIP in ln rate), or None where
+    ``bpp`` lies outside the curve's rate range."""
+    rates, quality = bd_rate.curve(curve, metric)
+    order = np.argsort(rates)
+    rates, quality = rates[order], quality[order]
+    if not rates[0] <= bpp <= rates[-1]:
+        return None
+    return float(dist - PchipInterpolator(np.log(rates), quality)(math.log(bpp)))
+
+
+def merge(bundled: dict[str, Any], candidate: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The bundled result with each candidate point replacing the point of the same label, or
+    added; points sorted by rate. Returns (merged result, labels replaced or added)."""
+    merged = copy.deepcopy(bundled)
+    res, cand = merged["results"], candidate["results"]
+    keys = [k for k, v in res.items() if isinstance(v, list) and len(v) == len(res[POINT_KEY])]
+    missing = [k for k in ("bpp", "psnr-rgb", POINT_KEY) if k not in cand]
+    if missing:
+        raise ValueError(f"{candidate.get('name', '?')}: the candidate result lacks {missing}")
+    changed = []
+    for j, label in enumerate(cand[POINT_KEY]):
+        i = res[POINT_KEY].index(label) if label in res[POINT_KEY] else None
+        for k in keys:
+            value = cand[k][j] if k in cand else math.nan
+            if i is None:
+                res[k].append(value)
+            else:
+                res[k][i] = value
+        changed.append(label)
+    order = np.argsort(res["bpp"])
+    for k in keys:
+        res[k] = [res[k][i] for i in order]
+    return merged, changed
+
+
+def anchors_beside(bundled_path: Path) -> dict[str, dict[str, Any]]:
+    """The anchor curves stored beside the bundled result (those present)."""
+    found = {}
+    for name in ANCHORS:
+        path = bundled_path.parent / f"{name}.json"
+        if path.exists():
+            found[name] = json.loads(path.read_text())
+    return found
+
+
+def _bd(anchor: dict[str, Any], test: dict[str, Any], metric: str) -> str:
+    """The BD-rate as printed; the overlap of the quality ranges is a column of its own."""
+    try:
+        return f"{bd_rate.bd_rate_results(anchor, test, metric, min_overlap=0):+.1f} %"
+    except (KeyError, ValueError) as e:
+        return f"n/a ({e})"
+
+
+def _overlap(anchor: dict[str, Any], test: dict[str, Any], metric: str) -> str:
+    try:
+        return f"{bd_rate.overlap_fraction(bd_rate.curve(anchor, metric)[1], bd_rate.curve(test, metric)[1]):.0%}"
+    except KeyError:
+        return "n/a"
+
+
+def report(bundled_path: Path, candidates: list[dict[str, Any]], bar: float) -> list[str]:
+    """The printed lines: each candidate point's gain and verdict, then the BD-rate table."""
+    bundled = json.loads(bundled_path.read_text())
+    lines, merged = [], bundled
+    old = bundled["results"]
+    for cand in candidates:
+        res = cand["results"]
+        for j, label in enumerate(res[POINT_KEY]):
+            bpp, psnr = res["bpp"][j], res["psnr-rgb"][j]
+            gain = gain_at_equal_rate(bundled, bpp, psnr)
+            was = ""
+            if label in old[POINT_KEY]:
+                i = old[POINT_KEY].index(label)
+                was = f" (bundled: {old['bpp'][i]:.4f} bpp / {old['psnr-rgb'][i]:.3f} dB)"
+            if gain is None:
+                verdict = "outside the bundled curve's rates: a new point, no gain at equal rate"
+            else:
+                keep = "replace" if gain >= bar else "keep the bundled file"
+                verdict = f"{gain:+.3f} dB at equal rate (bar {bar} dB): {keep}"
+            lines.append(f"{label}: {bpp:.4f} bpp / {psnr:.3f} dB{was}; {verdict}")
+        merged, _ = merge(merged, cand)
+    lines.append(
+        f"BD-rate of the merged curve against the bundled one (PSNR): {_bd(bundled, merged, 'psnr')}"
+    )
+    head = ("anchor", "metric", "bundled", "merged", "overlap of the merged")
+    lines.append(f"{head[0]:10s} {head[1]:11s} {head[2]:>10s} {head[3]:>10s}  {head[4]}")
+    for name, anchor in anchors_beside(bundled_path).items():
+        for metric in bd_rate.METRICS:
+            row = (_bd(anchor, bundled, metric), _bd(anchor, merged, metric))
+            lap = _overlap(anchor, merged, metric)
+            lines.append(f"{name:10s} {metric:11s} {row[0]:>10s} {row[1]:>10s}  {lap}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("candidates", nargs="+", type=Path, help="evaluate.py result JSON files")
+    p.add_argument("--bundled", type=Path, default=BUNDLED, help="the bundled curve's result")
+    p.add_argument("--bar", type=float, default=0.3, help="dB at equal rate a replacement needs")
+    args = p.parse_args(argv)
+    try:
+        candidates = [json.loads(path.read_text()) for path in args.candidates]
+        lines = report(args.bundled, candidates, args.bar)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"replacement_gain: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
