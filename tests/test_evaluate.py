@@ -27,7 +27,7 @@ from PIL import Image
 
 from mracnn_jax import codec, zoo
 from mracnn_jax.coding import container
-from mracnn_jax.evaluation import bd_rate, measure, results, runner
+from mracnn_jax.evaluation import bd_rate, inputs, measure, results, runner
 
 REPO = Path(__file__).resolve().parents[1]
 KODAK = REPO.parent / "shared" / "data" / "kodak"
@@ -399,3 +399,22 @@ def test_compare_errors_are_one_line(anchors_only, crops, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0] and err[0].startswith("evaluate.py: error:")
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_a_point_is_labelled_by_lambda_then_quality_then_file_name(small_model_export, tmp_path):
+    """A run's export (λ only) and the bundled file made from it (λ and quality) are one point."""
+    model = codec.LoadedModel.load(small_model_export)
+    metadata = {"run": {"lmbda": 0.013}, "bundled": {"lmbda": 0.013, "quality": 2}}
+    metadata |= {"quality-only": {"quality": 3}, "bare": {}}
+    for name, meta in metadata.items():
+        codec.LoadedModel(model.config, model.params, meta).save(tmp_path / f"{name}.mracnn")
+    labels = {}
+    for name in metadata:
+        (spec,) = inputs.describe_models([tmp_path / f"{name}.mracnn"])
+        labels[name] = spec.point
+    assert labels == {
+        "run": "lambda=0.013",
+        "bundled": "lambda=0.013",
+        "quality-only": "q3",
+        "bare": "bare",
+    }

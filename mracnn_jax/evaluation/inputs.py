@@ -4,7 +4,8 @@ and images, each in its own mode; ``EvaluationError`` is the one error for bad i
 Models are grouped into curves: by default one curve per model name (the config's ``name``,
 plus the training loss when the model file records one), each model one point; ``name=``
 puts every model on one curve of that name. A point is labelled by the model's metadata
-``quality``, else its ``lmbda``, else its file name. Points are stored in order of mean bpp.
+``lmbda``, else its ``quality``, else its file name: a training run's export and the bundled file
+made from it (which adds ``quality``) are the same point, ``lambda=0.013``. Points are stored in order of mean bpp.
 
 Images are scored in their own mode (``anchors.load_image``): a grayscale image is read as
 ``[H, W]``, coded by a model as ``mracnn compress`` codes it (one channel for a grayscale
@@ -87,10 +88,10 @@ def resolve_model_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _point_label(path: Path, metadata: dict[str, Any]) -> str:
-    if metadata.get("quality") is not None:
-        return f"q{metadata['quality']}"
     if metadata.get("lmbda") is not None:
         return f"lambda={metadata['lmbda']:g}"
+    if metadata.get("quality") is not None:
+        return f"q{metadata['quality']}"
     return path.stem
 
 
