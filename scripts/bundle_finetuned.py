@@ -20,8 +20,7 @@ the metadata gains:
   ``initialised_from`` when it has one (for a converted model, the colour model: file, params
   digest, method), else INIT itself (file, params digest, its step and validation);
 * ``fine_tuned``: the steps and the last sitting's batch and crop, from the run's config and metrics,
-  the validation metrics before and after, and the steps of the cool-down branch the exported
-  parameters come from (``cooldown_steps``, 0 without one).
+  and the validation metrics before and after.
 
 Run it with ``.venv`` (jax 0.4.34), the stack whose float arithmetic computed the coding tables of
 every bundled model: the file's z coding tables are computed again by ``model_file.save_model``
@@ -59,8 +58,6 @@ def run_summary(workdir: Path, gray: bool) -> dict:
         "lmbda": t.get("lmbda"),
         "eval_before": {k: evals[0][k] for k in keep if k in evals[0]} if evals else None,
         "eval_after": {k: evals[-1][k] for k in keep if k in evals[-1]} if evals else None,
-        # the exported parameters' cool-down branch (train.cooldown_steps), not among the steps
-        "cooldown_steps": int(evals[-1].get("cooldown_steps", 0)) if evals else 0,
     }
 
 

@@ -119,9 +119,9 @@ def test_refuses_a_gray_model(colour_file):
         grayscale_from_colour(config, params, "max")
 
 
-def _fake_run(workdir, model_path, steps, losses, cooldown=0):
+def _fake_run(workdir, model_path, steps, losses):
     """A work directory as train.py leaves it: model.mracnn, config.json, metrics.jsonl with a
-    validation at the start and the end (of a cool-down branch of ``cooldown`` steps if > 0)."""
+    validation at the start and the end."""
     workdir.mkdir()
     shutil.copy(model_path, workdir / "model.mracnn")
     (workdir / "config.json").write_text(
@@ -129,11 +129,7 @@ def _fake_run(workdir, model_path, steps, losses, cooldown=0):
     )
     records = [{"step": 0, "split": "eval", "loss": losses[0], "bpp": 0.7, "psnr": 30.0}]
     records += [{"step": s, "split": "train", "loss": 1.0} for s in range(10, steps + 1, 10)]
-    end = {"step": steps, "split": "eval", "loss": losses[1], "bpp": 0.6, "psnr": 31.0}
-    if cooldown:
-        records += [{"step": steps + s, "split": "cooldown", "loss": 1.0} for s in range(cooldown)]
-        end["cooldown_steps"] = cooldown
-    records += [end]
+    records += [{"step": steps, "split": "eval", "loss": losses[1], "bpp": 0.6, "psnr": 31.0}]
     (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
@@ -149,7 +145,6 @@ def test_bundle_continues_a_bundled_model(colour_file, tmp_path, repo_root):
     bundled = first / "mracnn-bundled-gray-q2.mracnn"
     meta = model_file.read_header(bundled)["metadata"]
     assert meta["fine_tuned"]["steps"] == 40 and "continued" not in meta["fine_tuned"]
-    assert meta["fine_tuned"]["cooldown_steps"] == 0
 
     _fake_run(tmp_path / "run2", bundled, 30, (1.6, 1.4))
     assert bundle.main(["2", str(tmp_path / "run2"), str(bundled), "--out", str(second)]) == 0
@@ -173,12 +168,11 @@ def test_bundle_names_a_colour_model_after_its_start(colour_file, tmp_path, repo
     mracnn-bundled-q<N> and names that file as its start; a start of the wrong channel count is
     refused."""
     bundle = _load_script(repo_root, "bundle_finetuned")
-    _fake_run(tmp_path / "run", colour_file, 50, (1.9, 1.8), cooldown=20)
+    _fake_run(tmp_path / "run", colour_file, 50, (1.9, 1.8))
     assert bundle.main(["4", str(tmp_path / "run"), str(colour_file), "--out", str(tmp_path)]) == 0
     header = model_file.read_header(tmp_path / "mracnn-bundled-q4.mracnn")
     meta, start = header["metadata"], model_file.read_header(colour_file)
     assert meta["quality"] == 4 and meta["fine_tuned"]["steps"] == 50
-    assert meta["fine_tuned"]["cooldown_steps"] == 20
     assert "gray" not in meta["fine_tuned"]["batch"]
     assert meta["initialised_from"] == {
         "file": colour_file.name,
