@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 BUNDLED = REPO / "docs" / "results" / "bundled" / "mracnn-bundled-mse.json"
 ANCHORS = ("jpeg", "webp", "avif", "jpeg2000")
-#: The per-point lists of a CompressAI-layout result that a merge carries along.
+#: The list of a CompressAI-layout result that labels its points.
 POINT_KEY = "point"
 
 
@@ -56,16 +56,16 @@ def gain_at_equal_rate(curve: dict[str, Any], bpp: float, dist: float, metric: s
     return float(dist - PchipInterpolator(np.log(rates), quality)(math.log(bpp)))
 
 
-def merge(bundled: dict[str, Any], candidate: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def merge(bundled: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
     """The bundled result with each candidate point replacing the point of the same label, or
-    added; points sorted by rate. Returns (merged result, labels replaced or added)."""
+    added; points sorted by rate. Every per-point list of the bundled result is carried along
+    (NaN where the candidate lacks it)."""
     merged = copy.deepcopy(bundled)
     res, cand = merged["results"], candidate["results"]
     keys = [k for k, v in res.items() if isinstance(v, list) and len(v) == len(res[POINT_KEY])]
     missing = [k for k in ("bpp", "psnr-rgb", POINT_KEY) if k not in cand]
     if missing:
         raise ValueError(f"{candidate.get('name', '?')}: the candidate result lacks {missing}")
-    changed = []
     for j, label in enumerate(cand[POINT_KEY]):
         i = res[POINT_KEY].index(label) if label in res[POINT_KEY] else None
         for k in keys:
@@ -74,11 +74,10 @@ def merge(bundled: dict[str, Any], candidate: dict[str, Any]) -> tuple[dict[str,
                 res[k].append(value)
             else:
                 res[k][i] = value
-        changed.append(label)
     order = np.argsort(res["bpp"])
     for k in keys:
         res[k] = [res[k][i] for i in order]
-    return merged, changed
+    return merged
 
 
 def anchors_beside(bundled_path: Path) -> dict[str, dict[str, Any]]:
@@ -112,6 +111,7 @@ def report(bundled_path: Path, candidates: list[dict[str, Any]], bar: float) -> 
     lines, merged = [], bundled
     old = bundled["results"]
     for cand in candidates:
+        merged = merge(merged, cand)  # first: it names what a candidate lacks
         res = cand["results"]
         for j, label in enumerate(res[POINT_KEY]):
             bpp, psnr = res["bpp"][j], res["psnr-rgb"][j]
@@ -126,7 +126,6 @@ def report(bundled_path: Path, candidates: list[dict[str, Any]], bar: float) -> 
                 keep = "replace" if gain >= bar else "keep the bundled file"
                 verdict = f"{gain:+.3f} dB at equal rate (bar {bar} dB): {keep}"
             lines.append(f"{label}: {bpp:.4f} bpp / {psnr:.3f} dB{was}; {verdict}")
-        merged, _ = merge(merged, cand)
     lines.append(
         f"BD-rate of the merged curve against the bundled one (PSNR): {_bd(bundled, merged, 'psnr')}"
     )

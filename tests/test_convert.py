@@ -37,17 +37,13 @@ _NO_COMPRESSAI = (
 )
 
 
-def _load(name: str, path: pathlib.Path):
-    return load_script(path, name)
-
-
 def import_compressai():
     """CompressAI's ``entropy_models``, ``gdn`` and ``ans`` (a namespace), or a skip.
 
     CompressAI's package root does not load here (torchvision); see
     ``tests/reference/compressai_loader.py`` for how its modules are imported without it.
     """
-    loader = _load("mracnn_compressai_loader", _REF_PATH.parent / "compressai_loader.py")
+    loader = load_script(_REF_PATH.parent / "compressai_loader.py", "mracnn_compressai_loader")
     try:
         return loader.import_compressai()
     except ImportError:
@@ -249,7 +245,7 @@ def torch():
 
 @pytest.fixture(scope="module")
 def ref(torch):
-    return _load("mracnn_torch_wacnn_reference_convert", _REF_PATH)
+    return load_script(_REF_PATH, "mracnn_torch_wacnn_reference_convert")
 
 
 @pytest.fixture(params=["compressai", "reference"])
@@ -435,9 +431,9 @@ def test_codec_codes_the_symbols_of_the_pytorch_compressai_codec(torch, ref):
     from mracnn_jax.evaluation.inputs import SAMPLES_DIR
 
     compressai = import_compressai()
-    bench = _load(
-        "mracnn_bench_torch_wacnn_codec",
+    bench = load_script(
         _REF_PATH.parents[2] / "benchmarks" / "bench_torch_wacnn_codec.py",
+        "mracnn_bench_torch_wacnn_codec",
     )
     cfg = small_wacnn()
     net = _torch_wacnn(torch, ref, cfg)

@@ -53,8 +53,7 @@ def test_a_candidate_replaces_its_label_and_a_new_label_is_added_in_rate_order()
     bundled = _result("bundled", LABELS, RATES)
     cand = _result("cand", ["lambda=0.013"], [0.5], shift=0.4)
     del cand["results"]["encoding_time"]
-    merged, changed = gain.merge(bundled, cand)
-    assert changed == ["lambda=0.013"]
+    merged = gain.merge(bundled, cand)
     res = merged["results"]
     assert res["point"] == LABELS and res["bpp"] == [0.2, 0.5, 0.9]
     assert res["psnr-rgb"][1] == _psnr(0.5) + 0.4
@@ -62,7 +61,7 @@ def test_a_candidate_replaces_its_label_and_a_new_label_is_added_in_rate_order()
     assert bundled["results"]["bpp"] == RATES  # the bundled result is left as it was
 
     new = _result("q0", ["lambda=0.0004"], [0.1])
-    merged, _ = gain.merge(merged, new)
+    merged = gain.merge(merged, new)
     assert merged["results"]["point"] == ["lambda=0.0004", *LABELS]
     assert merged["results"]["bpp"] == [0.1, 0.2, 0.5, 0.9]
 
@@ -82,7 +81,7 @@ def test_the_report_gives_the_verdict_and_the_merged_curves_bd_rates(tmp_path, c
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("+0.310 dB at equal rate (bar 0.3 dB): replace")
     assert lines[1].endswith("+0.290 dB at equal rate (bar 0.3 dB): keep the bundled file")
-    merged, _ = gain.merge(gain.merge(bundled, over)[0], under)
+    merged = gain.merge(gain.merge(bundled, over), under)
     expected = bd_rate.bd_rate_results(anchor, merged, "psnr", min_overlap=0)
     row = next(line for line in lines if line.startswith("webp") and " psnr " in line)
     old = bd_rate.bd_rate_results(anchor, bundled, "psnr", min_overlap=0)
@@ -90,7 +89,16 @@ def test_the_report_gives_the_verdict_and_the_merged_curves_bd_rates(tmp_path, c
     assert expected < old  # both candidates are above the bundled curve
 
 
-def test_a_missing_file_is_one_line(tmp_path, capsys):
+def test_a_missing_file_or_field_is_one_line(tmp_path, capsys):
     assert gain.main([str(tmp_path / "none.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("replacement_gain: ") and "none.json" in err[0]
+
+    (tmp_path / "bundled.json").write_text(json.dumps(_result("bundled", LABELS, RATES)))
+    cand = _result("cand", ["lambda=0.013"], [0.5])
+    del cand["results"]["bpp"]
+    (tmp_path / "cand.json").write_text(json.dumps(cand))
+    argv = [str(tmp_path / "cand.json"), "--bundled", str(tmp_path / "bundled.json")]
+    assert gain.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["replacement_gain: cand: the candidate result lacks ['bpp']"]

@@ -5,7 +5,8 @@ Models are grouped into curves: by default one curve per model name (the config'
 plus the training loss when the model file records one), each model one point; ``name=``
 puts every model on one curve of that name. A point is labelled by the model's metadata
 ``lmbda``, else its ``quality``, else its file name: a training run's export and the bundled file
-made from it (which adds ``quality``) are the same point, ``lambda=0.013``. Points are stored in order of mean bpp.
+made from it (which adds ``quality``) are the same point, ``lambda=0.013``. Points are stored in
+order of mean bpp.
 
 Images are scored in their own mode (``anchors.load_image``): a grayscale image is read as
 ``[H, W]``, coded by a model as ``mracnn compress`` codes it (one channel for a grayscale
