@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Everything one GPU lease of the device tool runs, in one command: the three bundled models, each
-# continued from its own current weights, trained side by side for what is left of DEADLINE
+# Everything one GPU lease of the device tool runs, in one command: the three bundled models (or the
+# QUALITIES gpu_train_bundled.sh is given, three at most), each continued from its own current
+# weights, trained side by side for what is left of DEADLINE
 # seconds (default 540; the tool's limit for one command is 600) by
 # scripts/gpu_train_bundled.sh, which keeps a model only if it is sane and its validation RD
 # loss went down (see there); optionally scripts/gpu_train.sh's benchmark first.
@@ -41,16 +42,18 @@ if compgen -G "$KIT/whl/*.whl" >/dev/null; then
     --target "$WORK/site" "$KIT"/whl/*.whl || fail "installing $KIT/whl/*.whl failed"
   export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-for q in 1 2 3; do
-  src=$(ls "$KIT/models/mracnn-bundled-q$q.mracnn.f16s.xz" \
-    "$KIT/models/mracnn-bundled-q$q.mracnn.xz" 2>/dev/null | head -1)
-  [ -n "$src" ] || fail "no model for q$q in $KIT/models"
-  "$PYTHON" scripts/make_gpu_kit.py unpack-model "$src" \
-    "$WORK/init/mracnn-bundled-q$q.mracnn" &
-  unpack[$q]=$!
+# Every model the kit has (QUALITIES picks what trains; a new quality starts from its neighbour).
+models=()
+for src in "$KIT"/models/mracnn-bundled-q*.mracnn.f16s.xz "$KIT"/models/mracnn-bundled-q*.mracnn.xz; do
+  [ -f "$src" ] || continue
+  name=$(basename "$src"); name=${name%%.mracnn*}.mracnn
+  [[ " ${models[*]} " == *" $name "* ]] && continue  # .f16s.xz before a plain .xz
+  "$PYTHON" scripts/make_gpu_kit.py unpack-model "$src" "$WORK/init/$name" &
+  unpack[${#models[@]}]=$!; models+=("$name")
 done
-for q in 1 2 3; do
-  wait "${unpack[$q]}" || fail "unpacking q$q's model failed"
+[ ${#models[@]} -ge 1 ] || fail "no model in $KIT/models"
+for i in "${!models[@]}"; do
+  wait "${unpack[$i]}" || fail "unpacking ${models[$i]} failed"
 done
 echo "unpacked ($(( $(date +%s) - T0 )) s in)"
 

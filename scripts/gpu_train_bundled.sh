@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Trains the three bundled models (mracnn_jax/configs/bundled.py at quality 1, 2 and 3) side by side on one
-# GPU for a fixed wall-clock budget, then keeps each only if it is sane and better than it started.
+# Trains bundled models (mracnn_jax/configs/bundled.py at quality 1, 2 and 3 by default) side by side
+# on one GPU for a fixed wall-clock budget, then keeps each only if it is sane and better than it
+# started.
 #
 #   scripts/gpu_train_bundled.sh DATA_ROOT OUT_DIR [SECONDS]
 #
 # INIT_FROM=DIR continues each quality from its own model file DIR/mracnn-bundled-qN.mracnn (e.g.
 # mracnn_jax/assets/models, or the files scripts/gpu_lease.sh unpacks from the kit) with a fresh
-# optimiser, instead of a random initialisation. DATA_ROOT has the layout of ../shared/data
+# optimiser, instead of a random initialisation; a quality without a file there (the new ones, 0
+# and 4) starts from its neighbour's (mracnn_jax/configs/bundled.py's start_quality). DATA_ROOT has the layout of ../shared/data
 # (train/bsds500/{train,test,val}, train/cid22; scripts/make_gpu_kit.py's .kit/data has it).
-# The three runs share the GPU (each may take MEM_FRACTION, default 30 %, of its memory) and stop
+# The runs share the GPU (each may take MEM_FRACTION, default 90 % over their number, at most 30 %,
+# of its memory) and stop
 # cleanly when SECONDS (default 420, imports excluded, compilation included) are spent:
 # checkpoint, validation, float16 export. Validation (the first EVAL_IMAGES=8 files of
 # DATA_ROOT/train/bsds500/val, centre crops of EVAL_CROP=256) runs at step 0 on the starting
@@ -25,7 +28,8 @@
 #                                             run, decisions.json, the benchmark's log if any
 # Settings: LR (default 1e-4, constant after WARMUP=200 steps, then the last COOLDOWN=150 steps
 # falling linearly to a tenth: train.cooldown_steps, time kept for them), BATCH (16), CROP (256), WORKERS
-# (5 data threads per run), LOG_EVERY (50), QUALITIES ("1 2 3"), PYTHON (python3), WORK
+# (5 data threads per run), LOG_EVERY (50), QUALITIES ("1 2 3"; any three of 0-4, since OUT holds two
+# parts of each model: "0 3 4" trains the curve's ends), PYTHON (python3), WORK
 # (/tmp/bundled: the runs' work directories, emptied first). A CPU smoke test of the whole lease:
 #   OUT=/tmp/o WORK=/tmp/w PYTHON=.venv-new/bin/python DEADLINE=420 MARGIN=60 CROP=64 BATCH=2 \
 #   WORKERS=1 EVAL_IMAGES=2 EVAL_CROP=64 LOG_EVERY=2 WARMUP=0 bash scripts/gpu_lease.sh .kit
@@ -36,11 +40,29 @@ PYTHON=${PYTHON:-python3}
 WORK=${WORK:-/tmp/bundled}
 QUALITIES=${QUALITIES:-1 2 3}
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-# The λ of each quality, from the one place that defines them.
-declare -A LAMBDA
-read -r LAMBDA[1] LAMBDA[2] LAMBDA[3] < <("$PYTHON" -c \
-  "from mracnn_jax.configs.bundled import QUALITY_LAMBDAS as q; print(q[1], q[2], q[3])")
-[ -n "${LAMBDA[3]:-}" ] || { echo "cannot read mracnn_jax/configs/bundled.py's QUALITY_LAMBDAS" >&2; exit 1; }
+# The λ of each quality and the bundled quality it starts from without a file of its own, from the
+# one place that defines them.
+# shellcheck disable=SC2086  # QUALITIES is a list
+n_q=$(echo $QUALITIES | wc -w)
+[ "$n_q" -ge 1 ] && [ "$n_q" -le 3 ] || {
+  echo "gpu_train_bundled.sh: QUALITIES=\"$QUALITIES\": one to three qualities (OUT holds two parts of each model, 8 files in all)" >&2
+  exit 1
+}
+declare -A LAMBDA START
+# shellcheck disable=SC2086
+while read -r q l s; do LAMBDA[$q]=$l; START[$q]=$s; done < <("$PYTHON" -c "
+import sys
+from mracnn_jax.configs import bundled
+for q in sys.argv[1:]:
+    try:
+        print(q, bundled.quality_lambda(int(q)), bundled.start_quality(int(q)))
+    except ValueError as e:
+        sys.exit(f'gpu_train_bundled.sh: {e}')
+" $QUALITIES)
+for q in $QUALITIES; do
+  [ -n "${LAMBDA[$q]:-}" ] || { echo "gpu_train_bundled.sh: no λ for quality $q" >&2; exit 1; }
+done
+MEM_FRACTION=${MEM_FRACTION:-$(awk -v n="$n_q" 'BEGIN { f = 0.9 / n; print (f > 0.3 ? 0.3 : f) }')}
 mkdir -p "$OUT" "$WORK"
 for q in $QUALITIES; do rm -rf "$WORK/q$q" "$WORK/q$q.log" "$WORK/q$q.rc"; done
 rm -f "$WORK/decisions.json" "$WORK/keep.txt"
@@ -57,7 +79,13 @@ optax.__version__, 'orbax', o.__version__, 'numpy', numpy.__version__, jax.devic
 
 for q in $QUALITIES; do
   wd="$WORK/q$q"
-  MRACNN_DATA="$DATA" XLA_PYTHON_CLIENT_MEM_FRACTION=${MEM_FRACTION:-0.3} \
+  init=""
+  if [ -n "${INIT_FROM:-}" ]; then
+    init="$INIT_FROM/mracnn-bundled-q$q.mracnn"
+    [ -f "$init" ] || init="$INIT_FROM/mracnn-bundled-q${START[$q]}.mracnn"
+    echo "q$q (λ ${LAMBDA[$q]}) starts from $(basename "$init")"
+  fi
+  MRACNN_DATA="$DATA" XLA_PYTHON_CLIENT_MEM_FRACTION=$MEM_FRACTION \
   "$PYTHON" train.py --config=bundled --workdir="$wd" \
     --config.train.lmbda="${LAMBDA[$q]}" \
     --config.train.batch_size="${BATCH:-16}" --config.train.crop_size="${CROP:-256}" \
@@ -71,7 +99,7 @@ for q in $QUALITIES; do
     --config.train.eval_crop_size="${EVAL_CROP:-256}" \
     --config.train.export_dtype=float16 --config.train.export_name="mracnn-bundled-q$q.mracnn" \
     --config.data.backend=python --config.data.num_workers="${WORKERS:-5}" \
-    --config.train.init_from="${INIT_FROM:+$INIT_FROM/mracnn-bundled-q$q.mracnn}" \
+    --config.train.init_from="$init" \
     >"$wd.log" 2>&1 &
   pids[$q]=$!
 done

@@ -1,5 +1,6 @@
 """scripts/gpu_keep_or_drop.py: which models a GPU lease brings back. A model comes back only if
-its run ended cleanly, nothing in it is NaN/Inf and its validation RD loss went down."""
+its run ended cleanly, nothing in it is NaN/Inf and its validation RD loss went down; and which
+file each quality of a lease starts from."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mracnn_jax import model_file
 
@@ -69,3 +71,17 @@ def test_a_run_without_a_log_or_file_is_dropped(tmp_path):
     d = gpu_keep_or_drop.decide(tmp_path, 1)
     assert not d["keep"]
     assert "no metrics.jsonl" in d["reasons"] and "no model file" in d["reasons"]
+
+
+def test_a_lease_starts_a_new_quality_from_its_bundled_neighbour(bundled_quality_lambdas):
+    """gpu_train_bundled.sh's λ and start file per quality: a bundled quality from its own file,
+    q0 and q4 (not bundled yet) from the bundled quality nearest in ln λ; λ rises with quality."""
+    from mracnn_jax.configs import bundled
+
+    assert bundled.QUALITY_LAMBDAS == bundled_quality_lambdas
+    assert {q: bundled.start_quality(q) for q in range(5)} == {0: 1, 1: 1, 2: 2, 3: 3, 4: 3}
+    lambdas = [bundled.quality_lambda(q) for q in range(5)]
+    assert lambdas == sorted(lambdas) and len(set(lambdas)) == 5
+    assert not set(bundled.NEW_QUALITY_LAMBDAS) & set(bundled.QUALITY_LAMBDAS)
+    with pytest.raises(ValueError, match=r"^no quality 5: the qualities are \[0, 1, 2, 3, 4\]$"):
+        bundled.start_quality(5)
