@@ -5,9 +5,9 @@ and 8 heads, 5-slice channel-aware squeezing entropy model with CLAB and LRP), w
 M = 160 (5 slices of 32), Z = 64, CLAB width 64 and cc/LRP widths (64, 48): 9,753,827 parameters
 (a 19.9 MB float16 model file), 86.4 GFLOPs at 768x512 (the mracnn preset: 607). Three rate points:
 ``--config.train.lmbda`` 0.0018 (quality 1), 0.0130 (quality 2, the default), 0.05 (quality 3).
-Two more qualities extend the curve towards 0.1 and 1.0 bpp on Kodak (issue 23) and are trained but
-not bundled yet: 0.0004 (quality 0) and 0.0932 (quality 4, CompressAI's seventh λ); a run of one
-starts from the bundled quality next to it (``start_quality``).
+Two more qualities, to extend the curve towards 0.1 and 1.0 bpp on Kodak, have no bundled file yet:
+0.0004 (quality 0) and 0.0932 (quality 4, CompressAI's seventh λ); a run of one starts from the
+bundled quality next to it (``start_quality``).
 The defaults below are for a CPU (128x128 crops, 4x cheaper per step than 256x256);
 scripts/gpu_train_bundled.sh overrides them for one GPU (256x256 crops, batch 16).
 """
