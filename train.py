@@ -53,6 +53,7 @@ def main(argv):
     if FLAGS.config is None:
         raise app.UsageError("--config is required for training")
     from mracnn_jax.training.config_checks import ConfigError, check_run
+    from mracnn_jax.training.stopping import Interrupted
     from mracnn_jax.training.train_lib import train_and_evaluate
 
     try:
@@ -60,7 +61,11 @@ def main(argv):
     except ConfigError as e:
         raise SystemExit(f"train.py: error: {e}") from None
 
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    try:
+        train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except Interrupted as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        sys.exit(e.exit_status)
 
 
 if __name__ == "__main__":

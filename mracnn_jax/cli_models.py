@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from mracnn_jax import cli_paths as paths
 
@@ -95,6 +96,7 @@ def cmd_train(args) -> int:
     config_checks.check_run(config)  # one-line errors before the model is built
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from mracnn_jax.training.stopping import Interrupted
     from mracnn_jax.training.train_lib import train_and_evaluate
 
     log = logging.getLogger("mracnn_jax")  # its INFO lines above the bar, once
@@ -104,6 +106,9 @@ def cmd_train(args) -> int:
     try:
         with logging_redirect_tqdm(loggers=[log]):
             state = train_and_evaluate(config, opts.workdir)
+    except Interrupted as e:
+        print(f"{PROG} train: {e}", file=sys.stderr)
+        return e.exit_status
     finally:
         log.setLevel(saved[0])
         log.propagate = saved[1]

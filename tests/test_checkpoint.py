@@ -1,4 +1,5 @@
-"""Orbax checkpoints (both orbax versions), SIGKILL mid-write, and the portable model file.
+"""Orbax checkpoints (both orbax versions), SIGKILL mid-write, SIGTERM between steps, and the
+portable model file.
 
 Run as a script, this file is the training child process of the SIGKILL test
 (``python tests/test_checkpoint.py child CONFIG_JSON WORKDIR PAUSE_AT_STEP``).
@@ -23,7 +24,7 @@ import pytest
 from tiny_training import TinyCodec, assert_trees_equal, tiny_config  # a sibling helper module
 
 from mracnn_jax import model_file
-from mracnn_jax.training import checkpoint, defaults, export, train_state
+from mracnn_jax.training import checkpoint, defaults, export, run_log, stopping, train_state
 from mracnn_jax.training.run_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,6 +194,44 @@ def test_resume_after_sigkill_during_checkpoint_write(tmp_path):
     assert [[r[k] for k in values] for r in history.train] == [
         [r[k] for k in values] for r in straight_history.train
     ]
+
+
+# -------------------------------------------------------------------------------------------------
+# SIGTERM (a preempted machine) or Ctrl-C between steps.
+
+
+def test_sigterm_checkpoints_the_next_step_and_the_run_resumes_exactly(tmp_path, monkeypatch):
+    """A SIGTERM during step 7's logging stops the run at step 8 with a checkpoint of step 8 (none
+    falls there by the schedule of 5), no export; rerun, it resumes at 8 and ends with the
+    parameters of a run never interrupted. The previous SIGTERM handler is back afterwards."""
+    from mracnn_jax.training.train_lib import train_and_evaluate
+
+    config = tiny_config(tmp_path, num_steps=12, checkpoint_every=5, log_every=1,
+                         num_eval_images=0, export_name="model.mracnn")  # fmt: skip
+    write = run_log.MetricWriter.write
+
+    def write_then_signal(self, step, split, values):
+        write(self, step, split, values)
+        if step == 7 and split == "train":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    wd = tmp_path / "wd"
+    with monkeypatch.context() as m:
+        m.setattr(run_log.MetricWriter, "write", write_then_signal)
+        with pytest.raises(stopping.Interrupted, match="stopped by SIGTERM at step 8") as info:
+            train_and_evaluate(config, str(wd), model=TinyCodec())
+    assert (info.value.step, info.value.exit_status) == (8, 128 + signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before
+    mngr = checkpoint.CheckpointManager(wd / "checkpoints")
+    assert mngr.all_steps() == [5, 8]
+    mngr.close()
+    assert not (wd / "model.mracnn").exists()
+
+    resumed = train_and_evaluate(config, str(wd), model=TinyCodec())
+    assert int(resumed.step) == 12 and (wd / "model.mracnn").exists()
+    straight = train_and_evaluate(config, str(tmp_path / "straight"), model=TinyCodec())
+    assert_trees_equal(jax.device_get(straight.params), jax.device_get(resumed.params))
 
 
 # -------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ model is trained by ``mracnn train`` in test_wheel.py.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -144,3 +145,23 @@ def test_train_py_takes_a_preset_name_and_says_what_is_wrong_in_one_line(tmp_pat
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("train.py: error: data.val_dir:"), proc.stderr
     assert not wd.exists()
+
+
+def test_an_interrupted_run_is_one_line_and_the_signal_s_exit_status(tmp_path, monkeypatch, capsys):
+    """``mracnn train`` stopped by a signal (train_lib raises ``stopping.Interrupted`` after its
+    checkpoint) prints where to resume from and exits 128 + the signal's number."""
+    from mracnn_jax.training import stopping, train_lib
+
+    def interrupted(config, workdir):
+        raise stopping.Interrupted(signal.SIGINT, 42, f"{workdir}/checkpoints")
+
+    monkeypatch.setattr(train_lib, "train_and_evaluate", interrupted)
+    write_images(tmp_path / "photos", 2, seed=3)
+    wd = tmp_path / "wd"
+    argv = ["train", "--config", "small", "--workdir", str(wd), "--data", str(tmp_path / "photos"),
+            "--val-data", "none"]  # fmt: skip
+    assert cli.main(argv) == 128 + signal.SIGINT
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"mracnn train: stopped by SIGINT at step 42, checkpoint saved in {wd}/checkpoints: "
+        "run the same command again to resume"
+    )

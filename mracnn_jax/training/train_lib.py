@@ -21,7 +21,9 @@ and checked every ``train.log_every`` steps and before every checkpoint: a NaN/I
 ``NonFiniteLossError`` (the offending step named) before anything of the bad state is written.
 ``train.init_from`` starts a new run (no checkpoint yet) from an exported model file's
 parameters with a fresh optimiser. ``train.time_limit_s`` ends a run early, cleanly (checkpoint, validation, export), after the step
-during which the wall-clock budget ran out.
+during which the wall-clock budget ran out. SIGTERM or SIGINT (a preempted machine, Ctrl-C) ends
+it at the next step boundary with a checkpoint of that step and ``stopping.Interrupted``, without
+validation, cool-down or export; the same command resumes from there.
 
 Validation
 ----------
@@ -66,6 +68,7 @@ import json
 import logging
 import math
 import os
+import signal
 import time
 from typing import Any
 
@@ -79,7 +82,7 @@ from mracnn_jax import model_file
 from mracnn_jax.compilation_cache import compilation_cache_dir, enable_compilation_cache
 from mracnn_jax.models.registry import build_model
 from mracnn_jax.training import checkpoint as ckpt_lib
-from mracnn_jax.training import config_checks, cooldown, input_pipeline, run_log
+from mracnn_jax.training import config_checks, cooldown, input_pipeline, run_log, stopping
 from mracnn_jax.training.run_log import NonFiniteLossError  # noqa: F401 - raised by the loop
 from mracnn_jax.training.steps import (
     eval_rd_loss,
@@ -102,17 +105,6 @@ logger = logging.getLogger(__name__)
 
 # -------------------------------------------------------------------------------------------------
 # The loop.
-
-
-def _time_is_up(deadline: float) -> bool:
-    """Whether the wall-clock deadline has passed, agreed by all processes (process 0 decides,
-    so that every host stops at the same step; multi-host runs ask at log points only)."""
-    if deadline == math.inf:
-        return False
-    up = time.time() >= deadline
-    if jax.process_count() > 1:
-        up = bool(multihost_utils.broadcast_one_to_all(np.asarray(up)))
-    return up
 
 
 def _validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> None:
@@ -320,43 +312,51 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
     cool_final = float(t.get("cooldown_final_factor", 0.1))
     reserve = 0.0  # seconds kept for the cool-down, from the rate measured since compiling
     rate_t0, rate_step = time.perf_counter(), start_step
+    interrupted = False
     try:
-        if eval_fn is not None and t.get("eval_at_start", False) and step < num_steps:
-            run_eval(step, state.params)
-            window_t0 = time.perf_counter()  # the first window's rate excludes this validation
-        compiled = None
-        while step < num_steps:
-            t0 = time.perf_counter()
-            batch = make_global_batch(next(train_iter), mesh)
-            data_time += time.perf_counter() - t0
-            if compiled is None:
-                compiled = _compile_step(p_train_step, (state, batch, noise_key), is_main)
-                window_t0 = time.perf_counter()  # the first window's rate excludes compiling
-                rate_t0, rate_step = window_t0, step
-            state, metrics = compiled(state, batch, noise_key)
-            step += 1
-            pbar.update(1)
-            window.append((step, metrics))
-            last = step == num_steps
-            check_clock = process_count == 1 or step % log_every == 0
-            if cool_steps and step > rate_step:
-                per_step = (time.perf_counter() - rate_t0) / (step - rate_step)
-                reserve = cooldown.reserve_seconds(cool_steps, per_step)
-            if not last and check_clock and _time_is_up(deadline - reserve):
-                logger.info("time limit of %.0f s reached at step %d: stopping", time_limit, step)
-                num_steps = step
-                last = True
-            do_ckpt = step % ckpt_every == 0 or last
-            at_end = last and not cool_steps  # with a cool-down, its result is validated
-            periodic = eval_every > 0 and step % eval_every == 0
-            do_eval = eval_fn is not None and (periodic or at_end)
-            if step % log_every == 0 or do_ckpt or do_eval:
-                flush(step)
-            if do_eval:
-                last_eval = run_eval(step, state.params)
-            if do_ckpt:
-                save(step)
-        ckpts.wait()
+        with stopping.StopSignals() as signals:
+            if eval_fn is not None and t.get("eval_at_start", False) and step < num_steps:
+                run_eval(step, state.params)
+                window_t0 = time.perf_counter()  # the first window's rate excludes this validation
+            compiled = None
+            while step < num_steps:
+                t0 = time.perf_counter()
+                batch = make_global_batch(next(train_iter), mesh)
+                data_time += time.perf_counter() - t0
+                if compiled is None:
+                    compiled = _compile_step(p_train_step, (state, batch, noise_key), is_main)
+                    window_t0 = time.perf_counter()  # the first window's rate excludes compiling
+                    rate_t0, rate_step = window_t0, step
+                state, metrics = compiled(state, batch, noise_key)
+                step += 1
+                pbar.update(1)
+                window.append((step, metrics))
+                last = step == num_steps
+                check_clock = process_count == 1 or step % log_every == 0
+                if cool_steps and step > rate_step:
+                    per_step = (time.perf_counter() - rate_t0) / (step - rate_step)
+                    reserve = cooldown.reserve_seconds(cool_steps, per_step)
+                if not last and check_clock and stopping.time_is_up(deadline - reserve):
+                    logger.info("time limit of %.0f s reached at step %d: stopping", time_limit, step)
+                    num_steps = step
+                    last = True
+                # a signal: checkpoint here and stop, no validation, cool-down or export
+                interrupted = not last and check_clock and stopping.agreed(bool(signals.signum))
+                do_ckpt = step % ckpt_every == 0 or last or interrupted
+                at_end = last and not cool_steps  # with a cool-down, its result is validated
+                periodic = eval_every > 0 and step % eval_every == 0
+                do_eval = eval_fn is not None and (periodic or at_end)
+                if step % log_every == 0 or do_ckpt or do_eval:
+                    flush(step)
+                if do_eval:
+                    last_eval = run_eval(step, state.params)
+                if do_ckpt:
+                    save(step)
+                if interrupted:
+                    break
+            ckpts.wait()
+        if interrupted or signals.signum:  # (a signal in the last step: its checkpoint is saved)
+            raise stopping.Interrupted(signals.signum or signal.SIGTERM, step, ckpt_dir)
         export_params, cooled = state.params, {}
         if cool_steps and compiled is not None:
             run_log.say(f"cooling down: {cool_steps} steps to {cool_final:g} x the rate "
