@@ -8,12 +8,11 @@
 # INIT_FROM=DIR continues each quality from its own model file DIR/mracnn-bundled-qN.mracnn (e.g.
 # mracnn_jax/assets/models, or the files scripts/gpu_lease.sh unpacks from the kit) with a fresh
 # optimiser, instead of a random initialisation; a quality without a file there (the new ones, 0
-# and 4) starts from its neighbour's (mracnn_jax/configs/bundled.py's start_quality). DATA_ROOT has the layout of ../shared/data
-# (train/bsds500/{train,test,val}, train/cid22; scripts/make_gpu_kit.py's .kit/data has it).
-# The runs share the GPU (each may take MEM_FRACTION, default 90 % over their number, at most 30 %,
-# of its memory) and stop
-# cleanly when SECONDS (default 420, imports excluded, compilation included) are spent:
-# checkpoint, validation, float16 export. Validation (the first EVAL_IMAGES=8 files of
+# and 4) starts from its neighbour's (mracnn_jax/configs/bundled.py's start_quality). DATA_ROOT has
+# the layout of ../shared/data (train/bsds500/{train,test,val}, train/cid22; scripts/make_gpu_kit.py's
+# .kit/data has it). The runs share the GPU (each may take MEM_FRACTION, default 90 % over their
+# number, at most 30 %, of its memory) and stop cleanly when SECONDS (default 420, imports
+# excluded, compilation included) are spent: checkpoint, validation, float16 export. Validation (the first EVAL_IMAGES=8 files of
 # DATA_ROOT/train/bsds500/val, centre crops of EVAL_CROP=256) runs at step 0 on the starting
 # weights (train.eval_at_start), every EVAL_EVERY=500 steps and at the end.
 # scripts/gpu_keep_or_drop.py then KEEPs a model only if train.py succeeded, no training loss
