@@ -44,7 +44,8 @@ if compgen -G "$KIT/whl/*.whl" >/dev/null; then
 fi
 # Every model the kit has (QUALITIES picks what trains; a new quality starts from its neighbour).
 models=()
-for src in "$KIT"/models/mracnn-bundled-q*.mracnn.f16s.xz "$KIT"/models/mracnn-bundled-q*.mracnn.xz; do
+for src in "$KIT"/models/mracnn-bundled-q*.mracnn.f16s.xz \
+           "$KIT"/models/mracnn-bundled-q*.mracnn.xz; do
   [ -f "$src" ] || continue
   name=$(basename "$src"); name=${name%%.mracnn*}.mracnn
   [[ " ${models[*]} " == *" $name "* ]] && continue  # .f16s.xz before a plain .xz

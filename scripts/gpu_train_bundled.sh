@@ -9,12 +9,13 @@
 # mracnn_jax/assets/models, or the files scripts/gpu_lease.sh unpacks from the kit) with a fresh
 # optimiser, instead of a random initialisation; a quality without a file there (the new ones, 0
 # and 4) starts from its neighbour's (mracnn_jax/configs/bundled.py's start_quality). DATA_ROOT has
-# the layout of ../shared/data (train/bsds500/{train,test,val}, train/cid22; scripts/make_gpu_kit.py's
-# .kit/data has it). The runs share the GPU (each may take MEM_FRACTION, default 90 % over their
+# the layout of ../shared/data (train/bsds500/{train,test,val}, train/cid22;
+# scripts/make_gpu_kit.py's .kit/data has it). The runs share the GPU (each may take MEM_FRACTION, default 90 % over their
 # number, at most 30 %, of its memory) and stop cleanly when SECONDS (default 420, imports
-# excluded, compilation included) are spent: checkpoint, validation, float16 export. Validation (the first EVAL_IMAGES=8 files of
-# DATA_ROOT/train/bsds500/val, centre crops of EVAL_CROP=256) runs at step 0 on the starting
-# weights (train.eval_at_start), every EVAL_EVERY=500 steps and at the end.
+# excluded, compilation included) are spent: checkpoint, validation, float16 export. Validation
+# (the first EVAL_IMAGES=8 files of DATA_ROOT/train/bsds500/val, centre crops of EVAL_CROP=256)
+# runs at step 0 on the starting weights (train.eval_at_start), every EVAL_EVERY=500 steps and at
+# the end.
 # scripts/gpu_keep_or_drop.py then KEEPs a model only if train.py succeeded, no training loss
 # and no parameter is NaN/Inf, and the validation RD loss (λ·255²·MSE + bpp) at the end is lower
 # than at step 0; else DROP.
@@ -27,8 +28,8 @@
 #                                             run, decisions.json, the benchmark's log if any
 # Settings: LR (default 1e-4, constant after WARMUP=200 steps, then the last COOLDOWN=150 steps
 # falling linearly to a tenth: train.cooldown_steps, time kept for them), BATCH (16), CROP (256), WORKERS
-# (5 data threads per run), LOG_EVERY (50), QUALITIES ("1 2 3"; any three of 0-4, since OUT holds two
-# parts of each model: "0 3 4" trains the curve's ends), PYTHON (python3), WORK
+# (5 data threads per run), LOG_EVERY (50), QUALITIES ("1 2 3"; any three of 0-4, since OUT holds
+# two parts of each model: "0 3 4" trains the curve's ends), PYTHON (python3), WORK
 # (/tmp/bundled: the runs' work directories, emptied first). A CPU smoke test of the whole lease:
 #   OUT=/tmp/o WORK=/tmp/w PYTHON=.venv-new/bin/python DEADLINE=420 MARGIN=60 CROP=64 BATCH=2 \
 #   WORKERS=1 EVAL_IMAGES=2 EVAL_CROP=64 LOG_EVERY=2 WARMUP=0 bash scripts/gpu_lease.sh .kit
@@ -47,9 +48,8 @@ n_q=$(echo $QUALITIES | wc -w)
   echo "gpu_train_bundled.sh: QUALITIES=\"$QUALITIES\": one to three qualities (OUT holds two parts of each model, 8 files in all)" >&2
   exit 1
 }
-declare -A LAMBDA START
 # shellcheck disable=SC2086
-while read -r q l s; do LAMBDA[$q]=$l; START[$q]=$s; done < <("$PYTHON" -c "
+plan=$("$PYTHON" -c "
 import sys
 from mracnn_jax.configs import bundled
 for q in sys.argv[1:]:
@@ -57,10 +57,9 @@ for q in sys.argv[1:]:
         print(q, bundled.quality_lambda(int(q)), bundled.start_quality(int(q)))
     except ValueError as e:
         sys.exit(f'gpu_train_bundled.sh: {e}')
-" $QUALITIES)
-for q in $QUALITIES; do
-  [ -n "${LAMBDA[$q]:-}" ] || { echo "gpu_train_bundled.sh: no λ for quality $q" >&2; exit 1; }
-done
+" $QUALITIES) || exit 1
+declare -A LAMBDA START
+while read -r q l s; do LAMBDA[$q]=$l; START[$q]=$s; done <<< "$plan"
 MEM_FRACTION=${MEM_FRACTION:-$(awk -v n="$n_q" 'BEGIN { f = 0.9 / n; print (f > 0.3 ? 0.3 : f) }')}
 mkdir -p "$OUT" "$WORK"
 for q in $QUALITIES; do rm -rf "$WORK/q$q" "$WORK/q$q.log" "$WORK/q$q.rc"; done

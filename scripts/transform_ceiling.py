@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, required=True, help="a folder of RGB images (Kodak)")
     p.add_argument("--images", type=int, default=0, help="the first N images only (0: all)")
     a = p.parse_args(argv)
-    names, images = runner.load_images(a.data)
+    _, images = runner.load_images(a.data)
     if a.images > 0:
-        names, images = names[: a.images], images[: a.images]
+        images = images[: a.images]
     if not images or any(im.ndim != 3 for im in images):
         raise SystemExit(f"transform_ceiling.py: {a.data} has no images, or not all are RGB")
     print(f"{len(images)} images from {a.data}")
