@@ -27,21 +27,37 @@ def _run(work: Path, q: int, *, end_loss=1.8, train_loss=1.9, param=0.5, rc=0, f
     (wd / "config.json").write_text(json.dumps({"train": {"lmbda": 0.01 * q}}))
     recs = [{"step": 0, "split": "eval", "loss": 2.0, "bpp": 0.6, "psnr": 29.0}]
     recs += [
-        {"step": s, "split": "train", "loss": train_loss if s == 10 else 1.9, "bpp": 0.5,
-         "mse": 1e-3, "time": float(s)}
+        {
+            "step": s,
+            "split": "train",
+            "loss": train_loss if s == 10 else 1.9,
+            "bpp": 0.5,
+            "mse": 1e-3,
+            "time": float(s),
+        }
         for s in (5, 10, 15, 20)
     ]
     recs += [{"step": 20, "split": "eval", "loss": end_loss, "bpp": 0.58, "psnr": 29.3}]
     # metrics.jsonl writes non-finite values as null
     text = "".join(
-        json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                    for k, v in r.items()}) + "\n"
+        json.dumps(
+            {
+                k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in r.items()
+            }
+        )
+        + "\n"
         for r in recs
     )
     (wd / "metrics.jsonl").write_text(text)
     params = {"g_a": {"kernel": np.full((3, 3), param, np.float32)}}
-    model_file.save_model(wd / f"mracnn-bundled-q{q}.mracnn", {"name": "t"}, params,
-                          metadata={"step": file_step}, dtype="float16")
+    model_file.save_model(
+        wd / f"mracnn-bundled-q{q}.mracnn",
+        {"name": "t"},
+        params,
+        metadata={"step": file_step},
+        dtype="float16",
+    )
 
 
 def test_keeps_only_sane_improved_models(tmp_path, capsys):
