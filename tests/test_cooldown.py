@@ -28,10 +28,14 @@ def test_a_scaled_step_is_a_step_at_the_scaled_rate():
     """Adam with clipping: the full step's change times s equals the step at rate s·lr, and the
     optimiser state is the same (its moments do not depend on the rate)."""
     rng = np.random.default_rng(0)
-    params = {"w": jnp.asarray(rng.standard_normal((5, 3)), jnp.float32),
-              "b": jnp.asarray(rng.standard_normal(3), jnp.float32)}
-    grads = [jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape) * 3, jnp.float32),
-                          params) for _ in range(3)]
+    params = {
+        "w": jnp.asarray(rng.standard_normal((5, 3)), jnp.float32),
+        "b": jnp.asarray(rng.standard_normal(3), jnp.float32),
+    }
+    grads = [
+        jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape) * 3, jnp.float32), params)
+        for _ in range(3)
+    ]
 
     def tx(lr):
         return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
@@ -58,8 +62,9 @@ def test_the_branch_is_exported_but_never_checkpointed(tmp_path):
     exported_first = params_of(wd)
     cooled_cfg.train.num_steps = 20
     resumed = train_and_evaluate(cooled_cfg, str(wd), model=TinyCodec())
-    straight = train_and_evaluate(tiny_config(tmp_path, num_steps=20), str(tmp_path / "straight"),
-                                  model=TinyCodec())
+    straight = train_and_evaluate(
+        tiny_config(tmp_path, num_steps=20), str(tmp_path / "straight"), model=TinyCodec()
+    )
     assert_trees_equal(jax.device_get(resumed.params), jax.device_get(straight.params))
     assert int(first.step) == 10 and int(resumed.step) == 20
 
@@ -79,8 +84,39 @@ def test_the_branch_is_exported_but_never_checkpointed(tmp_path):
     assert meta["cooldown_steps"] == 4 and meta["step"] == 20
     assert meta["eval"]["cooldown_steps"] == 4
     straight_params = params_of(tmp_path / "straight")
-    differs = jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b), params,
-                                           straight_params))
+    differs = jax.tree.leaves(
+        jax.tree.map(lambda a, b: not np.array_equal(a, b), params, straight_params)
+    )
     assert any(differs)  # the exported model is the cooled one, not the checkpoint's
-    assert any(jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b), params,
-                                            exported_first)))
+    assert any(
+        jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b), params, exported_first))
+    )
+
+
+def test_a_rerun_of_a_finished_run_exports_the_same_cooled_model(tmp_path):
+    """A run that resumes at num_steps (its last step was checkpointed, then it was stopped, or it
+    simply finished) trains nothing, but cools down from the same checkpoint and data position as
+    the finished run did: the same export, not the uncooled checkpoint over it."""
+    config = tiny_config(tmp_path, num_steps=6, cooldown_steps=3, cooldown_final_factor=0.25)
+    wd = tmp_path / "wd"
+    train_and_evaluate(config, str(wd), model=TinyCodec())
+    _, first, first_meta = model_file.load_model(wd / "model.mracnn")
+    state = train_and_evaluate(config, str(wd), model=TinyCodec())
+    _, again, meta = model_file.load_model(wd / "model.mracnn")
+    assert int(state.step) == 6
+    assert_trees_equal(again, first)
+    assert meta["cooldown_steps"] == 3 and meta["eval"] == first_meta["eval"]
+
+
+def test_a_run_past_its_time_limit_shortens_the_cool_down(tmp_path):
+    """A budget spent before the first step: no time is left for the cool-down, so none runs; the
+    export is the checkpoint's parameters, validated."""
+    config = tiny_config(tmp_path, num_steps=20, cooldown_steps=50, time_limit_s=1e-6)
+    wd = tmp_path / "wd"
+    state = train_and_evaluate(config, str(wd), model=TinyCodec())
+    _, params, meta = model_file.load_model(wd / "model.mracnn")
+    assert int(state.step) == 1 and "cooldown_steps" not in meta
+    assert_trees_equal(params, jax.device_get(state.params))
+    assert meta["eval"] and "cooldown_steps" not in meta["eval"]
+    assert [r["step"] for r in read_metrics(wd).eval] == [1]
+    assert not read_metrics(wd).cooldown

@@ -25,6 +25,12 @@ def test_lr_schedules():
     c.warmup_steps = 100
     s = train_state.make_lr_schedule(c)
     assert float(s(50)) == pytest.approx(5e-5) and float(s(100)) == pytest.approx(1e-4)
+    c.lr_schedule, c.lr_decay_at = "step", (0.5, 0.9)  # after the warm-up: the same steps
+    s = train_state.make_lr_schedule(c)
+    assert [float(s(i)) for i in (100, 499, 500, 900)] == pytest.approx([1e-4, 1e-4, 1e-5, 1e-6])
+    c.lr_decay_at = (0.1, 0.9)  # step 100 is the warm-up's last: refused, not dropped
+    with pytest.raises(ValueError, match="inside the warm-up of 100 steps"):
+        train_state.make_lr_schedule(c)
     c.lr_schedule = "plateau"
     with pytest.raises(ValueError, match="lr_schedule"):
         train_state.make_lr_schedule(c)

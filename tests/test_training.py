@@ -201,8 +201,9 @@ def test_two_step_run_says_compiling_shows_steps_per_second_writes_tensorboard_n
 
 
 def test_bad_data_folders_and_unknown_fields_fail_before_the_model_is_built(tmp_path):
-    """A missing or empty data folder, or a misspelt field, is one ConfigError within a second,
-    before the model is built (the model given here fails if touched) or the workdir made."""
+    """A missing or empty data folder, a misspelt field or a value the loop cannot use is one
+    ConfigError within a second, before the model is built (the model given here fails if
+    touched) or the workdir made."""
     from mracnn_jax.training.config_checks import ConfigError
     from mracnn_jax.training.train_lib import train_and_evaluate
 
@@ -216,6 +217,11 @@ def test_bad_data_folders_and_unknown_fields_fail_before_the_model_is_built(tmp_
         "empty": ({"data.train_dirs": [str(tmp_path / "empty")]}, "no .png"),
         "val": ({"data.val_dir": str(tmp_path / "nowhere")}, "data.val_dir"),
         "field": ({"train.lmbdaa": 0.1}, "unknown config field train.lmbdaa; did you mean"),
+        "eval crop": ({"train.eval_crop_size": 100}, "eval_crop_size = 100 must be a multiple"),
+        "decay": (
+            {"train.lr_schedule": "step", "train.warmup_steps": 5, "train.lr_decay_at": (0.2,)},
+            "inside the warm-up",
+        ),
     }
     for name, (fields, message) in cases.items():
         config = tiny_config(tmp_path)

@@ -7,8 +7,9 @@ is wrong and what to do. What is checked (no JAX is imported here):
 * the config has the blocks ``model``, ``train`` and ``data``, and ``train`` and ``data`` hold no
   field that ``defaults.training_config()`` / ``defaults.data_config()`` do not know (a typo such
   as ``train.lmbdaa`` would otherwise be ignored silently);
-* the values the loop relies on: a crop that is a multiple of 64, a known loss and schedule, MS-SSIM
-  crops of at least 161 pixels, positive step counts;
+* the values the loop relies on: training and validation crops that are multiples of 64, a known
+  loss and schedule, MS-SSIM crops of at least 161 pixels, positive step counts, step decays
+  after the warm-up;
 * the image folders: every ``data.train_dirs`` folder exists and the folders hold at least one
   image, and so does ``data.val_dir`` when validation is on.
 
@@ -68,6 +69,18 @@ def check_values(train: ml_collections.ConfigDict) -> None:
         )
     if train.loss_metric == "ms-ssim" and train.crop_size < MS_SSIM_MIN_SIZE:
         raise ConfigError(f"MS-SSIM training needs train.crop_size >= {MS_SSIM_MIN_SIZE}")
+    if train.eval_crop_size % 64:
+        raise ConfigError(f"train.eval_crop_size = {train.eval_crop_size} must be a multiple of 64")
+    if train.loss_metric == "ms-ssim" and train.eval_crop_size < MS_SSIM_MIN_SIZE:
+        raise ConfigError(
+            f"MS-SSIM validation needs train.eval_crop_size >= {MS_SSIM_MIN_SIZE} (below it the "
+            "validation loss is not a number)"
+        )
+    if train.lr_schedule == "step":
+        try:
+            defaults.lr_decay_boundaries(train)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     for name in ("batch_size", "checkpoint_every", "log_every", "num_steps"):
         if int(train[name]) <= 0:
             raise ConfigError(f"train.{name} must be positive, got {train[name]}")

@@ -33,6 +33,26 @@ DATA_BACKENDS: tuple[str, ...] = ("auto", "grain", "python")
 SMALL_IMAGE_POLICIES: tuple[str, ...] = ("pad", "skip")
 
 
+def lr_decay_boundaries(train_config) -> dict[int, float]:
+    """The 'step' schedule's decays as {steps after the warm-up: factor}, one entry per distinct
+    step of ``round(fraction · num_steps)``. A ValueError, in one line, for a fraction outside
+    (0, 1) or one that falls inside the warm-up (its decay would have nothing to act on)."""
+    total, warmup = int(train_config.num_steps), int(train_config.get("warmup_steps", 0))
+    factor = float(train_config.get("lr_decay_factor", 0.1))
+    boundaries: dict[int, float] = {}
+    for frac in train_config.get("lr_decay_at", ()):
+        if not 0.0 < float(frac) < 1.0:
+            raise ValueError(f"train.lr_decay_at entries must be in (0, 1), got {frac}")
+        at = round(float(frac) * total)
+        if at <= warmup:
+            raise ValueError(
+                f"train.lr_decay_at {frac} is step {at} of {total}, inside the warm-up of "
+                f"{warmup} steps: decay after the warm-up or shorten it"
+            )
+        boundaries[at - warmup] = boundaries.get(at - warmup, 1.0) * factor
+    return boundaries
+
+
 def default_data_root() -> Path:
     """Where the image folders are: ``$MRACNN_DATA`` if set, else the first of
     ``<repo>/shared/data`` and ``<repo>/../shared/data`` that exists (the latter is the layout of

@@ -72,6 +72,13 @@ def agreed(local: bool) -> bool:
     return local
 
 
+def agreed_count(local: int) -> int:
+    """``local`` as process 0 sees it, on every process (itself when there is one process)."""
+    if jax.process_count() > 1:
+        return int(multihost_utils.broadcast_one_to_all(np.asarray(local, np.int64)))
+    return local
+
+
 def time_is_up(deadline: float) -> bool:
     """Whether the wall-clock ``deadline`` (``time.time()`` seconds) has passed, agreed by all
     processes (multi-host runs ask at log points only)."""

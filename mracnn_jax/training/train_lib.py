@@ -337,7 +337,9 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
                     per_step = (time.perf_counter() - rate_t0) / (step - rate_step)
                     reserve = cooldown.reserve_seconds(cool_steps, per_step)
                 if not last and check_clock and stopping.time_is_up(deadline - reserve):
-                    logger.info("time limit of %.0f s reached at step %d: stopping", time_limit, step)
+                    logger.info(
+                        "time limit of %.0f s reached at step %d: stopping", time_limit, step
+                    )
                     num_steps = step
                     last = True
                 # a signal: checkpoint here and stop, no validation, cool-down or export
@@ -355,12 +357,32 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
                 if interrupted:
                     break
             ckpts.wait()
-        if interrupted or signals.signum:  # (a signal in the last step: its checkpoint is saved)
+        # a signal in the last step (its checkpoint is saved); process 0's, as in the loop
+        if interrupted or stopping.agreed(bool(signals.signum)):
             raise stopping.Interrupted(signals.signum or signal.SIGTERM, step, ckpt_dir)
+        validated = compiled is not None and not cool_steps  # the loop validated its last step
         export_params, cooled = state.params, {}
-        if cool_steps and compiled is not None:
-            run_log.say(f"cooling down: {cool_steps} steps to {cool_final:g} x the rate "
-                        "(validated and exported, not checkpointed)", is_main)
+        first_batches = []
+        if cool_steps and compiled is None:
+            # nothing trained in this run (it resumed at num_steps): the finished run's cool-down
+            # again, from the same checkpoint and data position, so that a rerun exports the same
+            first_batches.append(make_global_batch(next(train_iter), mesh))
+            compiled = _compile_step(p_train_step, (state, first_batches[0], noise_key), is_main)
+        if cool_steps and deadline < math.inf and step > rate_step:
+            # late for the time limit (a slow compile, a short budget): as many as still fit
+            per_step = (time.perf_counter() - rate_t0) / (step - rate_step)
+            fit = stopping.agreed_count(max(0, int((deadline - time.time()) / per_step)))
+            if fit < cool_steps:
+                run_log.say(
+                    f"time limit: the cool-down shortened to {fit} of {cool_steps} steps", is_main
+                )
+                cool_steps = fit
+        if cool_steps:
+            run_log.say(
+                f"cooling down: {cool_steps} steps to {cool_final:g} x the rate "
+                "(validated and exported, not checkpointed)",
+                is_main,
+            )
 
             def on_cool_step(cool_step: int, metrics: dict[str, Any]) -> None:
                 window.append((cool_step, metrics))
@@ -368,13 +390,18 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
                     flush(cool_step, "cooldown")
                     pbar.set_description_str(f"cool-down {cool_step - step}/{cool_steps}")
 
-            batches = (make_global_batch(next(train_iter), mesh) for _ in itertools.count())
+            batches = itertools.chain(
+                first_batches,
+                (make_global_batch(next(train_iter), mesh) for _ in itertools.count()),
+            )
             export_params = cooldown.run(
                 compiled, state, batches, noise_key, cool_steps, cool_final, on_cool_step
             ).params
             cooled = {"cooldown_steps": cool_steps, "cooldown_final_factor": cool_final}
             if eval_fn is not None:
                 last_eval = run_eval(step, export_params, cooldown_steps=cool_steps)
+        elif eval_fn is not None and not validated:
+            last_eval = run_eval(step, state.params)
         if is_main and t.get("export_name", ""):
             out = os.path.join(workdir, t.export_name)
             digest = model_file.save_model(

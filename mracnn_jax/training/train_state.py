@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mracnn_jax.training import defaults
 from mracnn_jax.training.defaults import LR_SCHEDULES
 
 
@@ -51,15 +52,7 @@ def make_lr_schedule(train_config) -> optax.Schedule:
             alpha=float(train_config.get("lr_final_factor", 0.0)),
         )
     elif kind == "step":
-        factor = float(train_config.get("lr_decay_factor", 0.1))
-        boundaries = {}
-        for frac in train_config.get("lr_decay_at", ()):
-            if not 0.0 < float(frac) < 1.0:
-                raise ValueError(f"train.lr_decay_at entries must be in (0, 1), got {frac}")
-            b = round(float(frac) * total) - warmup
-            if b > 0:
-                boundaries[b] = boundaries.get(b, 1.0) * factor
-        main = optax.piecewise_constant_schedule(lr, boundaries)
+        main = optax.piecewise_constant_schedule(lr, defaults.lr_decay_boundaries(train_config))
     else:
         raise ValueError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got {kind!r}")
     if warmup > 0:
