@@ -68,6 +68,7 @@ BUDGET=$(( DEADLINE - ($(date +%s) - T0) - ${MARGIN:-80} ))
 [ "$BUDGET" -ge 1 ] || BUDGET=1  # (0 would mean no limit to train.py)
 echo "== scripts/gpu_train_bundled.sh, budget $BUDGET s ($(( $(date +%s) - T0 )) s in)"
 INIT_FROM="$WORK/init" scripts/gpu_train_bundled.sh "$KIT/data" "$OUT" "$BUDGET"
+status=$?
 echo "== done $(( $(date +%s) - T0 )) s in"
 if [ -f "$WORK/gpu_train.log" ]; then tail -3 "$WORK/gpu_train.log"; fi
 
@@ -80,3 +81,5 @@ echo "OUT: $n files, $total bytes"
 if [ "$n" -gt 8 ] || [ "$total" -gt 67108864 ] || [ -n "$big" ]; then
   echo "WARNING: OUT is over the device tool's limits (8 files, 16 MiB each, 64 MiB in all)" >&2
 fi
+echo "gpu_train_bundled.sh exit status $status"
+exit "$status"

@@ -34,8 +34,8 @@
 #   OUT=/tmp/o WORK=/tmp/w PYTHON=.venv-new/bin/python DEADLINE=420 MARGIN=60 CROP=64 BATCH=2 \
 #   WORKERS=1 EVAL_IMAGES=2 EVAL_CROP=64 LOG_EVERY=2 WARMUP=0 bash scripts/gpu_lease.sh .kit
 set -uo pipefail
+DATA=$(readlink -f "$1"); OUT=$(readlink -f "$2"); BUDGET=${3:-420}  # (from the caller's folder)
 cd "$(dirname "$0")/.."
-DATA=$(readlink -f "$1"); OUT=$(readlink -f "$2"); BUDGET=${3:-420}
 PYTHON=${PYTHON:-python3}
 WORK=${WORK:-/tmp/bundled}
 QUALITIES=${QUALITIES:-1 2 3}
@@ -46,6 +46,11 @@ export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 n_q=$(echo $QUALITIES | wc -w)
 [ "$n_q" -ge 1 ] && [ "$n_q" -le 3 ] || {
   echo "gpu_train_bundled.sh: QUALITIES=\"$QUALITIES\": one to three qualities (OUT holds two parts of each model, 8 files in all)" >&2
+  exit 1
+}
+# shellcheck disable=SC2086
+[ "$(printf '%s\n' $QUALITIES | sort -u | wc -l)" -eq "$n_q" ] || {
+  echo "gpu_train_bundled.sh: QUALITIES=\"$QUALITIES\" names a quality twice (each run has its own work directory)" >&2
   exit 1
 }
 # shellcheck disable=SC2086
@@ -102,8 +107,10 @@ for q in $QUALITIES; do
   pids[$q]=$!
 done
 
+trained=0  # runs that exited 0
 for q in $QUALITIES; do
   wait "${pids[$q]}"; rc=$?
+  [ "$rc" -eq 0 ] && trained=$((trained + 1))
   echo "$rc" > "$WORK/q$q.rc"
   echo "q$q: train.py exit status $rc"
   tr '\r' '\n' < "$WORK/q$q.log" | grep -E 'train_lib.py.*(eval:|time limit|exported)|Error' \
@@ -112,6 +119,7 @@ done
 
 # shellcheck disable=SC2086  # QUALITIES is a list
 "$PYTHON" scripts/gpu_keep_or_drop.py "$WORK" $QUALITIES > "$WORK/decisions.txt" 2>&1
+judged=$?
 for q in $(cat "$WORK/keep.txt" 2>/dev/null); do
   model="$WORK/q$q/mracnn-bundled-q$q.mracnn"
   # Parts of 15 MiB: the device tool brings back at most 16 MiB per file.
@@ -123,3 +131,7 @@ cat "$WORK/env.log" "$WORK/decisions.txt" > "$OUT/summary.txt"
 echo "== summary"; cat "$WORK/decisions.txt"
 tar -czf "$OUT/logs.tar.gz" -C "$WORK" --exclude=./site --exclude=./init --exclude=checkpoints \
   --exclude='*.mracnn' --exclude=tb .
+# Exit status: 0 when at least one run finished and the verdicts were written (a model dropped
+# for no gain is a result, not a failure); 1 when every run failed or the verdicts could not be
+# made (summary.txt and logs.tar.gz are written either way).
+[ "$trained" -ge 1 ] && [ "$judged" -eq 0 ]

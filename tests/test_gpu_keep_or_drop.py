@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -101,3 +103,35 @@ def test_a_lease_starts_a_new_quality_from_its_bundled_neighbour(bundled_quality
     assert not set(bundled.NEW_QUALITY_LAMBDAS) & set(bundled.QUALITY_LAMBDAS)
     with pytest.raises(ValueError, match=r"^no quality 5: the qualities are \[0, 1, 2, 3, 4\]$"):
         bundled.start_quality(5)
+
+
+def _lease_script(cwd: Path, qualities: str, *args: str):
+    env = dict(os.environ, QUALITIES=qualities, PYTHON=sys.executable, WORK=str(cwd / "work"))
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu_train_bundled.sh"), *args],
+        check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_lease_refuses_a_bad_quality_list_in_one_line(tmp_path):
+    cases = {"2 2": "names a quality twice", "0 5": "no quality 5", "0 1 2 3": "one to three"}
+    for qualities, message in cases.items():
+        done = _lease_script(tmp_path, qualities, "data", "out", "10")
+        assert done.returncode == 1 and message in done.stderr, qualities
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert not (tmp_path / "work").exists(), qualities  # refused before any work
+
+
+def test_a_lease_whose_runs_all_fail_exits_1_with_its_summary_where_the_caller_said(tmp_path):
+    """Relative folders are the caller's; every train.py failing (here: no data) is exit status 1,
+    with summary.txt and the logs written all the same."""
+    done = _lease_script(tmp_path, "1", "nodata", "out", "10")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "q1: train.py exit status 1" in done.stdout
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"summary.txt", "logs.tar.gz"}
+    assert "drop" in (tmp_path / "out" / "summary.txt").read_text()
