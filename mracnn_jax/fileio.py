@@ -2,8 +2,9 @@
 
 ``write_atomic(path, write_fn)`` calls ``write_fn(f)`` on a temporary file beside ``path`` (a
 binary file object, writable and seekable: ``zipfile.ZipFile(f, "w")`` works on it) and renames
-it into place only once ``write_fn`` has returned, so a failure leaves neither a partial ``path``
-nor the temporary file behind.
+it into place only once ``write_fn`` has returned and the data is on the disk (``fsync`` of the
+file, then of the directory after the rename), so neither a failure nor a crash leaves a partial
+``path``, and a failure leaves no temporary file behind.
 
 ``tempfile.mkstemp`` creates its file with mode 0600 whatever the umask. Before the rename the
 temporary file gets the mode ``open(path, "wb")`` would have given: a new file ``0o666 & ~umask``
@@ -52,6 +53,21 @@ def new_file_mode(path: str | os.PathLike) -> int:
     return 0o666 & ~current_umask()
 
 
+def _fsync_directory(directory: str) -> None:
+    """Makes a rename in ``directory`` durable (POSIX); a no-op where directories cannot be opened
+    (Windows) or synced (some network file systems)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_atomic(
     path: str | os.PathLike,
     write_fn: Callable[[IO[bytes]], Any],
@@ -60,7 +76,9 @@ def write_atomic(
     suffix: str = "",
 ) -> None:
     """Calls ``write_fn(f)`` on a temporary file in ``path``'s directory, gives it the mode
-    ``new_file_mode(path)`` and renames it to ``path``; on any error removes it and re-raises."""
+    ``new_file_mode(path)``, flushes it to the disk and renames it to ``path``, then flushes the
+    directory: after a crash or a power cut ``path`` holds either its old content or all of the
+    new one, never a part. On any error removes the temporary file and re-raises."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     mode = new_file_mode(path)
@@ -68,8 +86,11 @@ def write_atomic(
     try:
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+        _fsync_directory(directory)
     except BaseException:
         try:
             os.remove(tmp)

@@ -21,10 +21,14 @@ The rules:
   says 16 bits and Pillow gave 8.
 * Palette images without transparency, CMYK, YCbCr, LAB and HSV become RGB (Pillow's
   conversion), mode ``'RGB'``.
-* Alpha is refused: ``RGBA``, ``LA``, ``PA``, ``RGBa``, ``La``, palette images with a
-  transparency entry, and arrays with 2 or 4 channels raise ``ImageError`` ("flatten it onto a
-  background first"). Dropping the alpha channel silently would code, train on or score pixels
-  nobody sees.
+* Orientation: an image whose EXIF Orientation tag (2..8) says it is stored flipped or rotated
+  (phone and camera JPEGs) is turned the way viewers show it (``ImageOps.exif_transpose``), so
+  that the codec gives back, and evaluation scores, the image a person sees. Colour profiles are
+  not applied: the pixel values are taken as stored.
+* Alpha is refused: ``RGBA``, ``LA``, ``PA``, ``RGBa``, ``La``, images with a transparent colour
+  (a palette entry, or a PNG's colour key in ``RGB``, ``L`` or ``I;16``), and arrays with 2 or 4
+  channels raise ``ImageError`` ("flatten it onto a background first"). Dropping the alpha
+  channel silently would code, train on or score pixels nobody sees.
 * Also refused with ``ImageError``: arrays that are not uint8, float and other modes, 32-bit
   integer images outside 0..65535, and files that are empty, directories or not images Pillow
   reads. A missing file raises ``FileNotFoundError``. Every message is one line.
@@ -61,6 +65,7 @@ SUFFIXES: tuple[str, ...] = (
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "samples"  # the bundled sample images
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_EXIF_ORIENTATION = 0x0112  # the EXIF tag; values 2..8 flip and/or rotate the stored pixels
 _RGB_MODES = ("P", "CMYK", "YCbCr", "LAB", "HSV")
 
 
@@ -106,9 +111,15 @@ def _pil_to_rgb(img: Any, high_depth: bool = False) -> tuple[np.ndarray, str]:
 
     if not isinstance(img, Image.Image):
         raise ImageError(f"expected a uint8 NumPy array or a PIL image, got {type(img).__name__}")
+    if img.getexif().get(_EXIF_ORIENTATION, 1) in range(2, 9):
+        from PIL import ImageOps
+
+        img = ImageOps.exif_transpose(img)  # the pixels as viewers show them
     mode = img.mode
-    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in img.info):
-        raise _alpha_error(f"mode {mode}")
+    if mode in _ALPHA_MODES or "transparency" in img.info:
+        raise _alpha_error(
+            f"mode {mode} with a transparent colour" if mode not in _ALPHA_MODES else f"mode {mode}"
+        )
     if mode == "RGB":
         return np.asarray(img, np.uint8), "RGB"
     if mode in ("L", "1"):
@@ -194,7 +205,9 @@ def png16(rgb: np.ndarray) -> bytes:
     rows[:, 1:] = np.ascontiguousarray(rgb, ">u2").view(np.uint8).reshape(h, 6 * w)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)

@@ -143,6 +143,28 @@ def test_write_atomic_keeps_an_existing_files_mode_and_is_atomic(tmp_path, umask
     assert os.listdir(tmp_path) == ["out.bin"]
 
 
+def test_write_atomic_flushes_the_file_before_the_rename_and_the_directory_after(
+    tmp_path, monkeypatch
+):
+    """The order a crash-safe replacement needs: the data on the disk, then the rename, then the
+    directory entry on the disk."""
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(fileio.os, "fsync", fsync)
+    monkeypatch.setattr(fileio.os, "replace", replace)
+    fileio.write_atomic(tmp_path / "out.bin", lambda f: f.write(b"abc"))
+    assert events == ["file", "rename", "dir"]
+    assert (tmp_path / "out.bin").read_bytes() == b"abc"
+
+
 @pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o077, 0o600)])
 def test_compress_and_decompress_outputs_honour_the_umask(
     fake_codec, picture, tmp_path, umask, capsys, mask, expected
@@ -563,7 +585,11 @@ def test_cache_folder_default_xdg_and_off(tmp_path, monkeypatch):
     monkeypatch.delenv("MRACNN_JAX_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     expected = str(tmp_path / "xdg" / "mracnn-jax" / "xla")
-    assert compilation_cache.default_cache_dir() == compilation_cache.compilation_cache_dir() == expected
+    assert (
+        compilation_cache.default_cache_dir()
+        == compilation_cache.compilation_cache_dir()
+        == expected
+    )
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for xdg in ("", "relative/cache"):  # unset or not absolute: ~/.cache (the XDG rule)
         monkeypatch.setenv("XDG_CACHE_HOME", xdg)
@@ -571,11 +597,15 @@ def test_cache_folder_default_xdg_and_off(tmp_path, monkeypatch):
             tmp_path / "home" / ".cache" / "mracnn-jax" / "xla"
         )
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert compilation_cache.compilation_cache_dir() == str(tmp_path / "home" / ".cache" / "mracnn-jax" / "xla")
+    assert compilation_cache.compilation_cache_dir() == str(
+        tmp_path / "home" / ".cache" / "mracnn-jax" / "xla"
+    )
     for off in ("off", "OFF", " off "):
         monkeypatch.setenv("MRACNN_JAX_CACHE_DIR", off)
         assert compilation_cache.compilation_cache_dir() is None
-        assert compilation_cache.compilation_cache_dir("chosen") == "chosen"  # --cache-dir still wins
+        assert (
+            compilation_cache.compilation_cache_dir("chosen") == "chosen"
+        )  # --cache-dir still wins
     monkeypatch.setenv("MRACNN_JAX_CACHE_DIR", str(tmp_path / "env"))
     assert compilation_cache.compilation_cache_dir() == str(tmp_path / "env")
     assert compilation_cache.compilation_cache_dir("chosen") == "chosen"

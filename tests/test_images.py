@@ -53,6 +53,8 @@ def _alpha_files(folder):
     p = Image.new("P", (8, 8), 0)
     p.info["transparency"] = 0
     p.save(folder / "p.png", transparency=0)
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(folder / "rgb_key.png", transparency=(0, 0, 0))
+    Image.new("L", (8, 8), 9).save(folder / "l_key.png", transparency=5)
     return sorted(folder.iterdir())
 
 
@@ -161,3 +163,20 @@ def test_refusals_are_one_line(tmp_path):
         assert "\n" not in str(e.value)
     with pytest.raises(FileNotFoundError, match="no such file"):
         images.read_image(tmp_path / "missing.png")
+
+
+def test_exif_orientation_gives_the_image_as_viewers_show_it(tmp_path):
+    """Orientation 6 (stored lying on its side, shown turned 90° clockwise) and 3 (upside down):
+    the pixels come back turned, exactly (a PNG carrying EXIF); 1 and no EXIF are as stored."""
+    rng = np.random.default_rng(0)
+    stored = rng.integers(0, 256, (20, 40, 3), dtype=np.uint8)
+    turned = {1: stored, 3: np.rot90(stored, 2), 6: np.rot90(stored, -1)}
+    for orientation, expected in turned.items():
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"o{orientation}.png"
+        Image.fromarray(stored).save(path, exif=exif)
+        rgb, mode = images.read_image(path)
+        assert mode == "RGB" and np.array_equal(rgb, expected), orientation
+    Image.fromarray(stored).save(tmp_path / "plain.png")
+    assert np.array_equal(images.read_image(tmp_path / "plain.png")[0], stored)
