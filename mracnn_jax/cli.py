@@ -95,6 +95,7 @@ def cmd_models(args) -> int:
         except zoo.NoModelError:
             pass
     rows = [("quality", "images", "lambda", "size", "params", "name", "file")]
+
     def order(e: zoo.Entry):  # colour first, then by quality
         return e.channels != 3, e.quality is None, e.quality or 0, e.path.name
 
@@ -190,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         "of images and folders of images",
     )
     _add_batch_options(p, "OUTDIR/<stem>.mrac", "IN.mrac")
-    p.add_argument("--model", help="model file (default: the bundled model)")
-    p.add_argument("--quality", type=int, metavar="Q", help=_quality_help())
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", help="model file (default: the bundled model)")
+    which.add_argument("--quality", type=int, metavar="Q", help=_quality_help())
     _add_cache_options(p)
     p.add_argument(
         "--bits",

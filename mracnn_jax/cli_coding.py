@@ -88,7 +88,7 @@ def _cache(args) -> None:
         if chosen or os.environ.get(CACHE_ENV, "").strip():
             raise CliError(f"cannot use {path!r} for the compilation cache: {_one_line(e)}") from e
         print(
-            f"{PROG}: warning: no compilation cache (cannot create {path!r}: "
+            f"{PROG}: warning: no compilation cache (cannot use {path!r}: "
             f"{e.strerror or _one_line(e)}); --no-cache or {CACHE_ENV}=off silences this",
             file=sys.stderr,
         )

@@ -151,7 +151,9 @@ def cmd_export_xla(args) -> int:
         args.model, out, args.height, args.width, symbolic=args.symbolic, platforms=platforms
     )
     for name in sorted(os.listdir(out)):
-        print(f"  {os.path.join(out, name)}  {paths.human_size(os.path.getsize(os.path.join(out, name)))}")
+        print(
+            f"  {os.path.join(out, name)}  {paths.human_size(os.path.getsize(os.path.join(out, name)))}"
+        )
     image = info["image"]
     shape = (
         "any image (padded to multiples of 64)"
@@ -169,11 +171,13 @@ def cmd_export_xla(args) -> int:
 
 def cmd_convert(args) -> int:
     """PyTorch checkpoint (STF/CompressAI key names, see ``mracnn_jax.convert``) -> model file."""
-    from mracnn_jax import convert
-
     if not os.path.exists(args.input):
         raise CliError(f"no such checkpoint: {args.input!r}")
     paths.check_output(args.output)
+    if paths.same_file(args.input, args.output):
+        raise CliError(f"the output {args.output!r} is the checkpoint itself: name another file")
+    from mracnn_jax import convert  # JAX (and PyTorch) are imported only now
+
     model_config = None
     if args.config:
         from mracnn_jax.config_files import load_config

@@ -7,6 +7,7 @@ an explicit choice; ``$MRACNN_JAX_CACHE_DIR`` (``off``: no cache); ``default_cac
 
 from __future__ import annotations
 
+import errno
 import os
 
 CACHE_ENV = "MRACNN_JAX_CACHE_DIR"
@@ -32,18 +33,21 @@ def compilation_cache_dir(cache_dir: str | None = None, no_cache: bool = False) 
     env = os.environ.get(CACHE_ENV, "").strip()
     if env.lower() == CACHE_OFF:
         return None
-    return env or default_cache_dir()
+    return os.path.expanduser(env) if env else default_cache_dir()
 
 
 def enable_compilation_cache(path: str | os.PathLike | None) -> None:
     """Persists compiled JAX functions under ``path`` (created), every compilation however short;
-    ``None`` turns the persistent cache off again. Raises OSError where the folder cannot be made.
+    ``None`` turns the persistent cache off again. Raises OSError where the folder cannot be made
+    or written to (JAX would otherwise warn once for every function it compiles).
     (JAX is imported here, not above: the CLI reads the folder rule before anything heavy.)"""
     import jax
 
     if path is not None:
         os.makedirs(path, exist_ok=True)
         path = os.fspath(path)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "not writable", path)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0 if path else 1.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -292,6 +292,24 @@ def test_convert_an_image_says_what_convert_takes(picture, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_convert_refuses_to_write_over_its_checkpoint(tmp_path, capsys):
+    """Checked before JAX or torch is imported: the checkpoint is left as it was."""
+    checkpoint = tmp_path / "w.pth"
+    checkpoint.write_bytes(b"PK\x03\x04 weights")
+    assert cli.main(["convert", str(checkpoint), str(tmp_path / "." / "w.pth")]) == 1
+    assert "is the checkpoint itself: name another file" in _error_line(capsys)
+    assert checkpoint.read_bytes() == b"PK\x03\x04 weights"
+
+
+def test_model_and_quality_together_are_a_usage_error(picture, tmp_path, capsys):
+    args = ["compress", str(picture), str(tmp_path / "x.mrac"), "--model", "m", "--quality", "1"]
+    with pytest.raises(SystemExit) as e:
+        cli.main(args)
+    assert e.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert not (tmp_path / "x.mrac").exists()
+
+
 class _NotATensor:
     pass
 
@@ -639,6 +657,6 @@ def test_compress_turns_the_default_cache_on(fake_codec, picture, tmp_path, monk
     assert cli.main(["compress", str(picture), str(mrac), "--model", "m"]) == 0
     err = capsys.readouterr().err
     assert (
-        err.startswith("mracnn: warning: no compilation cache (cannot create ")
+        err.startswith("mracnn: warning: no compilation cache (cannot use ")
         and len(err.splitlines()) == 1
     ), err

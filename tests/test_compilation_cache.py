@@ -25,6 +25,23 @@ def test_cache_dir_rule(monkeypatch, tmp_path):
     assert compilation_cache.compilation_cache_dir() is None
     monkeypatch.setenv(compilation_cache.CACHE_ENV, str(tmp_path / "env"))
     assert compilation_cache.compilation_cache_dir() == str(tmp_path / "env")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(compilation_cache.CACHE_ENV, "~/xla")  # as a service's environment says
+    assert compilation_cache.compilation_cache_dir() == str(tmp_path / "home" / "xla")
+
+
+def test_a_folder_that_cannot_be_written_is_refused(monkeypatch, tmp_path, no_cache_after):
+    """An existing folder without write permission (os.access: root may write anywhere, so the
+    permission is what os.access answers) is an OSError naming it, not a warning per function."""
+    real_access = compilation_cache.os.access
+    monkeypatch.setattr(
+        compilation_cache.os,
+        "access",
+        lambda p, mode: False if str(p) == str(tmp_path) else real_access(p, mode),
+    )
+    with pytest.raises(PermissionError, match="not writable") as e:
+        compilation_cache.enable_compilation_cache(tmp_path)
+    assert e.value.filename == str(tmp_path)
 
 
 def test_training_writes_the_cache_by_default(monkeypatch, tmp_path, no_cache_after):
