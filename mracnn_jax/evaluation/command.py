@@ -95,8 +95,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         default="jpeg",
         metavar="CURVE",
         help="curve the BD-rates are taken against: an anchor (run if not in --anchors), a "
-        "model curve's name, or a --compare curve (its name, or the shipped name); 'none' for "
-        "no BD-rates (default: %(default)s)",
+        "model curve's name, or a --compare curve (its name, or the shipped name), in any case; "
+        "'none' for no BD-rates (default: %(default)s)",
     )
     p.add_argument(
         "--compare",
@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
             codec.enable_compilation_cache(args.cache_dir)
         bd = None if args.anchor_for_bd.lower() == "none" else args.anchor_for_bd
-        bd = next((r.name for r in references if r.source == bd), bd)  # "vtm" -> "VTM"
+        if bd is not None:  # a --compare curve by what was given, in any case: "vtm" -> "VTM"
+            bd = next((r.name for r in references if r.source.lower() == bd.lower()), bd)
         runner.run_evaluation(
             models,
             args.data,

@@ -5,8 +5,10 @@ Models are grouped into curves: by default one curve per model name (the config'
 plus the training loss when the model file records one), each model one point; ``name=``
 puts every model on one curve of that name. A point is labelled by the model's metadata
 ``lmbda``, else its ``quality``, else its file name: a training run's export and the bundled file
-made from it (which adds ``quality``) are the same point, ``lambda=0.013``. Points are stored in
-order of mean bpp.
+made from it (which adds ``quality``) are the same point, ``lambda=0.013``. When two points of a
+curve would have one label, every point of it is labelled by its file name, and if two files
+have one name, by its path below their common folder (``runA/model.mracnn``). Points are stored
+in order of mean bpp.
 
 Images are scored in their own mode (``anchors.load_image``): a grayscale image is read as
 ``[H, W]``, coded by a model as ``mracnn compress`` codes it (one channel for a grayscale
@@ -19,6 +21,8 @@ are colour Kodak's and are left out for grayscale images.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -115,12 +119,47 @@ def describe_models(paths: Sequence[str | Path], name: str | None = None) -> lis
         channels = zoo.header_channels(header)
         specs.append(ModelSpec(p, model_name, curve, point, metadata, digest, channels))
     for curve in {s.curve for s in specs}:  # two points of a curve must be told apart
-        labels = [s.point for s in specs if s.curve == curve]
-        if len(set(labels)) != len(labels):
-            for s in specs:
-                if s.curve == curve:
-                    s.point = s.path.stem
+        points = [s for s in specs if s.curve == curve]
+        if _clash(points):
+            for s in points:
+                s.point = s.path.stem
+        if _clash(points):
+            for s, label in zip(points, _relative_labels(points)):
+                s.point = label
+        clash = _clash(points)
+        if clash:
+            a, b = clash
+            raise EvaluationError(
+                f"{str(a.path)!r} and {str(b.path)!r} would be one point ({b.point!r}) of curve "
+                f"{curve!r}: rename one of the files"
+            )
     return specs
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a curve or point name (``measure.slug``)."""
+    s = re.sub(r"[^A-Za-z0-9._+=-]+", "_", name).strip("._")
+    return s or "curve"
+
+
+def _clash(points: Sequence[ModelSpec]) -> tuple[ModelSpec, ModelSpec] | None:
+    """Two points whose labels do not tell them apart, also as the names of their folders
+    (``slug``); None if there are none."""
+    seen: dict[str, ModelSpec] = {}
+    for s in points:
+        key = slug(s.point)
+        if key in seen:
+            return seen[key], s
+        seen[key] = s
+    return None
+
+
+def _relative_labels(points: Sequence[ModelSpec]) -> list[str]:
+    """Each point's file as a path below the folder all their files share
+    (``runA/model.mracnn``): files of one name in different folders."""
+    resolved = [s.path.resolve() for s in points]
+    common = Path(os.path.commonpath(resolved))
+    return [r.relative_to(common).as_posix() for r in resolved]
 
 
 def image_files(directory: str | Path) -> list[Path]:
@@ -142,9 +181,20 @@ def load_images(
     """(names, uint8 arrays) of every image in ``directory``, each in its own mode
     (``anchors.load_image``): RGB ``[H, W, 3]`` (palette images too) or grayscale ``[H, W]``;
     images with alpha are refused (the codec's rules). ``grayscale`` turns RGB images into
-    their ITU-R 601 luma ``[H, W]`` (``images.restore_mode``: Pillow's ``convert("L")``)."""
+    their ITU-R 601 luma ``[H, W]`` (``images.restore_mode``: Pillow's ``convert("L")``).
+    Two images of one name but the suffix (``kodim01.png``, ``kodim01.jpg``) are refused: an
+    image's bitstream and decoded PNG are named by its name without the suffix."""
+    paths = image_files(directory)
+    stems: dict[str, Path] = {}
+    for p in paths:
+        other = stems.setdefault(p.stem, p)
+        if other is not p:
+            raise EvaluationError(
+                f"{other.name} and {p.name} in {str(directory)!r} would share their bitstream "
+                f"files ({p.stem}.mrac): rename or move one of them"
+            )
     names, images = [], []
-    for p in image_files(directory):
+    for p in paths:
         try:
             image = anchors.load_image(p)
         except ImageError as e:

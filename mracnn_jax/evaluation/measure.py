@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import sys
 import time
 import warnings
@@ -48,7 +47,7 @@ from PIL import Image
 from mracnn_jax import codec, metrics
 from mracnn_jax.coding import container
 from mracnn_jax.evaluation import anchors, journal, results
-from mracnn_jax.evaluation.inputs import ModelSpec
+from mracnn_jax.evaluation.inputs import ModelSpec, slug  # noqa: F401 (measure.slug)
 from mracnn_jax.models.padding import padded_size
 
 #: Columns of the per-image CSV of a model curve, in order.
@@ -112,12 +111,6 @@ def curve_result(name: str, description: str, means: list[dict[str, Any]], **ext
 
 # -------------------------------------------------------------------------------------------------
 # Running models and anchors.
-
-
-def slug(name: str) -> str:
-    """A file-name-safe form of a curve or point name."""
-    s = re.sub(r"[^A-Za-z0-9._+=-]+", "_", name).strip("._")
-    return s or "curve"
 
 
 class Progress:

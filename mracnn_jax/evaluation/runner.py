@@ -127,8 +127,9 @@ def run_evaluation(
       out_dir: output folder (created).
       name: put every model on one curve of this name.
       anchor_codecs: Pillow anchors to run (``anchors.CODECS``).
-      bd_anchor: the curve every BD-rate is taken against (an anchor codec, run even when not
-        in ``anchor_codecs``, a model curve's name, or a compared curve's); None for no
+      bd_anchor: the curve every BD-rate is taken against (an anchor codec in any case, run
+        even when not in ``anchor_codecs``, a model curve's name, or a compared curve's; a name
+        no curve has exactly picks the one curve that has it in other case); None for no
         BD-rates.
       anchor_qualities: per-codec quality sweeps (default ``anchors.DEFAULT_QUALITIES``).
       grayscale: evaluate the images' grayscale versions (``load_images``).
@@ -147,6 +148,8 @@ def run_evaluation(
     say = echo or (lambda _: None)
     out = Path(out_dir)
     anchor_codecs = list(dict.fromkeys(anchor_codecs))
+    if bd_anchor is not None and bd_anchor.lower() in anchors.CODECS:  # "JPEG" is jpeg
+        bd_anchor = bd_anchor.lower()
     for c in anchor_codecs:
         if c not in anchors.CODECS:
             raise EvaluationError(f"unknown anchor {c!r}; choose from {', '.join(anchors.CODECS)}")
@@ -252,7 +255,7 @@ def run_evaluation(
     references = [r.result for r in compared]
     anchor_result = None
     if bd_anchor is not None:
-        anchor_result = next((c for c in curves + references if c["name"] == bd_anchor), None)
+        anchor_result = _named(curves + references, bd_anchor)
         if anchor_result is None:
             say(f"note: no curve named {bd_anchor!r} to take BD-rates against; none computed")
     others = [c for c in curves + references if c is not anchor_result]
@@ -293,6 +296,13 @@ def run_evaluation(
         references=references + published,
         notes=notes,
     )
+
+
+def _named(curves: Sequence[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """The curve called ``name``, else the one curve whose name is ``name`` in other case."""
+    exact = [c for c in curves if c["name"] == name]
+    folded = [c for c in curves if str(c["name"]).casefold() == name.casefold()]
+    return exact[0] if exact else folded[0] if len(folded) == 1 else None
 
 
 def _summary_markdown(

@@ -20,6 +20,8 @@ from mracnn_jax.coding import tables as z_tables  # NumPy at import; JAX only wh
 from mracnn_jax.model_file.archive import (
     CODING_ARRAYS,
     CODING_PREFIX,
+    DAMAGED_HINT,
+    ZIP_READ_ERRORS,
     ModelFileError,
     check_header,
     library_versions,
@@ -116,9 +118,11 @@ def load_coding_tables(path: str | os.PathLike) -> dict[str, Any] | None:
                 if a.dtype.str != dtype or a.ndim != 1 or list(a.shape) != specs[name]["shape"]:
                     raise ModelFileError(f"{spath!r}: z coding array {name!r} is malformed")
                 out[name] = a
-        except (KeyError, TypeError, ValueError, zipfile.BadZipFile, OSError, EOFError) as e:
+        except (KeyError, TypeError, ValueError, *ZIP_READ_ERRORS) as e:
             if isinstance(e, ModelFileError):
                 raise
-            raise ModelFileError(f"{spath!r}: z coding tables are corrupt ({e!r})") from e
+            raise ModelFileError(
+                f"{spath!r}: z coding tables are corrupt ({e!r}); {DAMAGED_HINT}"
+            ) from e
     check_tables(out, repr(spath))
     return out

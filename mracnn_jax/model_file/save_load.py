@@ -23,6 +23,7 @@ from mracnn_jax.model_file.archive import (
     check_header,
     library_versions,
     open_archive,
+    reading,
     write_atomically,
 )
 from mracnn_jax.model_file.coding_tables import (
@@ -155,11 +156,11 @@ def load_model(
             )
         flat: dict[str, np.ndarray] = {}
         for k, spec in header["params"].items():
-            try:
-                with zf.open(PARAMS_PREFIX + k + ".npy") as f:
-                    a = np.lib.format.read_array(f, allow_pickle=False)
-            except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-                raise ModelFileError(f"{spath!r}: parameter {k!r} is corrupt ({e})") from e
+            with (
+                reading(spath, f"parameter {k!r}", also=(ValueError,)),  # ValueError: not a .npy
+                zf.open(PARAMS_PREFIX + k + ".npy") as f,
+            ):
+                a = np.lib.format.read_array(f, allow_pickle=False)
             if list(a.shape) != list(spec["shape"]) or a.dtype.str != spec["dtype"]:
                 raise ModelFileError(
                     f"{spath!r}: parameter {k!r} has shape {a.shape} / dtype "
@@ -206,11 +207,12 @@ def add_coding_tables(
     with open_archive(spath) as zf:
         header = check_header(zf, spath)
         header_info = zf.getinfo(HEADER_NAME)
-        entries = [
-            (info, zf.read(info))
-            for info in zf.infolist()
-            if info.filename != HEADER_NAME and not info.filename.startswith(CODING_PREFIX)
-        ]
+        with reading(spath, "an entry"):
+            entries = [
+                (info, zf.read(info))
+                for info in zf.infolist()
+                if info.filename != HEADER_NAME and not info.filename.startswith(CODING_PREFIX)
+            ]
     header["coding"] = coding_header(tables, header["params_digest"])
 
     def copy_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
