@@ -150,6 +150,11 @@ def export_pieces(
     ``symbolic`` any ``[1, 64a, 64b, C]`` (``jax.export.symbolic_shape``). Each piece's input
     shapes are the outputs of the pieces that feed it (the programs of ``manifest``).
     """
+    if symbolic and model.config.get("attention") == "wam":
+        raise ValueError(
+            "a window-attention (WAM) model exports for one image size only (its shifted "
+            "windows' mask is built for the size): give --height and --width"
+        )
     if symbolic:
         a, b = jax_export.symbolic_shape("a, b")
         ph, pw = DOWNSAMPLING * a, DOWNSAMPLING * b

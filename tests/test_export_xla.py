@@ -24,7 +24,7 @@ import sys
 import numpy as np
 import pytest
 
-from mracnn_jax import cli, codec
+from mracnn_jax import cli, codec, export_xla
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "export_xla.md"
@@ -251,3 +251,13 @@ def test_a_non_empty_output_folder_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "exists and is not an empty folder" in err and len(err.strip().splitlines()) == 1
     assert os.listdir(tmp_path / "out") == ["keep.txt"]
+
+
+def test_a_window_attention_model_is_refused_a_symbolic_export(rich_model):
+    """WAM's shifted windows need their mask built for one size: refused in one line, before any
+    tracing (the config decides; the parameters are never read)."""
+    config = rich_model.config.as_configdict()
+    config.attention = "wam"
+    wam = codec.LoadedModel(config, rich_model.params, {})
+    with pytest.raises(ValueError, match=r"^a window-attention \(WAM\) model exports for one"):
+        export_xla.export_pieces(wam, symbolic=True)
