@@ -10,7 +10,8 @@
 2. For each (image, model) pair, JPEG and WebP are then run at a *matched rate*: the Pillow quality
    whose file is closest in size to the ``.mrac`` file (a bisection over the integer qualities
    1–100, on which both codecs' sizes grow monotonically for natural images), and the table of
-   bpp / PSNR / MS-SSIM side by side is printed and written to ``matched_rate.md``.
+   bpp / PSNR / MS-SSIM side by side is printed and written to ``matched_rate.md``. A codec this
+   Pillow cannot write (a build without libwebp) is left out of both, with the evaluation's note.
 
 bpp is always 8 · file bytes / (H · W) of the original image.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from mracnn_jax import metrics, zoo
 from mracnn_jax.evaluation import anchors, measure, runner
 
 MATCHED_CODECS = ("jpeg", "webp")
+CODEC_NAMES = {"jpeg": "JPEG", "webp": "WebP"}
 
 
 def matched_quality(image, codec: str, target_bytes: int) -> tuple[int, Any]:
@@ -52,15 +55,22 @@ def matched_quality(image, codec: str, target_bytes: int) -> tuple[int, Any]:
     return best, code(best)
 
 
-def matched_rate_rows(records: list[dict[str, Any]], images: dict[str, Any]) -> list[dict]:
-    """One row per model record: the model's bpp/PSNR/MS-SSIM and JPEG's and WebP's at the
+def matched_codecs() -> tuple[str, ...]:
+    """``MATCHED_CODECS`` that this Pillow can write (a build without libwebp: JPEG only)."""
+    return tuple(c for c in MATCHED_CODECS if anchors.codec_available(c))
+
+
+def matched_rate_rows(
+    records: list[dict[str, Any]], images: dict[str, Any], codecs: Sequence[str] = MATCHED_CODECS
+) -> list[dict]:
+    """One row per model record: the model's bpp/PSNR/MS-SSIM and each of ``codecs``' at the
     matched rate on the same image."""
     rows = []
     for r in records:
         image = images[r["image"]]
         h, w = image.shape[:2]
         row = {k: r[k] for k in ("image", "point", "bpp", "psnr", "ms_ssim")}
-        for codec in MATCHED_CODECS:
+        for codec in codecs:
             q, coded = matched_quality(image, codec, r["num_bytes"])
             m = measure.score(image, coded.decoded)
             row[codec] = {
@@ -73,16 +83,17 @@ def matched_rate_rows(records: list[dict[str, Any]], images: dict[str, Any]) -> 
     return rows
 
 
-def matched_rate_table(rows: list[dict]) -> str:
-    """The rows as a Markdown table, with a mean row per model point."""
+def matched_rate_table(rows: list[dict], codecs: Sequence[str] = MATCHED_CODECS) -> str:
+    """The rows (of ``matched_rate_rows`` with these ``codecs``) as a Markdown table, with a mean
+    row per model point."""
     head = "| image | model | bpp | PSNR | MS-SSIM |" + "".join(
-        f" {c.upper()} q | bpp | PSNR | MS-SSIM |" for c in MATCHED_CODECS
+        f" {c.upper()} q | bpp | PSNR | MS-SSIM |" for c in codecs
     )
-    sep = "|" + " --- |" * (5 + 4 * len(MATCHED_CODECS))
+    sep = "|" + " --- |" * (5 + 4 * len(codecs))
 
     def line(label: str, point: str, r: dict) -> str:
         s = f"| {label} | {point} | {r['bpp']:.3f} | {r['psnr']:.2f} | {r['ms_ssim']:.4f} |"
-        for c in MATCHED_CODECS:
+        for c in codecs:
             a = r[c]
             q = a["quality"] if isinstance(a["quality"], int) else "–"
             s += f" {q} | {a['bpp']:.3f} | {a['psnr']:.2f} | {a['ms_ssim']:.4f} |"
@@ -92,7 +103,7 @@ def matched_rate_table(rows: list[dict]) -> str:
     for point in dict.fromkeys(r["point"] for r in rows):
         group = [r for r in rows if r["point"] == point]
         mean = {k: sum(g[k] for g in group) / len(group) for k in ("bpp", "psnr", "ms_ssim")}
-        for c in MATCHED_CODECS:
+        for c in codecs:
             mean[c] = {"quality": None}
             for k in ("bpp", "psnr", "ms_ssim"):
                 mean[c][k] = sum(g[c][k] for g in group) / len(group)
@@ -101,15 +112,20 @@ def matched_rate_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mracnn_jax.demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m mracnn_jax.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--data", default=str(runner.SAMPLES_DIR), help="folder of images")
-    p.add_argument("--model", nargs="*", default=None,
-                   help="model files (default: the bundled models)")
+    p.add_argument(
+        "--model", nargs="*", default=None, help="model files (default: the bundled models)"
+    )
     a = p.parse_args(argv)
 
     models = a.model or [e.path for e in zoo.for_channels(3)]
+    codecs = matched_codecs()
     if not models:
         print(zoo.no_model_message(), file=sys.stderr)
         return 1
@@ -118,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             models,
             a.data,
             a.out,
-            anchor_codecs=MATCHED_CODECS,
+            anchor_codecs=codecs,
             bd_anchor="jpeg",
             resume=False,  # a demonstration codes the images every time it runs
             echo=None,
@@ -133,16 +149,20 @@ def main(argv: list[str] | None = None) -> int:
             with open(path, newline="") as f:
                 for r in csv.DictReader(f):
                     model_records.append(
-                        {**r, **{k: float(r[k]) for k in ("bpp", "psnr", "ms_ssim")},
-                         "num_bytes": int(r["num_bytes"])}
+                        {
+                            **r,
+                            **{k: float(r[k]) for k in ("bpp", "psnr", "ms_ssim")},
+                            "num_bytes": int(r["num_bytes"]),
+                        }
                     )
-    rows = matched_rate_rows(model_records, dict(zip(names, images)))
-    table = matched_rate_table(rows)
+    rows = matched_rate_rows(model_records, dict(zip(names, images)), codecs)
+    table = matched_rate_table(rows, codecs)
     out = Path(a.out)
+    against = " and ".join(CODEC_NAMES[c] for c in codecs) or "no anchor (Pillow writes none)"
     (out / "matched_rate.md").write_text(
-        "# Bundled models against JPEG and WebP at matched rate\n\n" + table + "\n"
+        f"# Bundled models against {against} at matched rate\n\n" + table + "\n"
     )
-    print("\nBundled models against JPEG and WebP at the quality of closest file size:\n")
+    print(f"\nBundled models against {against} at the quality of closest file size:\n")
     print(table)
     print()
     print(ev.summary)
