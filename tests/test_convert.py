@@ -83,11 +83,19 @@ def assert_trees_equal(a, b):
 
 @pytest.mark.parametrize(
     "arch, variant",
-    [("wacnn", "small"), ("mracnn", "small"), ("mracnn", "block+third_elam+lam0")],
+    [
+        ("wacnn", "small"),
+        ("mracnn", "small"),
+        ("mracnn", "block+third_elam+lam0"),
+        ("wacnn", "gray"),
+        ("mracnn", "gray"),
+    ],
 )
 def test_roundtrip_export_and_back_is_identical(arch, variant):
     cfg = presets.small(getattr(presets, arch)(), 16)
-    if variant != "small":  # ELSABlock, the extra ELAM, a one-slot ghost head; 2 slices (faster)
+    if variant == "gray":  # one channel in and out: read off g_a's first kernel for a WACNN
+        cfg.channels = 1
+    elif variant != "small":  # ELSABlock, the extra ELAM, a one-slot ghost head; 2 slices (faster)
         cfg.elsa.block, cfg.third_elam, cfg.elsa.lam = "block", True, 0.0
         cfg.entropy.num_slices = 2
     params = random_params(cfg)

@@ -68,12 +68,12 @@ def infer_wacnn_config(state_dict: Mapping[str, np.ndarray]):
     """The ``wacnn`` preset with the widths, slices and attention sizes read off the shapes.
 
     The public checkpoints give the preset itself; smaller or wider variants of the same layout
-    are read correctly (N, M, Z, hyperprior widths, slice count and support, cc widths and
-    kernel, heads, windows; shifts are window // 2 as in STF).
+    are read correctly (image channels, N, M, Z, hyperprior widths, slice count and support, cc
+    widths and kernel, heads, windows; shifts are window // 2 as in STF).
     """
     sd = state_dict
     cfg = _preset("wacnn")
-    cfg.N = _shape(sd, "g_a.0.weight")[0]
+    cfg.N, cfg.channels = _shape(sd, "g_a.0.weight")[:2]
     cfg.M = _shape(sd, "g_a.7.weight")[0]
     cfg.Z = _shape(sd, "h_a.8.weight")[0]
     cfg.hyper_analysis_widths = tuple(_shape(sd, f"h_a.{2 * j}.weight")[0] for j in range(4))
@@ -125,8 +125,12 @@ def _param_shapes(model_config) -> dict[str, tuple[int, ...]]:
 
 @functools.lru_cache(maxsize=16)
 def _param_shapes_cached(config_json: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    model = build_model(frozen_config(json.loads(config_json)).to_dict() | {"name": "shapes"})
-    x = jnp.zeros((1, DOWNSAMPLING, DOWNSAMPLING, 3), jnp.float32)
+    config = frozen_config(json.loads(config_json)).to_dict() | {"name": "shapes"}
+    model = build_model(config)
+    side = DOWNSAMPLING  # the smallest canvas, enlarged until WAM's windows tile it at 1/4, 1/16
+    if config.get("attention") == "wam":
+        side *= math.lcm(config["wam"]["window_n"], config["wam"]["window_m"])
+    x = jnp.zeros((1, side, side, config.get("channels", 3)), jnp.float32)
     rngs = {"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}
     tree = jax.eval_shape(lambda: model.init(rngs, x, train=True)["params"])
     return tuple(("/".join(p), tuple(v.shape)) for p, v in flat_paths(tree))
