@@ -106,12 +106,19 @@ def test_legacy_versions_are_refused_with_the_reason(version):
     assert "\n" not in str(e.value)
 
 
-def test_every_truncation_and_extension():
-    data = container.pack(_bitstream())
+@pytest.mark.parametrize("slices", [1, 5, 40])
+def test_every_truncation_and_extension(slices):
+    """Every prefix that keeps the magic is reported as truncated, in one line, also those that
+    end inside the y lengths (72 <= n < 68 + 4 S) or the name, where no length can be read."""
+    data = container.pack(_bitstream(slices))
     for n in range(len(data)):
-        with pytest.raises(ContainerError):
+        with pytest.raises(ContainerError) as e:
             container.unpack(data[:n])
-    with pytest.raises(ContainerError):
+        message = str(e.value)
+        assert "\n" not in message
+        expected = "truncated" if n >= 4 else "not an .mrac" if n else "empty"
+        assert expected in message, (n, message)
+    with pytest.raises(ContainerError, match="checksum"):
         container.unpack(data + b"\0")
 
 
@@ -159,3 +166,29 @@ def test_random_mutations_fast():
         with pytest.raises(ContainerError):
             container.unpack(bytes(bad))
         assert time.perf_counter() - t < 0.1
+
+
+def _with_size(data: bytes, height: int, width: int) -> bytes:
+    """``data`` announcing another image size, with its CRC recomputed (a forged file)."""
+    bad = bytearray(data)
+    struct.pack_into("<II", bad, 8, height, width)
+    bad[-4:] = struct.pack("<I", zlib.crc32(bytes(bad[:-4])))
+    return bytes(bad)
+
+
+def test_pixel_limit_on_both_sides():
+    """Neither side handles more than MAX_PIXELS pixels: a few bytes cannot announce 65535²
+    (whose latent would take tens of GB), and every size the writer accepts is read."""
+    assert container.MAX_PIXELS == 2**30 < container.MAX_SIDE**2
+    at_limit = _bitstream(h=32768, w=32768)
+    assert container.unpack(container.pack(at_limit)) == at_limit
+    assert container.unpack(container.pack(_bitstream(h=65535, w=16384))).width == 16384
+    with pytest.raises(ValueError, match="above 1073741824 pixels"):
+        container.pack(_bitstream(h=32768, w=32769))
+    bomb = _with_size(container.pack(_bitstream(1)), 65535, 65535)
+    t = time.perf_counter()
+    with pytest.raises(ContainerError, match=r"65535x65535 is above the format's 1073741824") as e:
+        container.unpack(bomb)
+    assert time.perf_counter() - t < 0.1 and "\n" not in str(e.value)
+    with pytest.raises(ContainerError, match="above"):
+        container.unpack(_with_size(container.pack(at_limit), 32769, 32768))

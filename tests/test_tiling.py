@@ -20,6 +20,7 @@ from PIL import Image
 from mracnn_jax import cli, codec
 from mracnn_jax.codec import latents, tiles
 from mracnn_jax.coding import container
+from mracnn_jax.models import presets
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 HALO = (64, 64)  # the small model: tiles equal one tile up to 2e-3 of y (test below)
@@ -62,19 +63,47 @@ def tiled(rich_model, image):
 # Geometry (no model).
 
 
-@pytest.mark.parametrize("n, tile, halo", [(256, 64, 16), (192, 64, 64), (64, 64, 16), (640, 512, 64),
-                                           (4096, 512, 96), (1024, 64, 0)])  # fmt: skip
-def test_spans_partition_the_axis(n, tile, halo):
-    spans = tiles.spans(n, tile, halo)
+@pytest.mark.parametrize("n, tile, halo, align", [(256, 64, 16, 1), (192, 64, 64, 1), (64, 64, 16, 1),
+                                                  (640, 512, 64, 1), (4096, 512, 96, 1), (1024, 64, 0, 1),
+                                                  (4096, 512, 96, 64), (1024, 64, 16, 64), (96, 32, 1, 4),
+                                                  (4096, 512, 96, 128)])  # fmt: skip
+def test_spans_partition_the_axis(n, tile, halo, align):
+    spans = tiles.spans(n, tile, halo, align)
+    lead = -(-halo // align) * align  # the halo rounded up to the alignment
     owned = np.zeros(n, int)
     for s in spans:
         owned[s.own_start : s.own_stop] += 1
-        assert s.length == min(tile + 2 * halo, n) and 0 <= s.start <= s.start + s.length <= n
+        assert s.length == min(tile + 2 * lead, n) and 0 <= s.start <= s.start + s.length <= n
+        assert s.start % align == 0  # the window sees the untiled grid of the model's windows
         # the window holds the tile and, on each side inside the canvas, at least the halo
         assert s.start <= max(s.own_start - halo, 0)
         assert s.start + s.length >= min(s.own_stop + halo, n)
     assert owned.min() == owned.max() == 1
     assert len(spans) == -(-n // tile)
+
+
+def test_alignment_follows_the_window_attention():
+    """ELAM models need g_a's stride (16 pixels); WAM cuts a map at stride r into windows of w
+    from its origin, so windows must start on multiples of r w: WACNN's 8 at 1/4 and 4 at 1/16
+    make 64, a window of 8 at 1/16 128."""
+    assert tiles.alignment(presets.mracnn()) == tiles.alignment(presets.wacnn_elam()) == 16
+    assert tiles.alignment(presets.wacnn()) == tiles.alignment(presets.wacnn_mracb()) == 64
+    cfg = presets.wacnn_mracb()
+    cfg.third_elam, cfg.wam.window_n = True, 16  # window 16 at 1/8 in g_s: 128 pixels
+    assert tiles.alignment(cfg) == 128
+    cfg = presets.wacnn()
+    cfg.wam.window_m = 8
+    assert tiles.alignment(cfg) == 128
+    plan = codec.tile_plan(2000, 3000, 512, (96, 16), tiles.alignment(presets.wacnn()))
+    assert plan.describe()["halo_analysis"] == 128 and plan.describe()["halo_synthesis"] == 64
+    assert all(r.start % 64 == 0 and c.start % 64 == 0 for r, c in plan.analysis_tiles())
+    assert all(r.start % 4 == 0 and c.start % 4 == 0 for r, c in plan.synthesis_tiles())
+    assert {r.length for r, _ in plan.analysis_tiles()} == {512 + 2 * 128}
+    assert {r.length for r, _ in plan.synthesis_tiles()} == {32 + 2 * 4}
+    # The bundled (ELAM) geometry is unchanged: the default halos as given.
+    elam = codec.tile_plan(2000, 3000, 512, None, tiles.alignment(presets.mracnn()))
+    assert elam.describe()["halo_analysis"] == 96
+    assert [r.start for r, _ in elam.analysis_tiles()][::6] == [0, 416, 928, 1344]
 
 
 def test_plan_windows_are_the_padded_canvas():
@@ -110,6 +139,22 @@ def test_bad_tile_sizes(bad):
         codec.tile_plan(100, 100, 64, (8, 0))
 
 
+@pytest.mark.parametrize("halo", [(96,), (96, 64, 0), [96, 64, 64], 96, "96,64", (-16, 0),
+                                  (96, 8), (96, 64.0), (True, 64), (4112, 0)])  # fmt: skip
+def test_bad_halos(halo):
+    """A halo is exactly two integers (analysis, synthesis), multiples of 16 in 0..4096."""
+    with pytest.raises(codec.CodecError, match="halo") as e:
+        codec.tile_plan(100, 100, 64, halo)
+    assert "\n" not in str(e.value)
+
+
+def test_tile_size_must_hold_the_models_windows():
+    with pytest.raises(codec.CodecError, match="alignment .*try 128") as e:
+        codec.tile_plan(1000, 1000, 64, None, 128)
+    assert "\n" not in str(e.value)
+    assert codec.tile_plan(1000, 1000, 128, None, 128).describe()["halo_analysis"] == 128
+
+
 # -------------------------------------------------------------------------------------------------
 # Coding.
 
@@ -132,6 +177,30 @@ def test_tiles_compute_the_untiled_latent(rich_model, image):
         errors[halo] = (np.abs(y_t - y).max() / np.abs(y).max(), _psnr(x_t, x))
     assert errors[(0, 0)][0] > 0.1 and errors[(0, 0)][1] < 30, errors
     assert errors[HALO][0] < 2e-3 and errors[HALO][1] > 40, errors
+
+
+def test_wacnn_tiles_see_the_untiled_windows():
+    """WACNN's window attention partitions each feature map from its origin, so a tile window
+    that starts off the model's 64-pixel grid computes other windows than the untiled g_a: with
+    the analysis halo 96 (windows at 64k - 96) y differed by 1e-4 of its range, a halo of 16 in
+    g_s failed inside jit. Rounded up to the grid, tiled g_a is the untiled g_a to float noise,
+    and tiled g_s (on a random model, whose influence does not fade) is within one grey level."""
+    model = codec.LoadedModel.from_config(presets.small(presets.wacnn()), seed=0)
+    align = tiles.alignment(model.config)
+    assert align == 64
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (384, 448, 3)).astype(np.uint8)
+    clock = latents.Clock()
+    bar = type("Bar", (), {"update": lambda self, n: None})()
+    whole = codec.tile_plan(*image.shape[:2], None, None, align)
+    y = tiles.analyse(model, image, whole, clock, bar)
+    x = tiles.synthesise(model, y, whole, clock, bar).astype(int)
+    plan = codec.tile_plan(*image.shape[:2], 64, (96, 16), align)
+    assert plan.num_tiles == 42 and {r.start for r, _ in plan.analysis_tiles()} == {0, 64}
+    y_t = tiles.analyse(model, image, plan, clock, bar)
+    assert np.abs(y_t - y).max() < 1e-5 * np.abs(y).max()
+    x_t = tiles.synthesise(model, y, plan, clock, bar).astype(int)
+    assert np.abs(x_t - x).max() <= 1
 
 
 def test_tiled_file_is_the_untiled_file(whole, tiled, rich_model_path, image, monkeypatch, capsys):
@@ -226,7 +295,12 @@ def test_cli_tile_flags(rich_model, rich_model_path, image, whole, tmp_path, mon
     assert "computed in 2x2 tiles of 128" in capsys.readouterr().out
 
     png = tmp_path / "out.png"
-    assert cli.main(["decompress", str(out), str(png), "--model", str(rich_model_path), "--tile", "64"]) == 0
+    assert (
+        cli.main(
+            ["decompress", str(out), str(png), "--model", str(rich_model_path), "--tile", "64"]
+        )
+        == 0
+    )
     assert "computed in 4x3 tiles of 64" in capsys.readouterr().out
     expected = codec.decompress(out.read_bytes(), rich_model, tile=64)
     np.testing.assert_array_equal(np.asarray(Image.open(png)), expected)

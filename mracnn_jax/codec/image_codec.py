@@ -76,18 +76,33 @@ def auto_tile(height: int, width: int) -> int | None:
     return tiles.DEFAULT_TILE if height * width > tiles.AUTO_TILE_PIXELS else None
 
 
-def tile_plan(height: int, width: int, tile: int | str | None = AUTO, halo=None) -> tiles.TilePlan:
+def tile_plan(
+    height: int,
+    width: int,
+    tile: int | str | None = AUTO,
+    halo=None,
+    align: int = tiles.LATENT_STRIDE,
+) -> tiles.TilePlan:
     """The ``TilePlan`` of an image (``tile``: pixels, ``None`` for one tile, ``"auto"``;
-    ``halo``: (analysis, synthesis) pixels, ``DEFAULT_HALO`` when ``None``). Raises
-    ``CodecError`` (one line) for a size or halo it cannot use."""
+    ``halo``: (analysis, synthesis) pixels, ``DEFAULT_HALO`` when ``None``; ``align``: the
+    model's ``tiles.alignment`` in pixels). Raises ``CodecError`` (one line) for a size or halo it
+    cannot use."""
     if isinstance(tile, str):
         if tile != AUTO:
             raise CodecError(f"tile must be a number of pixels, None or {AUTO!r}, got {tile!r}")
         tile = auto_tile(height, width)
-    halo = tiles.DEFAULT_HALO if halo is None else tuple(halo)
+    if halo is None:
+        halo = tiles.DEFAULT_HALO
+    elif not isinstance(halo, (str, bytes)):
+        try:
+            halo = tuple(halo)
+        except TypeError:
+            pass  # check_tiling says what a halo must be
     (top, _), (left, _) = padding_amounts(height, width)
     try:
-        return tiles.TilePlan(height, width, padded_size(height, width), (top, left), tile, halo)
+        return tiles.TilePlan(
+            height, width, padded_size(height, width), (top, left), tile, halo, align
+        )
     except ValueError as e:
         raise CodecError(str(e)) from None
 
@@ -103,6 +118,11 @@ def _coded_image(image: Any, model: LoadedModel, bits: int | None) -> tuple[np.n
     h, w = rgb.shape[:2]
     if not (1 <= h <= container.MAX_SIDE and 1 <= w <= container.MAX_SIDE):
         raise ImageError(f"image size {h}x{w} outside 1..{container.MAX_SIDE} pixels per side")
+    if h * w > container.MAX_PIXELS:
+        raise ImageError(
+            f"image size {h}x{w} is above the format's {container.MAX_PIXELS} pixels: "
+            "split it into images of at most that many"
+        )
     native = 8 * rgb.itemsize
     bits = native if bits is None else int(bits)
     low = container.MIN_BITS if native == 16 else 8
@@ -173,7 +193,7 @@ def compress_with_info(
     rgb, mode, bits = _coded_image(image, model, bits)
     peak = (1 << bits) - 1
     h, w = rgb.shape[:2]
-    plan = tile_plan(h, w, tile, halo)
+    plan = tile_plan(h, w, tile, halo, tiles.alignment(model.config))
     clock = latents.Clock()
     zc, yc = clock.setup(model.z_coder), clock.setup(model.y_coder)
     refinement = None
@@ -259,7 +279,7 @@ def decompress_with_info(
         raise ModelMismatchError(
             f"the file has {bs.num_slices} y slices, the model codes {model.num_slices}"
         )
-    plan = tile_plan(bs.height, bs.width, tile, halo)
+    plan = tile_plan(bs.height, bs.width, tile, halo, tiles.alignment(model.config))
     clock = latents.Clock()
     zc, yc = clock.setup(model.z_coder), clock.setup(model.y_coder)
     lat = latents.decode(model, bs.z_string, bs.y_strings, plan.latent_shape, zc, yc, clock)

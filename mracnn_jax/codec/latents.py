@@ -22,6 +22,12 @@ indexes (k_0..k_{S-1}), int32 little-endian in C order (``Latents.digests``). Th
 both before synthesis (``check_digests``): a decoder whose entropy parameters differ beyond the
 tolerance, or a damaged file, fails with ``LatentMismatchError`` instead of returning a wrong
 image. Nothing float is digested.
+
+Strings: every string of a file is non-empty (a y string starts with its agreement block, at least
+a byte; an empty z string would be read as every z symbol at its table's lowest value, which the
+encoder refuses to write), so the decoder refuses an empty string before any network runs.
+Symbols are checked before they are cast to int32 (``coders.check_symbols``): a latent that is
+not finite (NaN, from damaged parameters) or beyond ``|s| < 2^24`` is a ``CodecError``.
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mracnn_jax.codec.errors import LatentMismatchError
+from mracnn_jax.codec.errors import CodecError, LatentMismatchError
 from mracnn_jax.coding import container, scale_agreement
+from mracnn_jax.coding.coders import check_symbols
 from mracnn_jax.coding.range_coder import RangeCodingError
 
 HYPER_STRIDE = 4  # z is h_a's output: y's size / 4
@@ -107,11 +114,32 @@ class Latents:
         return {"z_table": z_table, "y_table": y_table, "table": z_table + sum(y_table)}
 
 
+def _not_coded(e: Exception) -> CodecError:
+    return CodecError(
+        f"cannot code this image: {e}; the model computes non-finite or far out-of-range "
+        "latents (use an intact model file)"
+    )
+
+
 def encode(model, y, zc, yc, clock: Clock) -> Latents:
-    """Range-codes the latent ``y [1, h, w, M]`` (the encoder of the module docstring)."""
-    z_int = np.asarray(clock.network(model.hyper_analysis, y)).astype(np.int32)
+    """Range-codes the latent ``y [1, h, w, M]`` (the encoder of the module docstring). Raises
+    ``CodecError`` (one line) where a symbol is not finite or out of the coder's range."""
+    try:
+        return _encode(model, y, zc, yc, clock)
+    except (RangeCodingError, scale_agreement.AgreementError) as e:
+        raise _not_coded(e) from None
+
+
+def _encode(model, y, zc, yc, clock: Clock) -> Latents:
+    z_int = check_symbols(np.asarray(clock.network(model.hyper_analysis, y)), "z")
     z_hat = z_int.astype(np.float32) + model.offsets
     z_string = clock.entropy(zc.compress, z_int)
+    if not z_string:
+        raise CodecError(
+            "cannot code this image: its z string came out empty (every z symbol at its table's "
+            "lowest value), which decoders refuse; the model is degenerate (use an intact model "
+            "file)"
+        )
     means, scales = clock.network(model.hyper_synthesis, z_hat)
 
     decoded, strings, syms, tildes, indexes = [], [], [], [], []
@@ -120,7 +148,7 @@ def encode(model, y, zc, yc, clock: Clock) -> Latents:
         mu, f, support = clock.network(model.slice_parameters, i, means, scales, decoded)
         mu = np.asarray(mu)
         s = np.round(y_i - mu)  # float32, the model's round(y - mu)
-        s_int = s.astype(np.int32)
+        s_int = check_symbols(s, f"y slice {i}")  # NaN and huge values fail before the cast
         idx, block = clock.entropy(scale_agreement.encode, np.asarray(f))
         strings.append(block + clock.entropy(yc.compress, s_int, idx))
         agreement += len(block)
@@ -135,8 +163,20 @@ def encode(model, y, zc, yc, clock: Clock) -> Latents:
 
 def decode(model, z_string, y_strings, latent_shape, zc, yc, clock: Clock) -> Latents:
     """The decoder: strings -> symbols and latents; ``latent_shape`` is y's ``(h, w)``. Raises
-    ``LatentMismatchError`` (one line) where a string does not decode."""
+    ``LatentMismatchError`` (one line) where a string is empty or does not decode, before any
+    network runs for an empty one."""
     h, w = latent_shape
+    if not z_string:
+        raise LatentMismatchError(
+            "the file's z string is empty (an encoder writes at least one byte): the file is "
+            "damaged or was not written by mracnn-jax"
+        )
+    for i, string in enumerate(y_strings):
+        if not string:
+            raise LatentMismatchError(
+                f"the file's y slice {i} string is empty (an encoder writes at least its "
+                "scale-index block): the file is damaged or was not written by mracnn-jax"
+            )
     try:
         z_int = clock.entropy(zc.decompress, z_string, (h // HYPER_STRIDE, w // HYPER_STRIDE))
     except RangeCodingError as e:
@@ -147,9 +187,14 @@ def decode(model, z_string, y_strings, latent_shape, zc, yc, clock: Clock) -> La
     agreement = 0
     for i, string in enumerate(y_strings):
         mu, f, support = clock.network(model.slice_parameters, i, means, scales, decoded)
-        mu = np.asarray(mu)
+        mu, f = np.asarray(mu), np.asarray(f)
+        if not np.isfinite(f).all():
+            raise LatentMismatchError(
+                f"the decoder's scale indexes of y slice {i} are not finite (NaN or infinity): "
+                "the model's entropy parameters are broken (use an intact model file)"
+            )
         try:
-            idx, used = clock.entropy(scale_agreement.decode, np.asarray(f), string)
+            idx, used = clock.entropy(scale_agreement.decode, f, string)
             s_int = clock.entropy(yc.decompress, string[used:], idx, f"y slice {i}")
         except (RangeCodingError, scale_agreement.AgreementError) as e:
             raise LatentMismatchError(f"{e} (y slice {i})") from None

@@ -79,22 +79,35 @@ class BitTable:
 
 
 def check_symbols(symbols: np.ndarray, what: str) -> np.ndarray:
-    """``symbols`` as int32, or ``RangeCodingError`` beyond ``MAX_SYMBOL``."""
+    """``symbols`` (integers, or floats holding integers) as int32, or ``RangeCodingError``
+    (one line) where one is not finite or ``|s| >= MAX_SYMBOL``. The bounds are compared before
+    any cast, so NaN, infinity and values that wrap in int32 cannot pass."""
     symbols = np.asarray(symbols)
-    if symbols.size and np.abs(symbols).max() >= MAX_SYMBOL:
-        raise RangeCodingError(
-            f"{what} symbol {np.abs(symbols).max()} is out of range (|s| < 2^24)"
-        )
+    if not symbols.size:
+        return symbols.astype(np.int32)
+    if symbols.dtype.kind not in "iuf":
+        raise RangeCodingError(f"{what} symbols must be numbers, got {symbols.dtype}")
+    if symbols.dtype.kind == "f" and not np.isfinite(symbols).all():
+        raise RangeCodingError(f"{what} symbols are not finite (NaN or infinity)")
+    low, high = int(symbols.min()), int(symbols.max())  # exact: no int32 wrap-around
+    if low <= -MAX_SYMBOL or high >= MAX_SYMBOL:
+        worst = low if -low >= high else high
+        raise RangeCodingError(f"{what} symbol {worst} is out of range (|s| < 2^24)")
     return symbols.astype(np.int32)
 
 
 def check_scale_indexes(indexes: np.ndarray, num_scales: int) -> np.ndarray:
-    """``indexes`` as int32, or ``ValueError`` unless they are integers in [0, num_scales)."""
+    """``indexes`` as int32, or ``RangeCodingError`` (a ``ValueError``, one line) unless they are
+    integers in [0, num_scales) (NaN and infinity are not)."""
     indexes = np.asarray(indexes)
     if indexes.size and (
-        indexes.min() < 0 or indexes.max() >= num_scales or np.any(indexes != np.rint(indexes))
+        indexes.dtype.kind not in "iuf"
+        or not np.isfinite(indexes).all()
+        or indexes.min() < 0
+        or indexes.max() >= num_scales
+        or np.any(indexes != np.rint(indexes))
     ):
-        raise ValueError(f"scale indexes must be integers in [0, {num_scales})")
+        raise RangeCodingError(f"scale indexes must be integers in [0, {num_scales})")
     return indexes.astype(np.int32)
 
 

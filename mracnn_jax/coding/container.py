@@ -10,7 +10,7 @@ Layout (all integers little-endian; S = number of y slices, N = length of the mo
     6          1     S, number of y slices (1..255)
     7          1     N, length of the architecture name (1..255)
     8          4     image height (1..65535)
-    12         4     image width (1..65535)
+    12         4     image width (1..65535); height x width at most MAX_PIXELS (2^30)
     16         16    params digest: first 16 bytes of the model's SHA-256 parameter digest
     32         16    symbol digest: SHA-256[:16] of the integer symbols of z^ and y^
     48         16    index digest: SHA-256[:16] of the y scale indexes (int32)
@@ -34,7 +34,9 @@ seams. A large image is now computed in tiles and coded as one latent, in this o
 
 Parsing is strict and linear in the input size: every length is checked against the bytes that
 are there before anything is sliced, and every failure raises ``ContainerError`` with a one-line
-message.
+message. An image of more than ``MAX_PIXELS`` pixels is refused on both sides (``pack``, the codec's
+encoder, ``unpack``), so that a few bytes cannot announce an image whose decoding (its latent and
+entropy parameters, tens of bytes a pixel) exhausts memory.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ REFUSED_VERSIONS = {
 }
 DIGEST_BYTES = 16
 MAX_SIDE = 65535
+#: Pixels (height x width) of the largest image the format holds, 32768²: more than Pillow opens by
+#: default, more than 12 GB to code at docs/history.md's 12 bytes a pixel of tiled coding, and a
+#: quarter of MAX_SIDE² (a file cannot announce 65535² pixels).
+MAX_PIXELS = 2**30
 COLOUR_MODES = ("RGB", "L")
 MIN_BITS, MAX_BITS = 8, 16  # bits per sample
 
@@ -141,6 +147,8 @@ def pack(bs: Bitstream) -> bytes:
         raise ValueError(f"{bs.bits} bits per sample; the format holds {MIN_BITS}..{MAX_BITS}")
     if not (1 <= bs.height <= MAX_SIDE and 1 <= bs.width <= MAX_SIDE):
         raise ValueError(f"image size {bs.height}x{bs.width} outside 1..{MAX_SIDE}")
+    if bs.height * bs.width > MAX_PIXELS:
+        raise ValueError(f"image size {bs.height}x{bs.width} is above {MAX_PIXELS} pixels")
     if not 1 <= bs.num_slices <= 255:
         raise ValueError(f"{bs.num_slices} y slices; the format holds 1..255")
     for field in ("params_digest", "symbol_digest", "index_digest"):
@@ -198,21 +206,23 @@ def unpack(data: bytes) -> Bitstream:
     mode, bits = sample_format & 15, MIN_BITS + (sample_format >> 4)
     lengths_end = _FIXED.size + 4 * num_slices
     header_end = lengths_end + name_len
+    least = header_end + _CRC.size  # the header with its lengths and name, and the CRC
     expected = lengths = None
     if n >= lengths_end:
         lengths = struct.unpack_from(f"<{1 + num_slices}I", data, _FIXED.size - 4)
         expected = header_end + sum(lengths) + _CRC.size
+    announced = f"{expected}" if expected is not None else f"at least {least}"
     stored_crc = _CRC.unpack_from(data, n - _CRC.size)[0]
     if zlib.crc32(memoryview(data)[: n - _CRC.size]) != stored_crc:
-        if expected is not None and expected > n:
+        if n < least or expected > n:
             raise ContainerError(
-                f"truncated .mrac file ({n} bytes, the header announces {expected})"
+                f"truncated .mrac file ({n} bytes, the header announces {announced})"
             )
         raise ContainerError("corrupt .mrac file: checksum mismatch (the file was damaged)")
     # The checksum matched: the remaining checks catch files written wrongly, not damage.
-    if expected is None or expected != n:
+    if expected != n:
         raise ContainerError(
-            f"malformed .mrac file: the header announces {expected} bytes, the file has {n}"
+            f"malformed .mrac file: the header announces {announced} bytes, the file has {n}"
         )
     if mode >= len(COLOUR_MODES):
         raise ContainerError(f"malformed .mrac file: unknown colour mode {mode}")
@@ -222,6 +232,11 @@ def unpack(data: bytes) -> Bitstream:
         raise ContainerError("malformed .mrac file: no y slices or no model name")
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise ContainerError(f"malformed .mrac file: image size {height}x{width}")
+    if height * width > MAX_PIXELS:
+        raise ContainerError(
+            f"malformed .mrac file: image size {height}x{width} is above the format's "
+            f"{MAX_PIXELS} pixels (no encoder writes it)"
+        )
     raw_name = data[lengths_end:header_end]
     if not all(32 < b < 127 for b in raw_name):
         raise ContainerError("malformed .mrac file: model name is not printable ASCII")

@@ -102,9 +102,14 @@ MAX_ROWS = 1 << 14  # format limit on the rows of one group (the hash's word ind
 NUM_SCALES = 64
 
 
-
 class AgreementError(ValueError):
     """The scale indexes cannot be agreed on (the message, one line, says why)."""
+
+
+def _check_finite(f: np.ndarray) -> None:
+    """``AgreementError`` unless every f is finite (NaN rounds to no table)."""
+    if not np.isfinite(f).all():
+        raise AgreementError("the scale indexes f are not finite (NaN or infinity)")
 
 
 def rounded(f: np.ndarray) -> np.ndarray:
@@ -254,8 +259,10 @@ def _last_rows(out_pos: int, need: int, k: int, shift: int) -> tuple[int, int]:
 
 
 def encode(f: np.ndarray) -> tuple[np.ndarray, bytes]:
-    """The encoder's side: pre-rounding indexes ``f`` -> (k int32 of f's shape, block bytes)."""
+    """The encoder's side: pre-rounding indexes ``f`` -> (k int32 of f's shape, block bytes);
+    ``AgreementError`` where an f is not finite."""
     f = np.asarray(f)
+    _check_finite(f)
     k = rounded(f)
     flat_k = k.reshape(-1)
     n = flat_k.size
@@ -362,10 +369,13 @@ def _solve_group(t: np.ndarray, guess: np.ndarray, start: int, s_bits: np.ndarra
 def decode(f: np.ndarray, data: bytes) -> tuple[np.ndarray, int]:
     """The decoder's side: its own ``f`` and the slice's bytes -> (k int32, block length in bytes).
 
-    ``data`` may continue past the block (the range-coded string follows it).
+    ``data`` may continue past the block (the range-coded string follows it). Raises
+    ``AgreementError`` where the block is malformed, the parities cannot be agreed on, or an f is
+    not finite.
     """
     f = np.asarray(f)
     flat_f = f.reshape(-1).astype(np.float64)
+    _check_finite(flat_f)
     n = flat_f.size
     guess = rounded(flat_f)
     t, b = _boundary(flat_f)
