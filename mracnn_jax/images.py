@@ -34,7 +34,7 @@ The rules:
   reads. A missing file raises ``FileNotFoundError``. Every message is one line.
 * Listing: the files whose suffix, in any case, is one of ``SUFFIXES``, not hidden (a name that
   starts with ``.``), sorted by path; ``recursive=True`` walks subfolders too (following
-  symbolic links).
+  symbolic links), except hidden ones (``.ipynb_checkpoints``, ``.Trash-1000``: copies).
 """
 
 from __future__ import annotations
@@ -229,7 +229,8 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
         raise FileNotFoundError(f"image folder {folder!r} does not exist")
     paths: list[str] = []
     if recursive:
-        for root, _, files in os.walk(folder, followlinks=True):
+        for root, dirs, files in os.walk(folder, followlinks=True):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]  # .ipynb_checkpoints, .Trash-*
             paths.extend(os.path.join(root, name) for name in files if is_image_name(name))
     else:
         with os.scandir(folder) as entries:

@@ -100,6 +100,8 @@ def test_one_suffix_list(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image\n")
     (tmp_path / "sub").mkdir()
     Image.fromarray(rgb).save(tmp_path / "sub" / "d.png")
+    (tmp_path / ".ipynb_checkpoints").mkdir()  # a hidden folder: copies, never read
+    Image.fromarray(rgb).save(tmp_path / ".ipynb_checkpoints" / "a-checkpoint.png")
     (tmp_path / "folder.png").mkdir()  # a folder, not an image
 
     flat = ["a.PNG", "b.jpg", "c.tif"]

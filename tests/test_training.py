@@ -90,7 +90,11 @@ def test_time_limit_stops_cleanly_with_checkpoint_and_export(tmp_path):
 
     # A budget spent before the first step: the run stops after it, as if num_steps were 1.
     config = tiny_config(
-        tmp_path, num_steps=20, checkpoint_every=10, log_every=5, num_eval_images=0,
+        tmp_path,
+        num_steps=20,
+        checkpoint_every=10,
+        log_every=5,
+        num_eval_images=0,
         time_limit_s=1e-6,
     )
     state = _train(config, tmp_path / "wd")
@@ -109,8 +113,12 @@ def test_init_from_starts_a_new_run_from_an_exported_model(tmp_path):
     _train(first, tmp_path / "a")
     exported = load_model(tmp_path / "a" / "model.mracnn")[1]
     second = tiny_config(
-        tmp_path, num_steps=1, checkpoint_every=1, num_eval_images=0,
-        init_from=str(tmp_path / "a" / "model.mracnn"), learning_rate=0.0,
+        tmp_path,
+        num_steps=1,
+        checkpoint_every=1,
+        num_eval_images=0,
+        init_from=str(tmp_path / "a" / "model.mracnn"),
+        learning_rate=0.0,
     )
     state = _train(second, tmp_path / "b")
     assert int(state.step) == 1  # a new run: the step count starts again
@@ -144,6 +152,24 @@ def test_resume_20_steps_equal_10_plus_restart_plus_10_bitwise(tmp_path):
         read_header(tmp_path / "straight" / "model.mracnn")["params_digest"]
         == read_header(tmp_path / "resumed" / "model.mracnn")["params_digest"]
     )
+
+
+def test_a_resume_on_other_images_is_warned_about(tmp_path, caplog):
+    """The checkpoint keeps what fixes the data order (file count, names, seed): a resume with
+    the same images is silent, one with an image added says so."""
+    from tiny_training import write_images
+
+    config = tiny_config(tmp_path, num_steps=2, checkpoint_every=1, log_every=1, num_eval_images=0)
+    _train(config, tmp_path / "wd")
+    caplog.set_level(logging.WARNING)
+    config.train.num_steps = 3
+    _train(config, tmp_path / "wd")
+    assert "changed since the checkpoint" not in caplog.text
+    write_images(tmp_path / "data" / "train" / "more", 1, seed=9)
+    config.train.num_steps = 4
+    _train(config, tmp_path / "wd")
+    assert "changed since the checkpoint (12 files" in caplog.text
+    assert "now 13," in caplog.text
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -302,9 +328,11 @@ def test_small_config_learns_on_the_shared_training_photos(tmp_path):
     def loss(m):
         return t.lmbda * 255.0**2 * m["mse"] + m["bpp"]
 
-    print(f"validation loss {loss(before):.3f} -> {loss(after):.3f} "
-          f"(PSNR {before['psnr']:.2f} -> {after['psnr']:.2f} dB, "
-          f"bpp {before['bpp']:.3f} -> {after['bpp']:.3f})")
+    print(
+        f"validation loss {loss(before):.3f} -> {loss(after):.3f} "
+        f"(PSNR {before['psnr']:.2f} -> {after['psnr']:.2f} dB, "
+        f"bpp {before['bpp']:.3f} -> {after['bpp']:.3f})"
+    )
     assert loss(after) < 0.5 * loss(before)
     cfg, params, _ = load_model(tmp_path / "wd" / "model.mracnn")
     assert_trees_equal(params, jax.device_get(state.params))

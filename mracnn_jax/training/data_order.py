@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,15 @@ def list_images(dirs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[s
     if not paths:
         raise ValueError(f"no {'/'.join(images.SUFFIXES)} files under {list(map(str, dirs))}")
     return sorted(paths)
+
+
+def order_identity(paths: Sequence[str], seed: int) -> dict[str, Any]:
+    """What fixes the data order besides the position: the number of files, a digest of their
+    sorted file names (not their folders, so that moving the data keeps it) and the seed. A
+    checkpoint keeps it; a resume with another is warned about."""
+    names = sorted(os.path.basename(p) for p in paths)
+    digest = hashlib.sha1("\n".join(names).encode()).hexdigest()[:12]
+    return {"num_files": len(names), "names_sha1": digest, "seed": int(seed)}
 
 
 class ImageFileSource:

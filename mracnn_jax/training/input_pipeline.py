@@ -113,20 +113,24 @@ def _python_elements(
         return transform(source[meta.record_key], meta.rng)
 
     index = shard_index
-    with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(max(1, num_threads))
+    try:
         pending: collections.deque = collections.deque()
         while True:
             while len(pending) < max(1, prefetch):
                 pending.append(pool.submit(work, index))
                 index += shard_count
             yield pending.popleft().result()
+    finally:  # closed or failed: drop the decodes not started, wait only for those running
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class TrainIterator:
     """Endless iterator of uint8 batches ``[batch_size, c, c, channels]`` for this process.
 
-    ``get_state()`` returns ``{'records_consumed': n, 'skipped': {...}, 'backend': ...}``; pass it
-    back as ``state`` to ``make_train_iterator`` to continue from the same position.
+    ``get_state()`` returns ``{'records_consumed': n, 'skipped': {...}, 'backend': ...,
+    'order': {...}}``; pass it back as ``state`` to ``make_train_iterator`` to continue from the
+    same position (with a warning when ``order``, ``data_order.order_identity``, differs).
     """
 
     def __init__(
@@ -157,6 +161,7 @@ class TrainIterator:
         self.skipped: collections.Counter = collections.Counter()
         self._warned: set[str] = set()
         self._num_paths = len(paths)
+        self.order = data_order.order_identity(paths, seed)
         source = ImageFileSource(paths)
         # Position of this process's k-th element: (records_consumed + k)·P + process_index.
         sampler = StreamSampler(
@@ -231,6 +236,7 @@ class TrainIterator:
             "records_consumed": self.records_consumed,
             "skipped": dict(self.skipped),
             "backend": self.backend,
+            "order": dict(self.order),
         }
 
     def close(self) -> None:
@@ -277,6 +283,15 @@ def make_train_iterator(
     )
     if state and state.get("skipped"):
         it.skipped.update({k: int(v) for k, v in state["skipped"].items()})
+    if state and state.get("order") and state["order"] != it.order:
+        was, now = state["order"], it.order
+        logger.warning(
+            "the training images or the data seed changed since the checkpoint (%s files, names "
+            "%s, seed %s; now %s, %s, %s): the position continues in the new order, so images of "
+            "this epoch may repeat or be missed",
+            was.get("num_files"), was.get("names_sha1"), was.get("seed"),
+            now["num_files"], now["names_sha1"], now["seed"],
+        )  # fmt: skip
     return it
 
 

@@ -126,6 +126,7 @@ def _data_state_for_checkpoint(it: input_pipeline.TrainIterator) -> dict[str, An
         "records_consumed": [int(c) for c in consumed],
         "skipped": state["skipped"],
         "backend": state["backend"],
+        "order": state["order"],
     }
 
 
@@ -226,6 +227,7 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
         data_state = {
             "records_consumed": consumed[process_index],
             "skipped": data.get("skipped", {}),
+            "order": data.get("order"),
         }
         logger.info("resumed from checkpoint %d in %s", last_ckpt, ckpt_dir)
     start_step = int(jax.device_get(state.step))
