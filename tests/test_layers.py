@@ -229,6 +229,17 @@ def test_wam_parameter_count():
         assert count(jax.eval_shape(init)) == expected
 
 
+def test_window_attention_bias_table_is_drawn_as_timm_draws_it():
+    """N(0, 0.02²) cut at ±2 (timm's trunc_normal_, STF's and the PyTorch twin's): in practice
+    untruncated, so the std is 0.02 and a few values lie beyond 2 std (a cut at ±0.04 gave 0.0176
+    and none)."""
+    layer = WindowAttention(num_heads=16, window=8, shift=0)
+    params = layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 64)))["params"]
+    table = np.asarray(params["relative_position_bias_table"])  # 225 x 16 values
+    assert table.std() == pytest.approx(0.02, rel=0.05)
+    assert np.sum(np.abs(table) > 0.04) > 50  # about 4.6 % of 3,600
+
+
 def naive_window_attention(x, params, heads, window, shift):
     """Swin (shifted-)window attention with explicit loops over windows and heads (numpy)."""
     b, h, w, c = x.shape

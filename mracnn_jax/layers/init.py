@@ -14,8 +14,9 @@ Distributions (all float32):
   linear weights and biases (kaiming_uniform with a = sqrt(5) reduces to this bound);
   ``torch_conv_kernel_init`` draws a kernel with its fan-in.
 * ``uniform(lo, hi)``, ``normal(std)``, ``truncated_normal(std, bound)``: N(0, std^2) resampled
-  outside [-bound, bound]; ``bound=None`` means 2 std (``flax.linen.initializers.truncated_normal``),
-  ``bound=2.0`` is timm's ``trunc_normal_`` default of absolute bounds +-2.
+  outside [-bound, bound]; ``bound=None`` means 2 std (the interval of
+  ``flax.linen.initializers.truncated_normal``, without its rescaling of the std), ``bound=2.0``
+  is timm's ``trunc_normal_`` default of absolute bounds +-2.
 
 ``fold_keys`` derives sub-keys for initialisation (``models.init_params``, ELSA's ghost head).
 """

@@ -97,7 +97,7 @@ class WindowAttention(nn.Module):
             raise ValueError(f"shift {s} must be in [0, window)")
         table = self.param(
             "relative_position_bias_table",
-            init.truncated_normal(0.02),
+            init.truncated_normal(0.02, bound=2.0),  # timm's trunc_normal_, as STF
             ((2 * win - 1) ** 2, self.num_heads),
         )
         shifted = jnp.roll(x, (-s, -s), axis=(1, 2)) if s else x
