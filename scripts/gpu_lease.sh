@@ -2,7 +2,8 @@
 # Everything one GPU lease of the device tool runs, in one command: the three bundled models (or the
 # QUALITIES gpu_train_bundled.sh is given, three at most), each continued from its own current
 # weights, trained side by side for what is left of DEADLINE
-# seconds (default 540; the tool's limit for one command is 600) by
+# seconds (default 540; the tool's limit for one command is 600, and a session's 15 minutes hold
+# one such call after the machine's start: with less left, DEADLINE = budget_left_s - 150) by
 # scripts/gpu_train_bundled.sh, which keeps a model only if it is sane and its validation RD
 # loss went down (see there); optionally scripts/gpu_train.sh's benchmark first.
 #
@@ -67,7 +68,8 @@ fi
 BUDGET=$(( DEADLINE - ($(date +%s) - T0) - ${MARGIN:-80} ))
 [ "$BUDGET" -ge 1 ] || BUDGET=1  # (0 would mean no limit to train.py)
 echo "== scripts/gpu_train_bundled.sh, budget $BUDGET s ($(( $(date +%s) - T0 )) s in)"
-INIT_FROM="$WORK/init" scripts/gpu_train_bundled.sh "$KIT/data" "$OUT" "$BUDGET"
+RUN_LIMIT=$(( BUDGET + ${MARGIN:-80} - 25 )) INIT_FROM="$WORK/init" \
+  scripts/gpu_train_bundled.sh "$KIT/data" "$OUT" "$BUDGET"
 status=$?
 echo "== done $(( $(date +%s) - T0 )) s in"
 if [ -f "$WORK/gpu_train.log" ]; then tail -3 "$WORK/gpu_train.log"; fi

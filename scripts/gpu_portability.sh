@@ -13,9 +13,10 @@
 # Needs bundled models in mracnn_jax/assets/models (with their stored coding tables); no
 # TensorFlow. KIT (built by `python scripts/make_gpu_kit.py portability`) brings them to a machine
 # without them: its wheels are installed into a private folder and its models unpacked into
-# mracnn_jax/assets/models (colour q2 and q3, gray q2: 51 MiB with the tree). Without numba (the
-# GPU image has none) the coding kernels run as plain Python, with the same bytes. JAX must see a
-# GPU, else the script says so and stops.
+# mracnn_jax/assets/models (colour q2 and q3, gray q2: 51 MiB with the tree). The coding kernels
+# run compiled by numba where the image has it (the GPU image's package list of 2026-11-17 does),
+# else as plain Python with the same bytes; portability.txt says which. JAX must see a GPU, else
+# the script says so and stops.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPORT_DIR=${REPORT_DIR:-${OUT:?OUT or REPORT_DIR must name the folder the report is written to}}
@@ -52,6 +53,7 @@ JAX_PLATFORMS=cpu run "$PYTHON" scripts/cross_env.py decode "$W/gpu" "$W/gpu-dec
 JAX_PLATFORMS=cpu run "$PYTHON" scripts/cross_env.py encode "$W/cpu" --images "${IMAGES[@]}"
 run "$PYTHON" scripts/cross_env.py decode "$W/cpu" "$W/cpu-decoded-on-gpu"
 {
+  "$PYTHON" -c "from mracnn_jax.coding import jit; print('coding kernels compiled by numba:', jit.COMPILED)"
   echo "== encoded on the GPU, decoded on the CPU"
   "$PYTHON" scripts/cross_env.py compare "$W/gpu" "$W/gpu-decoded-on-cpu"; a=$?
   echo "== encoded on the CPU, decoded on the GPU"

@@ -9,10 +9,13 @@
 #   with mracnn_jax/assets/models/*.mracnn moved aside for the call
 #
 # KIT_DIR is `python scripts/make_gpu_kit.py portability`'s kit (the models of the matrix and the
-# ml_collections wheel, 51 MiB with the tree). OUT receives portability/ (portability.txt,
-# gpu_files.tar.gz) and compare/ (table.md, rows.json): 4 files. Settings: DEADLINE (560 s for
-# both; the tool allows 600), PORTABILITY_LIMIT (200 s), and those of the two scripts (e.g.
-# VARIANTS, STEPS). A dry run on a machine without a GPU:
+# ml_collections wheel, 51 MiB with the tree); a missing or incomplete kit stops the script at
+# once. OUT receives session.log (everything printed), portability/ (portability.txt,
+# gpu_files.tar.gz) and compare/ (table.md, rows.json): 5 files. Settings: DEADLINE (560 s for
+# both; the tool allows 600 a command, and a session's 15 minutes hold one such call after the
+# machine's start: with less device time left, DEADLINE = status's budget_left_s - 150),
+# PORTABILITY_LIMIT (200 s), and those of the two scripts (e.g. VARIANTS, STEPS). A dry run on
+# a machine without a GPU:
 #   OUT=/tmp/o ALLOW_CPU=1 PYTHON=.venv-new/bin/python COMPARE_ARGS=--smoke bash scripts/gpu_session.sh .kit-port
 set -u
 T0=$(date +%s)
@@ -22,6 +25,12 @@ OUT=$(readlink -f "$OUT")
 DEADLINE=${DEADLINE:-560}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT/portability" "$OUT/compare"
+exec > >(tee "$OUT/session.log") 2>&1  # the tool returns only the output's tail
+compgen -G "$KIT/whl/*.whl" >/dev/null && compgen -G "$KIT/models/*.mracnn.f16s.xz" >/dev/null || {
+  echo "gpu_session.sh: $KIT lacks whl/*.whl or models/*.mracnn.f16s.xz: build it with" \
+    "'python scripts/make_gpu_kit.py portability' and carry it"
+  exit 1
+}
 echo "== portability ($(( $(date +%s) - T0 )) s in)"
 OUT="$OUT/portability" KIT="$KIT" timeout "${PORTABILITY_LIMIT:-200}" bash scripts/gpu_portability.sh
 echo "gpu_portability.sh exit status $?"

@@ -79,6 +79,8 @@ optax.__version__, 'orbax', o.__version__, 'numpy', numpy.__version__, jax.devic
   echo "budget $BUDGET s per run; LR ${LR:-1e-4}, warm-up ${WARMUP:-200}, batch ${BATCH:-16} of" \
     "${CROP:-256}x${CROP:-256}; init from ${INIT_FROM:-(random)}; data $DATA"
 } 2>&1 | tee "$WORK/env.log"
+cp "$WORK/env.log" "$OUT/summary.txt"  # replaced by the verdicts at the end; something comes back
+RUN_LIMIT=${RUN_LIMIT:-$((BUDGET + 60))}  # a run past it (a hang) is killed; the others go on
 
 for q in $QUALITIES; do
   wd="$WORK/q$q"
@@ -89,7 +91,7 @@ for q in $QUALITIES; do
     echo "q$q (λ ${LAMBDA[$q]}) starts from $(basename "$init")"
   fi
   MRACNN_DATA="$DATA" XLA_PYTHON_CLIENT_MEM_FRACTION=$MEM_FRACTION \
-  "$PYTHON" train.py --config=bundled --workdir="$wd" \
+  timeout -k 10 "$RUN_LIMIT" "$PYTHON" train.py --config=bundled --workdir="$wd" \
     --config.train.lmbda="${LAMBDA[$q]}" \
     --config.train.batch_size="${BATCH:-16}" --config.train.crop_size="${CROP:-256}" \
     --config.train.learning_rate="${LR:-1e-4}" --config.train.lr_schedule=constant \

@@ -7,8 +7,8 @@
 ``portability`` builds the smaller kit of scripts/gpu_portability.sh instead: the named bundled
 models (default: colour q2 and q3 and grayscale q2, the files scripts/cross_env.py then writes on
 the GPU: q2 and q3 on the sample images, q2 tiled, gray q2) packed as below, and the wheels; no
-data. The GPU image has no numba (its llvmlite wheel alone is 60 MB): the coding kernels then
-run as plain Python (mracnn_jax/coding/jit.py), with the same bytes.
+data. The GPU image's package list (2026-11-17) has numba; where an image has none, the coding
+kernels run as plain Python (mracnn_jax/coding/jit.py), with the same bytes.
 
 A device call carries the working tree (tracked + untracked-not-ignored files) and the carried
 folders, 64 MiB in all. The tracked model files (19.9 MB each, colour and grayscale) are moved
