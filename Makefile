@@ -26,7 +26,9 @@ NEW_ENV_TESTS ?= tests/test_elsa.py tests/test_model.py tests/test_training.py t
     tests/test_bench_train_step.py tests/test_high_depth.py tests/test_entropy.py tests/test_metrics.py \
     tests/test_export_xla.py tests/test_cli_train.py tests/test_gpu_compare.py tests/test_bf16.py \
     tests/test_compilation_cache.py tests/test_floors.py tests/test_gf2.py tests/test_cooldown.py \
-    tests/test_run_log.py tests/test_gpu_keep_or_drop.py tests/test_init.py $(REFINE_TESTS) $(WHEEL_TESTS)
+    tests/test_run_log.py tests/test_gpu_keep_or_drop.py tests/test_init.py tests/test_codec_robustness.py \
+    tests/test_model_file_errors.py tests/test_evaluate_inputs.py tests/test_demo.py \
+    $(REFINE_TESTS) $(WHEEL_TESTS)
 
 .PHONY: install install-new test test-torch demo clean
 
