@@ -37,27 +37,42 @@ from pathlib import Path
 import numpy as np
 
 from mracnn_jax import model_file, zoo
+from mracnn_jax.configs.bundled import NEW_QUALITY_LAMBDAS, QUALITY_LAMBDAS
 from mracnn_jax.training.run_log import read_metrics
 
+QUALITIES = {**QUALITY_LAMBDAS, **NEW_QUALITY_LAMBDAS}  # colour quality: λ
 
-def run_summary(workdir: Path, gray: bool) -> dict:
-    """Steps, the last sitting's batch and the first and last validation of a training run's
-    metrics (``gray``: a one-channel model, which trains on luma crops)."""
+
+def run_summary(workdir: Path, gray: bool, exported: dict) -> dict:
+    """Steps, the last sitting's batch and the validations before and after of a training run
+    (``gray``: a one-channel model, which trains on luma crops). The steps and the validation
+    after are the exported model's own (its metadata ``step`` and ``eval``), which must be the
+    run's last step: a run stopped before its export, or still training, is refused. The
+    validation before is the run's step-0 record (``train.eval_at_start``), if it has one."""
     history = read_metrics(workdir)
     train, evals = history.train, history.eval
     config = json.loads((workdir / "config.json").read_text())
     t = config.get("train", config)
     keep = ("bpp", "psnr", "ms_ssim", "loss")
+    last = int(train[-1]["step"]) if train else 0
+    if exported.get("step") != last:
+        raise ValueError(
+            f"{workdir / 'model.mracnn'} is step {exported.get('step')}'s export, the run's "
+            f"metrics reach step {last}: the last sitting did not export (stopped, or still "
+            "training); rerun it to the end"
+        )
+    before = evals[0] if evals and int(evals[0]["step"]) == 0 else None
+    after = exported.get("eval") or None
     return {
-        "steps": int(train[-1]["step"]) if train else 0,
+        "steps": last,
         # config.json is the last sitting's: earlier sittings may have used other batches
         "batch": f"{t.get('batch_size')} {'gray ' if gray else ''}crops of {t.get('crop_size')}² "
         "(the last sitting's)",
         "data": ("the training photos' ITU-R 601 luma" if gray else "the training photos")
         + " (BSDS500 train+test, CID22)",
         "lmbda": t.get("lmbda"),
-        "eval_before": {k: evals[0][k] for k in keep if k in evals[0]} if evals else None,
-        "eval_after": {k: evals[-1][k] for k in keep if k in evals[-1]} if evals else None,
+        "eval_before": {k: before[k] for k in keep if k in before} if before else None,
+        "eval_after": {k: after[k] for k in keep if k in after} if after else None,
     }
 
 
@@ -76,6 +91,26 @@ def continued(before: dict, run: dict, start_digest: str) -> dict:
         }
     ]
     return out
+
+
+def _write_and_check(staged: Path, source: Path, header: dict, config, params, metadata) -> str:
+    """Writes the model to ``staged``; what is wrong with it ('' if nothing): the params digest
+    must be unchanged and the z coding tables computed here present and equal to the run's."""
+    digest = model_file.save_model(
+        staged, config, params, metadata=metadata, dtype=header.get("storage_dtype", "float32")
+    )
+    if digest != header["params_digest"]:
+        return f"params digest changed: {header['params_digest']} -> {digest}"
+    before, after = model_file.load_coding_tables(source), model_file.load_coding_tables(staged)
+    if after is None:
+        return "no z coding tables could be computed for the bundled file"
+    if before is None:
+        print(
+            f"note: {source} has no coding tables to compare with; computed here", file=sys.stderr
+        )
+    elif not all(np.array_equal(before[k], after[k]) for k in model_file.CODING_ARRAYS):
+        return "the z coding tables computed here differ from the run's: use .venv"
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,23 +141,32 @@ def main(argv: list[str] | None = None) -> int:
         "step": init_meta.get("step"),
         "eval": init_meta.get("eval"),
     }
-    metadata["fine_tuned"] = run_summary(a.workdir, gray)
+    try:
+        metadata["fine_tuned"] = run_summary(a.workdir, gray, metadata)
+    except ValueError as e:
+        sys.exit(f"bundle_finetuned.py: {e}")
+    lmbda = metadata["fine_tuned"]["lmbda"]
+    if not gray and a.quality in QUALITIES and lmbda != QUALITIES[a.quality]:
+        sys.exit(
+            f"bundle_finetuned.py: the run trained at λ {lmbda}, quality {a.quality}'s λ is "
+            f"{QUALITIES[a.quality]} (mracnn_jax/configs/bundled.py): not this quality's model"
+        )
     if init_meta.get("fine_tuned"):
         metadata["fine_tuned"] = continued(
             init_meta["fine_tuned"], metadata["fine_tuned"], init_header["params_digest"]
         )
         metadata["step"] = metadata["fine_tuned"]["steps"]
     out = a.out / f"mracnn-bundled-{'gray-' if gray else ''}q{a.quality}.mracnn"
-    digest = model_file.save_model(
-        out, config, params, metadata=metadata, dtype=header.get("storage_dtype", "float32")
-    )
-    if digest != header["params_digest"]:
-        sys.exit(f"params digest changed: {header['params_digest']} -> {digest}")
-    before, after = model_file.load_coding_tables(source), model_file.load_coding_tables(out)
-    if before is not None and not all(
-        np.array_equal(before[k], after[k]) for k in model_file.CODING_ARRAYS
-    ):
-        sys.exit("the z coding tables computed here differ from the run's: use .venv")
+    # Written beside the bundled file and checked there; it replaces the file only if sound.
+    staged = out.with_name(f".{out.name}.staged")
+    try:
+        problem = _write_and_check(staged, source, header, config, params, metadata)
+        if problem:
+            sys.exit(f"bundle_finetuned.py: {problem}; {out} is unchanged")
+        staged.replace(out)
+    finally:
+        staged.unlink(missing_ok=True)
+    digest = header["params_digest"]
     print(f"{out}: quality {a.quality}, params {digest[:16]}, {out.stat().st_size / 1e6:.1f} MB")
     print(json.dumps(metadata["fine_tuned"]))
     return 0

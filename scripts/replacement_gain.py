@@ -16,7 +16,9 @@ The gain at equal rate of a candidate point (r, D) over the bundled curve {(r_i,
 
 (the interpolation bd_rate uses, on the rate axis). It is defined only inside the bundled curve's
 rate range: a point outside it has no bundled quality at its rate, and the script says so rather
-than extrapolate. A replacement is worth its 20 MB in every clone when ΔD ≥ ``--bar`` dB
+than extrapolate (for a candidate of an end point's label: it replaces the end point, and the
+BD-rates decide). Every curve must come from the same images: the candidates' and the anchors'
+``dataset`` and ``num_images`` must equal the bundled result's. A replacement is worth its 20 MB in every clone when ΔD ≥ ``--bar`` dB
 (0.3, the rule for the bundled models). The BD-rates (PSNR and MS-SSIM dB) of the merged
 curve are then printed against every anchor found beside the bundled curve (``jpeg.json``,
 ``webp.json``, ...), next to the bundled curve's own.
@@ -105,9 +107,24 @@ def _overlap(anchor: dict[str, Any], test: dict[str, Any], metric: str) -> str:
         return "n/a"
 
 
+def check_same_images(bundled: dict[str, Any], others: dict[str, dict[str, Any]]) -> None:
+    """A ValueError (one line) naming the first of ``others`` measured on other images than the
+    bundled curve (``dataset`` and ``num_images`` of the results)."""
+    want = (bundled.get("dataset"), bundled.get("num_images"))
+    for name, other in others.items():
+        got = (other.get("dataset"), other.get("num_images"))
+        if got != want:
+            raise ValueError(
+                f"{name} was measured on {got[0]!r} ({got[1]} images), the bundled curve on "
+                f"{want[0]!r} ({want[1]} images): evaluate both on the same images"
+            )
+
+
 def report(bundled_path: Path, candidates: list[dict[str, Any]], bar: float) -> list[str]:
     """The printed lines: each candidate point's gain and verdict, then the BD-rate table."""
     bundled = json.loads(bundled_path.read_text())
+    check_same_images(bundled, {f"candidate {i + 1}": c for i, c in enumerate(candidates)})
+    check_same_images(bundled, anchors_beside(bundled_path))
     lines, merged = [], bundled
     old = bundled["results"]
     for cand in candidates:
@@ -120,7 +137,12 @@ def report(bundled_path: Path, candidates: list[dict[str, Any]], bar: float) -> 
             if label in old[POINT_KEY]:
                 i = old[POINT_KEY].index(label)
                 was = f" (bundled: {old['bpp'][i]:.4f} bpp / {old['psnr-rgb'][i]:.3f} dB)"
-            if gain is None:
+            if gain is None and was:
+                verdict = (
+                    "outside the bundled curve's rates: it replaces an end point, with no "
+                    "gain at equal rate to measure (the merged curve's BD-rates decide)"
+                )
+            elif gain is None:
                 verdict = "outside the bundled curve's rates: a new point, no gain at equal rate"
             else:
                 keep = "replace" if gain >= bar else "keep the bundled file"

@@ -5,7 +5,6 @@ writes."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -119,17 +118,22 @@ def test_refuses_a_gray_model(colour_file):
         grayscale_from_colour(config, params, "max")
 
 
-def _fake_run(workdir, model_path, steps, losses):
-    """A work directory as train.py leaves it: model.mracnn, config.json, metrics.jsonl with a
-    validation at the start and the end."""
+def _fake_run(workdir, model_path, steps, losses, lmbda=0.013, exported_step=None):
+    """A work directory as train.py leaves it: model.mracnn (the model, exported at
+    ``exported_step``, default the last, with the last validation), config.json, metrics.jsonl
+    with a validation at the start and the end."""
     workdir.mkdir()
-    shutil.copy(model_path, workdir / "model.mracnn")
+    config, params, metadata = model_file.load_model(model_path)
+    last_eval = {"loss": losses[1], "bpp": 0.6, "psnr": 31.0}
+    exported = dict(metadata or {}, step=steps if exported_step is None else exported_step)
+    exported["eval"] = last_eval
+    model_file.save_model(workdir / "model.mracnn", config, params, metadata=exported)
     (workdir / "config.json").write_text(
-        json.dumps({"train": {"batch_size": 2, "crop_size": 256, "lmbda": 0.013}})
+        json.dumps({"train": {"batch_size": 2, "crop_size": 256, "lmbda": lmbda}})
     )
     records = [{"step": 0, "split": "eval", "loss": losses[0], "bpp": 0.7, "psnr": 30.0}]
     records += [{"step": s, "split": "train", "loss": 1.0} for s in range(10, steps + 1, 10)]
-    records += [{"step": steps, "split": "eval", "loss": losses[1], "bpp": 0.6, "psnr": 31.0}]
+    records += [{"step": steps, "split": "eval", **last_eval}]
     (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
@@ -168,7 +172,7 @@ def test_bundle_names_a_colour_model_after_its_start(colour_file, tmp_path, repo
     mracnn-bundled-q<N> and names that file as its start; a start of the wrong channel count is
     refused."""
     bundle = _load_script(repo_root, "bundle_finetuned")
-    _fake_run(tmp_path / "run", colour_file, 50, (1.9, 1.8))
+    _fake_run(tmp_path / "run", colour_file, 50, (1.9, 1.8), lmbda=0.0932)
     assert bundle.main(["4", str(tmp_path / "run"), str(colour_file), "--out", str(tmp_path)]) == 0
     header = model_file.read_header(tmp_path / "mracnn-bundled-q4.mracnn")
     meta, start = header["metadata"], model_file.read_header(colour_file)
@@ -184,3 +188,34 @@ def test_bundle_names_a_colour_model_after_its_start(colour_file, tmp_path, repo
     assert _script(repo_root).main([str(colour_file), str(gray)]) == 0
     with pytest.raises(SystemExit, match="not the model the run started from"):
         bundle.main(["4", str(tmp_path / "run"), str(gray), "--out", str(tmp_path)])
+
+
+def test_bundle_refuses_a_run_that_did_not_export_or_a_wrong_quality(
+    colour_file, tmp_path, repo_root, monkeypatch
+):
+    """Nothing is written over the bundled file: a run whose metrics go past its export (stopped
+    before it, or still training), or trained at another quality's λ, is refused."""
+    bundle = _load_script(repo_root, "bundle_finetuned")
+    target = tmp_path / "mracnn-bundled-q2.mracnn"
+    target.write_bytes(b"the bundled file")
+    _fake_run(tmp_path / "stopped", colour_file, 50, (1.9, 1.8), exported_step=40)
+    with pytest.raises(SystemExit, match="step 40's export, the run's metrics reach step 50"):
+        bundle.main(["2", str(tmp_path / "stopped"), str(colour_file), "--out", str(tmp_path)])
+    _fake_run(tmp_path / "q3run", colour_file, 50, (1.9, 1.8), lmbda=0.05)
+    with pytest.raises(SystemExit, match="λ 0.05, quality 2's λ is 0.013"):
+        bundle.main(["2", str(tmp_path / "q3run"), str(colour_file), "--out", str(tmp_path)])
+    # Tables that do not match the run's: checked on the staged copy, which is then removed.
+    _fake_run(tmp_path / "run", colour_file, 50, (1.9, 1.8))
+    real = bundle.model_file.load_coding_tables
+
+    def other_tables(path):
+        tables = real(path)
+        if path.parent.name == "run":  # the run's file, not the staged one
+            tables = {**tables, "z_cdf": tables["z_cdf"] + 1}
+        return tables
+
+    monkeypatch.setattr(bundle.model_file, "load_coding_tables", other_tables)
+    with pytest.raises(SystemExit, match="differ from the run's: use .venv; .* is unchanged"):
+        bundle.main(["2", str(tmp_path / "run"), str(colour_file), "--out", str(tmp_path)])
+    assert target.read_bytes() == b"the bundled file"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

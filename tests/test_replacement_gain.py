@@ -102,3 +102,34 @@ def test_a_missing_file_or_field_is_one_line(tmp_path, capsys):
     assert gain.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["replacement_gain: cand: the candidate result lacks ['bpp']"]
+
+
+def test_an_end_point_beyond_the_curve_and_a_new_one_are_told_apart(tmp_path, capsys):
+    (tmp_path / "bundled.json").write_text(json.dumps(_result("bundled", LABELS, RATES)))
+    beyond = _result("cand", ["lambda=0.05", "lambda=0.0932"], [0.95, 1.2])
+    (tmp_path / "cand.json").write_text(json.dumps(beyond))
+    argv = [str(tmp_path / "cand.json"), "--bundled", str(tmp_path / "bundled.json")]
+    assert gain.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "it replaces an end point, with no gain at equal rate" in lines[0]
+    assert "a new point, no gain at equal rate" in lines[1]
+
+
+def test_curves_of_other_images_are_refused(tmp_path, capsys):
+    """A candidate (or an anchor) measured on other images than the bundled curve: one line."""
+    kodak = {"dataset": "kodak (24 images)", "num_images": 24}
+    (tmp_path / "bundled.json").write_text(json.dumps(_result("bundled", LABELS, RATES) | kodak))
+    gray = _result("cand", ["lambda=0.013"], [0.5]) | {"dataset": "kodak gray", "num_images": 24}
+    (tmp_path / "cand.json").write_text(json.dumps(gray))
+    argv = [str(tmp_path / "cand.json"), "--bundled", str(tmp_path / "bundled.json")]
+    assert gain.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "candidate 1 was measured on 'kodak gray' (24 images)" in err[0]
+    (tmp_path / "cand.json").write_text(json.dumps(gray | kodak))
+    webp = _result("webp", ["q1", "q2"], [0.3, 0.6]) | {
+        "dataset": "kodak (24 images)",
+        "num_images": 6,
+    }
+    (tmp_path / "webp.json").write_text(json.dumps(webp))
+    assert gain.main(argv) == 2
+    assert "webp was measured on 'kodak (24 images)' (6 images)" in capsys.readouterr().err
