@@ -24,7 +24,8 @@ The rules:
 * Orientation: an image whose EXIF Orientation tag (2..8) says it is stored flipped or rotated
   (phone and camera JPEGs) is turned the way viewers show it (``ImageOps.exif_transpose``), so
   that the codec gives back, and evaluation scores, the image a person sees. Colour profiles are
-  not applied: the pixel values are taken as stored.
+  not applied: the pixel values are taken as stored, with a warning for a file whose embedded
+  profile is not sRGB (Display P3 phone photos, Adobe RGB), as the decoded image has none.
 * Alpha is refused: ``RGBA``, ``LA``, ``PA``, ``RGBa``, ``La``, images with a transparent colour
   (a palette entry, or a PNG's colour key in ``RGB``, ``L`` or ``I;16``), and arrays with 2 or 4
   channels raise ``ImageError`` ("flatten it onto a background first"). Dropping the alpha
@@ -142,6 +143,23 @@ def _pil_to_rgb(img: Any, high_depth: bool = False) -> tuple[np.ndarray, str]:
     )
 
 
+def _foreign_profile(img: Any) -> str:
+    """The description of an embedded ICC profile that is not sRGB ('' for none or sRGB; a
+    profile Pillow cannot parse is named as such)."""
+    icc = img.info.get("icc_profile")
+    if not icc:
+        return ""
+    try:
+        import io
+
+        from PIL import ImageCms
+
+        name = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc))).strip()
+    except (ImportError, OSError, ValueError, TypeError):
+        return "an unreadable profile"
+    return "" if "srgb" in name.lower() else name
+
+
 def read_image(source: Any, *, high_depth: bool = False) -> tuple[np.ndarray, str]:
     """``(uint8 [H, W, 3], mode)`` of an image file (a path: PNG, JPEG, TIFF, BMP, WebP, anything
     Pillow opens), a PIL image or a uint8 array; ``high_depth`` as ``to_rgb_array``."""
@@ -162,6 +180,13 @@ def read_image(source: Any, *, high_depth: bool = False) -> tuple[np.ndarray, st
             if img.format == "PNG" and img.mode == "RGB" and _png_bit_depth(path) == 16:
                 warnings.warn(
                     "16-bit colour PNG read as 8 bits (Pillow reads no more)", stacklevel=2
+                )
+            profile = _foreign_profile(img)
+            if profile:
+                warnings.warn(
+                    f"colour profile {profile!r} not applied: the pixel values are taken as "
+                    "stored, and viewers show the decoded image (which has no profile) as sRGB",
+                    stacklevel=2,
                 )
             return to_rgb_array(img, high_depth=high_depth)
     except UnidentifiedImageError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -182,3 +183,20 @@ def test_exif_orientation_gives_the_image_as_viewers_show_it(tmp_path):
         assert mode == "RGB" and np.array_equal(rgb, expected), orientation
     Image.fromarray(stored).save(tmp_path / "plain.png")
     assert np.array_equal(images.read_image(tmp_path / "plain.png")[0], stored)
+
+
+def test_a_profile_other_than_srgb_is_warned_about(tmp_path):
+    from PIL import ImageCms
+
+    rgb = np.full((4, 4, 3), 90, np.uint8)
+    profiles = {"srgb": ImageCms.createProfile("sRGB"), "xyz": ImageCms.createProfile("XYZ")}
+    for name, profile in profiles.items():
+        icc = ImageCms.ImageCmsProfile(profile).tobytes()
+        Image.fromarray(rgb).save(tmp_path / f"{name}.png", icc_profile=icc)
+    Image.fromarray(rgb).save(tmp_path / "none.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("srgb", "none"):
+            assert np.array_equal(images.read_image(tmp_path / f"{name}.png")[0], rgb)
+    with pytest.warns(UserWarning, match="colour profile 'XYZ identity built-in' not applied"):
+        assert np.array_equal(images.read_image(tmp_path / "xyz.png")[0], rgb)
