@@ -54,6 +54,10 @@ def _loop_forward(v: Array, attn: Array, g_mul: Array | None, g_add: Array | Non
     mul4 = None if g_mul is None else g_mul.reshape(heads, ch, k, k)
     add4 = None if g_add is None else g_add.reshape(heads, ch, k, k)
     out_dtype = jnp.result_type(v, attn, *[g for g in (g_mul, g_add) if g is not None])
+    # The weights, the K products and their sum are float32 at least (with bfloat16 inputs a
+    # bfloat16 sum over 49 offsets was 0.9 % off in relative RMS); only the result is rounded. It
+    # costs k reads and writes of one float32 feature map.
+    acc_dtype = jnp.promote_types(out_dtype, jnp.float32)
 
     def body(dy, acc):
         rows = lax.dynamic_slice(vpad, (0, dy, 0, 0, 0), (b, hh, ww + 2 * p, heads, ch))
@@ -61,15 +65,15 @@ def _loop_forward(v: Array, attn: Array, g_mul: Array | None, g_add: Array | Non
         m_row = None if mul4 is None else lax.dynamic_index_in_dim(mul4, dy, 2, keepdims=False)
         d_row = None if add4 is None else lax.dynamic_index_in_dim(add4, dy, 2, keepdims=False)
         for dx in range(k):
-            w = a_row[..., dx, None]  # [B, H, W, h, 1]
+            w = a_row[..., dx, None].astype(acc_dtype)  # [B, H, W, h, 1]
             if m_row is not None:
-                w = w * m_row[..., dx]  # [B, H, W, h, Ch]
+                w = w * m_row[..., dx].astype(acc_dtype)  # [B, H, W, h, Ch]
             if d_row is not None:
-                w = w + d_row[..., dx]
-            acc = acc + rows[:, :, dx : dx + ww] * w
+                w = w + d_row[..., dx].astype(acc_dtype)
+            acc = acc + rows[:, :, dx : dx + ww].astype(acc_dtype) * w
         return acc
 
-    return lax.fori_loop(0, k, body, jnp.zeros(v.shape, out_dtype))
+    return lax.fori_loop(0, k, body, jnp.zeros(v.shape, acc_dtype)).astype(out_dtype)
 
 
 def _loop_backward(
