@@ -26,6 +26,7 @@ DEADLINE=${DEADLINE:-560}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT/portability" "$OUT/compare"
 exec > >(tee "$OUT/session.log") 2>&1  # the tool returns only the output's tail
+TEE=$!
 compgen -G "$KIT/whl/*.whl" >/dev/null && compgen -G "$KIT/models/*.mracnn.f16s.xz" >/dev/null || {
   echo "gpu_session.sh: $KIT lacks whl/*.whl or models/*.mracnn.f16s.xz: build it with" \
     "'python scripts/make_gpu_kit.py portability' and carry it"
@@ -39,3 +40,5 @@ echo "== training-step table, deadline $LEFT s ($(( $(date +%s) - T0 )) s in)"
 OUT="$OUT/compare" DEADLINE=$LEFT bash benchmarks/gpu_compare.sh "$KIT"
 echo "gpu_compare.sh exit status $? ($(( $(date +%s) - T0 )) s in)"
 find "$OUT" -type f -printf '%s %p\n'
+exec >&- 2>&-  # the log is whole before the tool collects OUT
+wait "$TEE"
