@@ -16,8 +16,15 @@ The gain at equal rate of a candidate point (r, D) over the bundled curve {(r_i,
 
 (the interpolation bd_rate uses, on the rate axis). It is defined only inside the bundled curve's
 rate range: a point outside it has no bundled quality at its rate, and the script says so rather
-than extrapolate (for a candidate of an end point's label: it replaces the end point, and the
-BD-rates decide). Every curve must come from the same images: the candidates' and the anchors'
+than extrapolate. A point beyond an end of the curve in rate but within its range of quality
+(an end point's replacement that moved along the rate axis: less rate and more PSNR) is measured
+at equal quality instead, by interpolation on the other axis:
+
+    ΔR = 1 − r / R(D),   R(D) = exp(Q(D)),  Q the PCHIP interpolant of ln r_i over D_i
+
+(the rate it saves), and ΔD ≈ S · ln(R(D) / r), S = dP/d ln r at R(D) (the curve's own slope
+there: a linearisation at the curve, not an extrapolation of it), which the bar is applied to. A
+point beyond the curve on both axes has no gain to measure; the BD-rates decide. Every curve must come from the same images: the candidates' and the anchors'
 ``dataset`` and ``num_images`` must equal the bundled result's. A replacement is worth its 20 MB in every clone when ΔD ≥ ``--bar`` dB
 (0.3, the rule for the bundled models). The BD-rates (PSNR and MS-SSIM dB) of the merged
 curve are then printed against every anchor found beside the bundled curve (``jpeg.json``,
@@ -56,6 +63,19 @@ def gain_at_equal_rate(curve: dict[str, Any], bpp: float, dist: float, metric: s
     if not rates[0] <= bpp <= rates[-1]:
         return None
     return float(dist - PchipInterpolator(np.log(rates), quality)(math.log(bpp)))
+
+
+def gain_at_equal_quality(curve: dict[str, Any], bpp: float, dist: float, metric: str = "psnr"):
+    """(rate saved at ``dist``, its dB at the curve's local slope) for a point whose quality lies
+    in the curve's quality range (module docstring), or None."""
+    rates, quality = bd_rate.curve(curve, metric)
+    order = np.argsort(quality)
+    rates, quality = rates[order], quality[order]
+    if not quality[0] <= dist <= quality[-1]:
+        return None
+    ln_rate = float(PchipInterpolator(quality, np.log(rates))(dist))
+    slope = float(PchipInterpolator(np.log(rates), quality).derivative()(ln_rate))
+    return 1.0 - bpp / math.exp(ln_rate), slope * (ln_rate - math.log(bpp))
 
 
 def merge(bundled: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +157,15 @@ def report(bundled_path: Path, candidates: list[dict[str, Any]], bar: float) -> 
             if label in old[POINT_KEY]:
                 i = old[POINT_KEY].index(label)
                 was = f" (bundled: {old['bpp'][i]:.4f} bpp / {old['psnr-rgb'][i]:.3f} dB)"
-            if gain is None and was:
+            at_quality = gain_at_equal_quality(bundled, bpp, psnr) if gain is None else None
+            if at_quality is not None:
+                saved, db = at_quality
+                keep = "replace" if db >= bar else "keep the bundled file"
+                verdict = (
+                    f"outside the bundled curve's rates; at equal PSNR {saved:+.1%} rate saved, "
+                    f"{db:+.3f} dB at the curve's slope (bar {bar} dB): {keep}"
+                )
+            elif gain is None and was:
                 verdict = (
                     "outside the bundled curve's rates: it replaces an end point, with no "
                     "gain at equal rate to measure (the merged curve's BD-rates decide)"

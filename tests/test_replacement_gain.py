@@ -104,6 +104,19 @@ def test_a_missing_file_or_field_is_one_line(tmp_path, capsys):
     assert err == ["replacement_gain: cand: the candidate result lacks ['bpp']"]
 
 
+def test_a_point_below_the_curves_rates_is_measured_at_equal_quality():
+    """Less rate and more PSNR than the lowest point: the rate saved at its PSNR, and that in dB
+    at the curve's slope (4 dB per ln rate here), against the exact answers of the line."""
+    bundled = _result("bundled", LABELS, RATES)
+    bpp, psnr = 0.18, _psnr(0.2) + 0.1
+    exact_rate = 0.1 * math.exp((psnr - 24.0) / 4.0)
+    saved, db = gain.gain_at_equal_quality(bundled, bpp, psnr)
+    assert saved == pytest.approx(1 - bpp / exact_rate, abs=1e-9)
+    assert db == pytest.approx(4.0 * math.log(exact_rate / bpp), abs=1e-9)
+    assert gain.gain_at_equal_rate(bundled, bpp, psnr) is None
+    assert gain.gain_at_equal_quality(bundled, bpp, _psnr(0.2) - 0.1) is None  # below both
+
+
 def test_an_end_point_beyond_the_curve_and_a_new_one_are_told_apart(tmp_path, capsys):
     (tmp_path / "bundled.json").write_text(json.dumps(_result("bundled", LABELS, RATES)))
     beyond = _result("cand", ["lambda=0.05", "lambda=0.0932"], [0.95, 1.2])
