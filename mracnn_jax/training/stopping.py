@@ -67,15 +67,17 @@ class StopSignals:
 
 def agreed(local: bool) -> bool:
     """``local`` as process 0 sees it, on every process (itself when there is one process)."""
-    if jax.process_count() > 1:
-        return bool(multihost_utils.broadcast_one_to_all(np.asarray(local)))
-    return local
+    return bool(_process_0s(local))
 
 
 def agreed_count(local: int) -> int:
-    """``local`` as process 0 sees it, on every process (itself when there is one process)."""
+    """``agreed`` for a count."""
+    return int(_process_0s(np.int64(local)))
+
+
+def _process_0s(local):
     if jax.process_count() > 1:
-        return int(multihost_utils.broadcast_one_to_all(np.asarray(local, np.int64)))
+        return multihost_utils.broadcast_one_to_all(np.asarray(local))
     return local
 
 

@@ -313,6 +313,7 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
     cool_steps = int(t.get("cooldown_steps", 0))
     cool_final = float(t.get("cooldown_final_factor", 0.1))
     reserve = 0.0  # seconds kept for the cool-down, from the rate measured since compiling
+    per_step = 0.0  # that rate (seconds a step), once a step has been timed
     rate_t0, rate_step = time.perf_counter(), start_step
     interrupted = False
     try:
@@ -370,9 +371,8 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
             # again, from the same checkpoint and data position, so that a rerun exports the same
             first_batches.append(make_global_batch(next(train_iter), mesh))
             compiled = _compile_step(p_train_step, (state, first_batches[0], noise_key), is_main)
-        if cool_steps and deadline < math.inf and step > rate_step:
+        if cool_steps and deadline < math.inf and per_step:
             # late for the time limit (a slow compile, a short budget): as many as still fit
-            per_step = (time.perf_counter() - rate_t0) / (step - rate_step)
             fit = stopping.agreed_count(max(0, int((deadline - time.time()) / per_step)))
             if fit < cool_steps:
                 run_log.say(
