@@ -29,7 +29,6 @@ from mracnn_jax import metrics, zoo
 from mracnn_jax.evaluation import anchors, measure, runner
 
 MATCHED_CODECS = ("jpeg", "webp")
-CODEC_NAMES = {"jpeg": "JPEG", "webp": "WebP"}
 
 
 def matched_quality(image, codec: str, target_bytes: int) -> tuple[int, Any]:
@@ -158,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = matched_rate_rows(model_records, dict(zip(names, images)), codecs)
     table = matched_rate_table(rows, codecs)
     out = Path(a.out)
-    against = " and ".join(CODEC_NAMES[c] for c in codecs) or "no anchor (Pillow writes none)"
+    against = (
+        " and ".join(anchors.display_name(c) for c in codecs) or "no anchor (Pillow writes none)"
+    )
     (out / "matched_rate.md").write_text(
         f"# Bundled models against {against} at matched rate\n\n" + table + "\n"
     )

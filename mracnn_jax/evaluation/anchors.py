@@ -91,6 +91,12 @@ def codec_available(name: str) -> bool:
         return False
 
 
+def display_name(name: str) -> str:
+    """How a codec of `CODECS` is written in text: "WebP", "JPEG 2000"."""
+    _check_codec(name)
+    return _LIBRARY[name][0]
+
+
 def available_codecs() -> dict[str, bool]:
     """{codec: available} for all `CODECS` in this Pillow build."""
     return {c: codec_available(c) for c in CODECS}
