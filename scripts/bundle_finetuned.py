@@ -11,7 +11,13 @@ that was not fine-tuned before (a converted grayscale model from
 model, which is then named itself), or an earlier fine-tuned bundled model, when a sitting
 continues one whose work directory is gone. In the last case the steps add up, the validation
 before is the first run's, and ``fine_tuned.continued`` lists each continuation (its start's
-params digest and steps; the optimiser state started afresh there). The parameters, config and
+params digest and steps; the optimiser state started afresh there). A run bundled before and
+trained on since (INIT is then its own earlier export, or that of a run from the same start)
+replaces INIT's last run instead of adding to it: its steps are not counted twice. The run's
+start is the params digest train.py recorded (``started_from.json``); for runs older than that
+record, an INIT whose last run began with the same validation as this run (its ``eval_before``)
+is taken as this run's earlier export. A run that started from neither INIT nor INIT's last
+start is refused. The parameters, config and
 storage dtype are kept as they are (the params digest is checked to be unchanged), and
 the metadata gains:
 
@@ -38,7 +44,7 @@ import numpy as np
 
 from mracnn_jax import model_file, zoo
 from mracnn_jax.configs.bundled import NEW_QUALITY_LAMBDAS, QUALITY_LAMBDAS
-from mracnn_jax.training.run_log import read_metrics
+from mracnn_jax.training.run_log import read_metrics, read_start
 
 QUALITIES = {**QUALITY_LAMBDAS, **NEW_QUALITY_LAMBDAS}  # colour quality: λ
 
@@ -91,6 +97,51 @@ def continued(before: dict, run: dict, start_digest: str) -> dict:
         }
     ]
     return out
+
+
+def last_start(fine_tuned: dict, initialised_from: dict) -> str | None:
+    """The params digest the last run behind a bundled model started from."""
+    runs = fine_tuned.get("continued") or []
+    return runs[-1]["from_params_digest"] if runs else initialised_from.get("params_digest")
+
+
+def before_last(fine_tuned: dict) -> dict | None:
+    """A bundled model's provenance without its last run; None when that run was the first."""
+    runs = fine_tuned.get("continued") or []
+    if not runs:
+        return None
+    return {**fine_tuned, "steps": int(runs[-1]["at_step"]), "continued": runs[:-1]}
+
+
+def provenance(run: dict, start: str | None, init_header: dict) -> dict:
+    """The ``fine_tuned`` metadata of ``run`` (``run_summary``), which started from the params
+    digest ``start`` (None: not recorded), bundled over INIT (``init_header``). Raises
+    ``ValueError`` for a run that started from neither INIT nor INIT's last start."""
+    init_digest = init_header["params_digest"]
+    meta = init_header.get("metadata") or {}
+    tuned = meta.get("fine_tuned")
+    if not tuned:
+        if start is not None and start != init_digest:
+            raise ValueError(
+                f"the run started from params {start[:16]}, INIT's are {init_digest[:16]}: "
+                "name the model the run started from"
+            )
+        return run
+    if start is None:  # a run from before started_from.json: known by its first validation
+        again = not tuned.get("continued") and tuned.get("eval_before") == run["eval_before"]
+    elif start == init_digest:
+        again = False
+    elif start == last_start(tuned, meta.get("initialised_from") or {}):
+        again = True
+    else:
+        raise ValueError(
+            f"the run started from params {start[:16]}: neither INIT ({init_digest[:16]}) nor "
+            "the model INIT's last run started from; name the model the run started from"
+        )
+    if not again:
+        return continued(tuned, run, init_digest)
+    base = before_last(tuned)
+    return run if base is None else continued(base, run, start)
 
 
 def _write_and_check(staged: Path, source: Path, header: dict, config, params, metadata) -> str:
@@ -151,11 +202,14 @@ def main(argv: list[str] | None = None) -> int:
             f"bundle_finetuned.py: the run trained at λ {lmbda}, quality {a.quality}'s λ is "
             f"{QUALITIES[a.quality]} (mracnn_jax/configs/bundled.py): not this quality's model"
         )
-    if init_meta.get("fine_tuned"):
-        metadata["fine_tuned"] = continued(
-            init_meta["fine_tuned"], metadata["fine_tuned"], init_header["params_digest"]
+    start = read_start(a.workdir)
+    try:
+        metadata["fine_tuned"] = provenance(
+            metadata["fine_tuned"], start and start["params_digest"], init_header
         )
-        metadata["step"] = metadata["fine_tuned"]["steps"]
+    except ValueError as e:
+        sys.exit(f"bundle_finetuned.py: {e}")
+    metadata["step"] = metadata["fine_tuned"]["steps"]
     out = a.out / f"mracnn-bundled-{'gray-' if gray else ''}q{a.quality}.mracnn"
     # Written beside the bundled file and checked there; it replaces the file only if sound.
     staged = out.with_name(f".{out.name}.staged")

@@ -15,6 +15,7 @@ from load_script import load_script  # a sibling helper module
 from mracnn_jax import model_file
 from mracnn_jax.models import build_model, init_params, presets
 from mracnn_jax.models.grayscale import OUTPUT_WEIGHTS, grayscale_from_colour
+from mracnn_jax.training import run_log
 
 
 def _load_script(repo_root, name):
@@ -118,12 +119,19 @@ def test_refuses_a_gray_model(colour_file):
         grayscale_from_colour(config, params, "max")
 
 
-def _fake_run(workdir, model_path, steps, losses, lmbda=0.013, exported_step=None):
+def _fake_run(
+    workdir, model_path, steps, losses, lmbda=0.013, exported_step=None, started_from=None
+):
     """A work directory as train.py leaves it: model.mracnn (the model, exported at
     ``exported_step``, default the last, with the last validation), config.json, metrics.jsonl
-    with a validation at the start and the end."""
-    workdir.mkdir()
+    with a validation at the start and the end, and ``started_from.json`` naming
+    ``started_from`` (a model file) if given. An existing ``workdir`` is a run trained on."""
+    workdir.mkdir(exist_ok=True)
     config, params, metadata = model_file.load_model(model_path)
+    if started_from is not None:
+        run_log.save_start(
+            str(workdir), str(started_from), model_file.read_header(started_from)["params_digest"]
+        )
     last_eval = {"loss": losses[1], "bpp": 0.6, "psnr": 31.0}
     exported = dict(metadata or {}, step=steps if exported_step is None else exported_step)
     exported["eval"] = last_eval
@@ -165,6 +173,76 @@ def test_bundle_continues_a_bundled_model(colour_file, tmp_path, repo_root):
         }
     ]
     assert meta2["initialised_from"] == meta["initialised_from"]
+
+
+def _perturbed(path, out, seed):
+    """A copy of the model at ``path`` with other parameters: another training's result."""
+    config, params, metadata = model_file.load_model(path)
+    rng = np.random.default_rng(seed)
+    params = jax.tree_util.tree_map(
+        lambda a: np.asarray(a) + rng.normal(0, 1e-3, np.shape(a)).astype(np.asarray(a).dtype),
+        params,
+    )
+    model_file.save_model(out, config, params, metadata=metadata)
+    return out
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["started_from.json", "older run"])
+def test_bundling_a_run_again_does_not_count_its_steps_twice(
+    colour_file, tmp_path, repo_root, recorded
+):
+    """A run bundled, trained on and bundled again replaces its own earlier export's steps
+    instead of adding to them, whether its start was recorded (started_from.json) or is known
+    by its first validation (a run from before the record); a run that continued a bundled model
+    and is bundled again keeps the earlier continuations."""
+    bundle = _load_script(repo_root, "bundle_finetuned")
+    out = tmp_path / "bundled"
+    bundled = out / "mracnn-bundled-q2.mracnn"
+    start = colour_file if recorded else None
+    p0 = _perturbed(colour_file, tmp_path / "p0.mracnn", 0)
+    _fake_run(tmp_path / "run", p0, 40, (2.0, 1.5), started_from=start)
+    assert bundle.main(["2", str(tmp_path / "run"), str(colour_file), "--out", str(out)]) == 0
+    first = model_file.read_header(bundled)["metadata"]
+    # The same run trained on to step 70 and exported other parameters (its start record, if
+    # any, stays as train.py wrote it).
+    _fake_run(tmp_path / "run", _perturbed(colour_file, tmp_path / "p1.mracnn", 1), 70, (2.0, 1.3))
+    assert bundle.main(["2", str(tmp_path / "run"), str(bundled), "--out", str(out)]) == 0
+    again = model_file.read_header(bundled)["metadata"]
+    assert again["fine_tuned"]["steps"] == 70 and again["step"] == 70
+    assert "continued" not in again["fine_tuned"]
+    assert again["fine_tuned"]["eval_before"]["loss"] == 2.0
+    assert again["fine_tuned"]["eval_after"]["loss"] == 1.3
+    assert again["initialised_from"] == first["initialised_from"]
+    if not recorded:
+        return  # a continued model's eval_before is its first run's: only the record tells
+    # A second run continues the bundled model for 30 steps and is bundled (70 + 30), then
+    # trains on to 50 and is bundled again: 70 + 50, one continuation.
+    base_digest = model_file.read_header(bundled)["params_digest"]
+    p3 = _perturbed(bundled, tmp_path / "p3.mracnn", 3)
+    _fake_run(tmp_path / "run2", p3, 30, (1.35, 1.25), started_from=bundled)
+    assert bundle.main(["2", str(tmp_path / "run2"), str(bundled), "--out", str(out)]) == 0
+    assert model_file.read_header(bundled)["metadata"]["fine_tuned"]["steps"] == 100
+    _fake_run(
+        tmp_path / "run2", _perturbed(colour_file, tmp_path / "p2.mracnn", 2), 50, (1.35, 1.2)
+    )
+    assert bundle.main(["2", str(tmp_path / "run2"), str(bundled), "--out", str(out)]) == 0
+    meta = model_file.read_header(bundled)["metadata"]
+    tuned = meta["fine_tuned"]
+    assert tuned["steps"] == 120 and meta["step"] == 120 and tuned["eval_before"]["loss"] == 2.0
+    assert tuned["continued"] == [
+        {"from_params_digest": base_digest, "at_step": 70, "steps": 50, "optimiser": "fresh"}
+    ]
+
+
+def test_bundle_refuses_a_run_from_another_start(colour_file, tmp_path, repo_root):
+    """A run whose recorded start is neither INIT nor what INIT's last run started from is not
+    INIT's continuation: refused, the bundled file unchanged."""
+    bundle = _load_script(repo_root, "bundle_finetuned")
+    other = _perturbed(colour_file, tmp_path / "other.mracnn", 3)
+    _fake_run(tmp_path / "run", colour_file, 40, (2.0, 1.5), started_from=other)
+    with pytest.raises(SystemExit, match="the run started from params .* name the model"):
+        bundle.main(["2", str(tmp_path / "run"), str(colour_file), "--out", str(tmp_path)])
+    assert not (tmp_path / "mracnn-bundled-q2.mracnn").exists()
 
 
 def test_bundle_names_a_colour_model_after_its_start(colour_file, tmp_path, repo_root):

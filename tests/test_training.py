@@ -123,6 +123,14 @@ def test_init_from_starts_a_new_run_from_an_exported_model(tmp_path):
     state = _train(second, tmp_path / "b")
     assert int(state.step) == 1  # a new run: the step count starts again
     assert_trees_equal(jax.device_get(state.params), exported)  # lr 0: the imported values
+    # The start is recorded by its params digest: the file at that path may be replaced later.
+    from mracnn_jax.model_file import read_header
+    from mracnn_jax.training.run_log import read_start
+
+    start = read_start(tmp_path / "b")
+    assert start["params_digest"] == read_header(tmp_path / "a" / "model.mracnn")["params_digest"]
+    assert start["file"] == str(tmp_path / "a" / "model.mracnn")
+    assert read_start(tmp_path / "a") is None  # a run from random parameters has none
     # A model file of another shape is refused, naming the parameter.
     cfg, params, _meta = load_model(tmp_path / "a" / "model.mracnn")
     leaf_path = jax.tree_util.tree_leaves_with_path(params)[0][0]

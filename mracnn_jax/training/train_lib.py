@@ -40,7 +40,8 @@ validated and exported but not checkpointed (``cooldown``): many short sittings,
 Outputs in ``workdir``
 ----------------------
 ``config.json`` (+ ``config.yaml``), ``metrics.jsonl`` (one JSON object per log/eval point, with
-``"split": "train"`` or ``"eval"``), ``checkpoints/``, TensorBoard events under ``tb/`` (written
+``"split": "train"`` or ``"eval"``), ``started_from.json`` (with ``train.init_from``: the file
+and its params digest, ``run_log.save_start``), ``checkpoints/``, TensorBoard events under ``tb/`` (written
 with tensorboardX, a dependency of the ``train`` extra, which never imports TensorFlow; without it
 a warning says so and the rest is written), and at the end the portable model file
 ``train.export_name`` (see ``mracnn_jax.model_file``).
@@ -214,6 +215,10 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
             TrainState.create(params_from_model_file(init_from, state.params), tx), mesh
         )
         logger.info("parameters initialised from %s (fresh optimiser, step 0)", init_from)
+        if is_main:
+            run_log.save_start(
+                workdir, init_from, model_file.read_header(init_from)["params_digest"]
+            )
     if last_ckpt is not None:
         host_state, extra = ckpts.restore(last_ckpt, state)
         state = place_replicated(host_state, mesh)
