@@ -281,6 +281,32 @@ def test_bfloat16_aggregation_rounds_only_its_result():
     assert np.all(err <= 2.0**-8 * np.abs(exact) * (1 + 1e-5) + 1e-7)
 
 
+def test_bfloat16_aggregation_gradient_sums_in_float32():
+    """bfloat16 inputs: the backward pass's 49-term sum for the values' gradient is carried in
+    float32 and rounded once, as the forward pass's is (a bfloat16 running sum is several
+    bfloat16 ulps off); every gradient stays within a few ulps of the float32 gradient of the
+    same inputs."""
+    rng = np.random.default_rng(4)
+    v = jnp.asarray(rng.standard_normal((1, 16, 16, 64)), jnp.bfloat16)
+    attn = jax.nn.softmax(jnp.asarray(rng.standard_normal((1, 16, 16, 8, 49)), jnp.float32))
+    attn = attn.astype(jnp.bfloat16)
+    g_mul = jnp.asarray(1 + 0.1 * rng.standard_normal((64, 49)), jnp.bfloat16)
+    g_add = jnp.asarray(0.01 * rng.standard_normal((64, 49)), jnp.bfloat16)
+    dout = jnp.asarray(rng.standard_normal((1, 16, 16, 64)), jnp.bfloat16)
+
+    def grads(*args):
+        out, vjp = jax.vjp(lambda *a: elsa_aggregate(*a), *args)
+        return vjp(dout.astype(out.dtype))
+
+    low = grads(v, attn, g_mul, g_add)
+    exact = grads(*[a.astype(jnp.float32) for a in (v, attn, g_mul, g_add)])
+    assert [g.dtype for g in low] == [jnp.bfloat16] * 4
+    for name, a, b in zip(("v", "attn", "mul", "add"), low, exact):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        rel_rms = np.sqrt(np.mean((a - b) ** 2) / np.mean(b**2))
+        assert rel_rms < 2.0**-8, f"d{name}: relative RMS {rel_rms:.2e} of the float32 gradient"
+
+
 def test_loop_memory_is_bounded():
     """The loop's training step stores nothing of the unfold tensor's size ([B, H, W, C·K])."""
     b, hh, ww, c, heads, k = 2, 32, 32, 128, 8, 7

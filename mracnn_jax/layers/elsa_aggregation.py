@@ -87,12 +87,15 @@ def _loop_backward(
 
     One offset per iteration (rather than one kernel row, as in the forward pass): with the
     row-unrolled form, some XLA versions materialise the k per-column products at once.
+    ``dv``'s K terms are summed in float32 at least, as the forward pass's are, and rounded to
+    ``v``'s dtype once (``jnp.sum`` already reduces bfloat16 in float32 for the others).
     """
     hh, ww = v.shape[1:3]
     kk = attn.shape[-1]
     k = math.isqrt(kk)
     p = k // 2
     vpad = _pad_hw(v, p)
+    acc_dtype = jnp.promote_types(jnp.result_type(v, dout), jnp.float32)
 
     def body(j, carry):
         dvpad, dattn, dmul, dadd = carry
@@ -104,7 +107,7 @@ def _loop_backward(
         if g_add is not None:
             w = w + lax.dynamic_index_in_dim(g_add, j, 2, keepdims=False)
         # dv[m + j] += dout[m] · w_j[m]: add into the padded frame at offset j.
-        contrib = (dout * w).astype(dvpad.dtype)
+        contrib = dout.astype(acc_dtype) * w.astype(acc_dtype)
         dvpad = lax.dynamic_update_slice(
             dvpad, lax.dynamic_slice(dvpad, start, v.shape) + contrib, start
         )
@@ -122,9 +125,14 @@ def _loop_backward(
     def zeros_like(g):
         return None if g is None else jnp.zeros(g.shape, g.dtype)
 
-    init = (jnp.zeros(vpad.shape, v.dtype), zeros_like(attn), zeros_like(g_mul), zeros_like(g_add))
+    init = (
+        jnp.zeros(vpad.shape, acc_dtype),
+        zeros_like(attn),
+        zeros_like(g_mul),
+        zeros_like(g_add),
+    )
     dvpad, dattn, dmul, dadd = lax.fori_loop(0, kk, body, init)
-    return dvpad[:, p : p + hh, p : p + ww], dattn, dmul, dadd
+    return dvpad[:, p : p + hh, p : p + ww].astype(v.dtype), dattn, dmul, dadd
 
 
 @jax.custom_vjp
