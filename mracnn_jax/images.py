@@ -12,7 +12,8 @@ The rules:
 * RGB is taken as is. Grayscale (PIL ``L`` and ``1``, arrays ``[H, W]`` and ``[H, W, 1]``) becomes
   three equal channels with mode ``'L'``; ``restore_mode`` turns RGB back into ``L`` with
   Pillow's ITU-R 601 luma, which gives the same gray back for three equal channels.
-* 16-bit grayscale (PIL ``I;16*``, and ``I`` with values in 0..65535) becomes 8 bits by
+* 16-bit grayscale (PIL ``I;16*``, and ``I`` with values in 0..65535; an ``I`` image with values
+  only in 1..255, 8-bit data in a 32-bit file, gets a warning) becomes 8 bits by
   ``v8 = (v + 128) // 257``, with a warning. That is round-half-up of ``v / 257``; as
   ``v / 257`` is never exactly half-way between two integers, every rounding of it (NumPy's
   ``round(v / 257)`` included) gives the same byte. Mode ``'L'``. With ``high_depth=True`` (the
@@ -130,6 +131,12 @@ def _pil_to_rgb(img: Any, high_depth: bool = False) -> tuple[np.ndarray, str]:
         a = np.asarray(img).astype(np.int64)
         if a.size and (a.min() < 0 or a.max() > 65535):
             raise ImageError(f"32-bit integer image (mode {mode}) with values outside 0..65535")
+        if mode == "I" and a.size and 0 < a.max() <= 255:
+            warnings.warn(
+                "32-bit integer image whose values all lie in 0..255, read as 16-bit (nearly "
+                "black); if it holds 8-bit values, save it as an 8-bit image",
+                stacklevel=3,
+            )
         if high_depth:
             g = a.astype(np.uint16)
         else:

@@ -44,6 +44,20 @@ def test_16_bit_rule_on_every_value(tmp_path):
         images.read_image(Image.fromarray(np.full((2, 2), 70000, np.int32), "I"))
 
 
+def test_8bit_values_in_a_32bit_image_are_named(tmp_path):
+    """A 32-bit integer TIFF holding 8-bit values reads as a nearly black 16-bit image: a warning
+    says so, and how to fix the file; a 16-bit image's full range gives no such warning."""
+    eight = np.arange(256, dtype=np.int32).reshape(16, 16)
+    Image.fromarray(eight, "I").save(tmp_path / "i32.tif")
+    with pytest.warns(UserWarning, match="values all lie in 0..255.*save it as an 8-bit image"):
+        rgb, mode = images.read_image(tmp_path / "i32.tif", high_depth=True)
+    assert mode == "L" and rgb.dtype == np.uint16
+    np.testing.assert_array_equal(rgb[:, :, 0], eight)  # the values as stored, not rescaled
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        images.read_image(Image.fromarray(eight * 257, "I"), high_depth=True)
+
+
 # --------------------------------------------------------------------------- alpha
 
 
