@@ -44,7 +44,8 @@ import numpy as np
 
 from mracnn_jax import model_file, zoo
 from mracnn_jax.configs.bundled import NEW_QUALITY_LAMBDAS, QUALITY_LAMBDAS
-from mracnn_jax.training.run_log import read_metrics, read_start
+from mracnn_jax.training.run_log import read_metrics
+from mracnn_jax.training.run_start import read_start
 
 QUALITIES = {**QUALITY_LAMBDAS, **NEW_QUALITY_LAMBDAS}  # colour quality: λ
 

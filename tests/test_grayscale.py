@@ -15,7 +15,7 @@ from load_script import load_script  # a sibling helper module
 from mracnn_jax import model_file
 from mracnn_jax.models import build_model, init_params, presets
 from mracnn_jax.models.grayscale import OUTPUT_WEIGHTS, grayscale_from_colour
-from mracnn_jax.training import run_log
+from mracnn_jax.training import run_start
 
 
 def _load_script(repo_root, name):
@@ -129,7 +129,7 @@ def _fake_run(
     workdir.mkdir(exist_ok=True)
     config, params, metadata = model_file.load_model(model_path)
     if started_from is not None:
-        run_log.save_start(
+        run_start.save_start(
             str(workdir), str(started_from), model_file.read_header(started_from)["params_digest"]
         )
     last_eval = {"loss": losses[1], "bpp": 0.6, "psnr": 31.0}

@@ -125,7 +125,7 @@ def test_init_from_starts_a_new_run_from_an_exported_model(tmp_path):
     assert_trees_equal(jax.device_get(state.params), exported)  # lr 0: the imported values
     # The start is recorded by its params digest: the file at that path may be replaced later.
     from mracnn_jax.model_file import read_header
-    from mracnn_jax.training.run_log import read_start
+    from mracnn_jax.training.run_start import read_start
 
     start = read_start(tmp_path / "b")
     assert start["params_digest"] == read_header(tmp_path / "a" / "model.mracnn")["params_digest"]

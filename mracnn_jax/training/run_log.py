@@ -1,8 +1,7 @@
 """What a training run writes and shows: metrics.jsonl and TensorBoard, the progress bar, the
 saved config, and quieter library logging while the bar is up.
 
-Files in the work directory: ``config.json`` (+ ``config.yaml``), ``started_from.json`` (a run
-started with ``train.init_from``: that file's path and params digest, written once), ``metrics.jsonl`` (one JSON
+Files in the work directory: ``config.json`` (+ ``config.yaml``), ``metrics.jsonl`` (one JSON
 object per log or validation point, ``"split": "train"`` or ``"eval"``, non-finite values as
 null) and TensorBoard events under ``tb/`` (tensorboardX, never TensorFlow). Only process 0
 writes or prints. ``check_finite`` stops a run whose logged loss is NaN/Inf; ``read_metrics``
@@ -26,8 +25,6 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from mracnn_jax import fileio
-
 logger = logging.getLogger(__name__)
 
 
@@ -35,8 +32,6 @@ logger = logging.getLogger(__name__)
 TB_DIR = "tb"
 #: The file ``MetricWriter`` appends to, inside the work directory.
 METRICS_FILE = "metrics.jsonl"
-#: The file that names the model a run started from (``save_start``), inside the work directory.
-START_FILE = "started_from.json"
 
 #: Loggers that print INFO lines during a run (orbax logs through absl's); raised to WARNING
 #: while the progress bar is shown (``quiet_library_logging``).
@@ -196,20 +191,3 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, An
     except Exception as e:  # noqa: BLE001 - YAML is a convenience copy of config.json
         logger.debug("config.yaml not written: %s", e)
     return as_json
-
-
-def save_start(workdir: str, model_path: str, params_digest: str) -> None:
-    """Records in ``workdir`` the model file a new run's parameters came from
-    (``train.init_from``) and its params digest: the file at that path may be replaced later
-    (a bundled model is), so the digest is what names the start."""
-    record = {"file": os.path.abspath(model_path), "params_digest": params_digest}
-    fileio.write_atomic(
-        os.path.join(workdir, START_FILE), lambda f: f.write(json.dumps(record).encode())
-    )
-
-
-def read_start(workdir: str | os.PathLike) -> dict[str, str] | None:
-    """``save_start``'s record (``file``, ``params_digest``), or None for a run that did not
-    start from a model file or was started before the record existed."""
-    path = Path(workdir) / START_FILE
-    return json.loads(path.read_text()) if path.exists() else None

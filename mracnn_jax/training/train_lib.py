@@ -20,7 +20,7 @@ last ``train.keep_checkpoints``; the run resumes from the latest complete one. M
 and checked every ``train.log_every`` steps and before every checkpoint: a NaN/Inf loss raises
 ``NonFiniteLossError`` (the offending step named) before anything of the bad state is written.
 ``train.init_from`` starts a new run (no checkpoint yet) from an exported model file's
-parameters with a fresh optimiser. ``train.time_limit_s`` ends a run early, cleanly (checkpoint, validation, export), after the step
+parameters with a fresh optimiser (``run_start``). ``train.time_limit_s`` ends a run early, cleanly (checkpoint, validation, export), after the step
 during which the wall-clock budget ran out. SIGTERM or SIGINT (a preempted machine, Ctrl-C) ends
 it at the next step boundary with a checkpoint of that step and ``stopping.Interrupted``, without
 validation, cool-down or export; the same command resumes from there.
@@ -41,7 +41,7 @@ Outputs in ``workdir``
 ----------------------
 ``config.json`` (+ ``config.yaml``), ``metrics.jsonl`` (one JSON object per log/eval point, with
 ``"split": "train"`` or ``"eval"``), ``started_from.json`` (with ``train.init_from``: the file
-and its params digest, ``run_log.save_start``), ``checkpoints/``, TensorBoard events under ``tb/`` (written
+and its params digest, ``run_start``), ``checkpoints/``, TensorBoard events under ``tb/`` (written
 with tensorboardX, a dependency of the ``train`` extra, which never imports TensorFlow; without it
 a warning says so and the rest is written), and at the end the portable model file
 ``train.export_name`` (see ``mracnn_jax.model_file``).
@@ -76,14 +76,20 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from mracnn_jax import model_file
 from mracnn_jax.compilation_cache import compilation_cache_dir, enable_compilation_cache
 from mracnn_jax.models.registry import build_model
 from mracnn_jax.training import checkpoint as ckpt_lib
-from mracnn_jax.training import config_checks, cooldown, input_pipeline, run_log, stopping
+from mracnn_jax.training import (
+    config_checks,
+    cooldown,
+    input_pipeline,
+    run_log,
+    run_start,
+    stopping,
+)
 from mracnn_jax.training.run_log import NonFiniteLossError  # noqa: F401 - raised by the loop
 from mracnn_jax.training.steps import (
     eval_rd_loss,
@@ -94,7 +100,6 @@ from mracnn_jax.training.steps import (
     make_global_batch,
     make_mesh,
     make_train_step,
-    params_from_model_file,
     place_replicated,
     replicated,
     root_keys,
@@ -116,19 +121,6 @@ def _validate(config: ml_collections.ConfigDict, num_devices: int, num_processes
             f"train.batch_size = {t.batch_size} must be divisible by the number of devices "
             f"({num_devices}) and processes ({num_processes})"
         )
-
-
-def _data_state_for_checkpoint(it: input_pipeline.TrainIterator) -> dict[str, Any]:
-    state = it.get_state()
-    consumed = np.asarray([state["records_consumed"]], np.int64)
-    if jax.process_count() > 1:
-        consumed = np.asarray(multihost_utils.process_allgather(consumed)).reshape(-1)
-    return {
-        "records_consumed": [int(c) for c in consumed],
-        "skipped": state["skipped"],
-        "backend": state["backend"],
-        "order": state["order"],
-    }
 
 
 def _compile_step(jitted, args: tuple, is_main: bool):
@@ -207,34 +199,7 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
 
     ckpt_dir = os.path.join(workdir, "checkpoints")
     ckpts = ckpt_lib.CheckpointManager(ckpt_dir, max_to_keep=int(t.keep_checkpoints))
-    data_state = None
-    last_ckpt = ckpts.latest_step()
-    init_from = t.get("init_from", "")
-    if init_from and last_ckpt is None:
-        state = place_replicated(
-            TrainState.create(params_from_model_file(init_from, state.params), tx), mesh
-        )
-        logger.info("parameters initialised from %s (fresh optimiser, step 0)", init_from)
-        if is_main:
-            run_log.save_start(
-                workdir, init_from, model_file.read_header(init_from)["params_digest"]
-            )
-    if last_ckpt is not None:
-        host_state, extra = ckpts.restore(last_ckpt, state)
-        state = place_replicated(host_state, mesh)
-        data = extra.get("data") or {}
-        consumed = data.get("records_consumed", [0])
-        if len(consumed) != process_count:
-            raise ValueError(
-                f"checkpoint {last_ckpt} was written by {len(consumed)} processes, this run has "
-                f"{process_count}: the data position cannot be restored exactly"
-            )
-        data_state = {
-            "records_consumed": consumed[process_index],
-            "skipped": data.get("skipped", {}),
-            "order": data.get("order"),
-        }
-        logger.info("resumed from checkpoint %d in %s", last_ckpt, ckpt_dir)
+    state, data_state = run_start.begin(state, tx, t.get("init_from", ""), ckpts, mesh, workdir)
     start_step = int(jax.device_get(state.step))
 
     local_batch = int(t.batch_size) // process_count
@@ -294,7 +259,7 @@ def _train(config, workdir: str, model, mesh: Mesh, run_t0: float) -> TrainState
 
     def save(step: int) -> None:
         extra = {
-            "data": _data_state_for_checkpoint(train_iter),
+            "data": run_start.data_position(train_iter),
             "config": config_json,
             "step": step,
         }
