@@ -108,6 +108,19 @@ def test_bf16_networks_compute_in_bf16_and_return_float32(base):
     assert _dtypes_of(out["likelihoods"]) == {"float32"}
 
 
+def test_validation_computes_in_float32_whatever_the_training_dtype():
+    """A bfloat16 run is validated as the codec runs its model: the validation step of a
+    bfloat16 model computes every convolution and matrix product in float32."""
+    cfg = presets.small()
+    cfg.compute_dtype = "bfloat16"
+    params = jax.eval_shape(
+        lambda key: init_params(build_model(presets.small()), key, 64), jax.random.PRNGKey(0)
+    )
+    batch = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.uint8)
+    jaxpr = jax.make_jaxpr(make_eval_step(build_model(cfg), 64))(params, batch)
+    assert _matmul_operand_dtypes(jaxpr.jaxpr) == {"float32"}
+
+
 def test_compute_dtype_defaults_to_float32_and_is_validated():
     assert presets.mracnn().compute_dtype == "float32"
     old = presets.mracnn()
