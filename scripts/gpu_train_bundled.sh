@@ -26,6 +26,8 @@
 #   logs.tar.gz                               WORK without checkpoints, model files, site/ and
 #                                             init/: config.json, metrics.jsonl and the log of each
 #                                             run, decisions.json, the benchmark's log if any
+# The networks compute in DTYPE (default bfloat16, mixed precision: float32 parameters, optimiser
+# state and rates; float32 with DTYPE=float32); validation and the exported model are float32.
 # Settings: LR (default 1e-4, constant after WARMUP=200 steps, then the last COOLDOWN=150 steps
 # falling linearly to a tenth: train.cooldown_steps, time kept for them), BATCH (16), CROP (256), WORKERS
 # (5 data threads per run), LOG_EVERY (50), QUALITIES ("1 2 3"; any three of 0-4, since OUT holds
@@ -77,7 +79,7 @@ rm -f "$WORK/decisions.json" "$WORK/keep.txt"
 print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, 'optax', \
 optax.__version__, 'orbax', o.__version__, 'numpy', numpy.__version__, jax.devices())"
   echo "budget $BUDGET s per run; LR ${LR:-1e-4}, warm-up ${WARMUP:-200}, batch ${BATCH:-16} of" \
-    "${CROP:-256}x${CROP:-256}; init from ${INIT_FROM:-(random)}; data $DATA"
+    "${CROP:-256}x${CROP:-256} in ${DTYPE:-bfloat16}; init from ${INIT_FROM:-(random)}; data $DATA"
 } 2>&1 | tee "$WORK/env.log"
 cp "$WORK/env.log" "$OUT/summary.txt"  # replaced by the verdicts at the end; something comes back
 RUN_LIMIT=${RUN_LIMIT:-$((BUDGET + 60))}  # a run past it (a hang) is killed; the others go on
@@ -92,7 +94,7 @@ for q in $QUALITIES; do
   fi
   MRACNN_DATA="$DATA" XLA_PYTHON_CLIENT_MEM_FRACTION=$MEM_FRACTION \
   timeout -k 10 "$RUN_LIMIT" "$PYTHON" train.py --config=bundled --workdir="$wd" \
-    --config.train.lmbda="${LAMBDA[$q]}" \
+    --config.train.lmbda="${LAMBDA[$q]}" --config.model.compute_dtype="${DTYPE:-bfloat16}" \
     --config.train.batch_size="${BATCH:-16}" --config.train.crop_size="${CROP:-256}" \
     --config.train.learning_rate="${LR:-1e-4}" --config.train.lr_schedule=constant \
     --config.train.cooldown_steps="${COOLDOWN:-150}" \
