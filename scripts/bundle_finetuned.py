@@ -26,7 +26,8 @@ the metadata gains:
   ``initialised_from`` when it has one (for a converted model, the colour model: file, params
   digest, method), else INIT itself (file, params digest, its step and validation);
 * ``fine_tuned``: the steps and the last sitting's batch and crop, from the run's config and metrics,
-  and the validation metrics before and after.
+  the validation metrics before and after, and ``from_params_digest``, the params digest the
+  first run started from (INIT's, for a grayscale model the converted one, not the colour model).
 
 Run it with ``.venv`` (jax 0.4.34), the stack whose float arithmetic computed the coding tables of
 every bundled model: the file's z coding tables are computed again by ``model_file.save_model``
@@ -87,6 +88,8 @@ def continued(before: dict, run: dict, start_digest: str) -> dict:
     """The provenance of a run that continued an already fine-tuned model: steps summed, the
     validation before taken from the first run, the continuation recorded."""
     out = dict(run)
+    if before.get("from_params_digest"):
+        out["from_params_digest"] = before["from_params_digest"]
     out["steps"] = int(before["steps"]) + int(run["steps"])
     out["eval_before"] = before.get("eval_before")
     out["continued"] = list(before.get("continued", [])) + [
@@ -101,9 +104,13 @@ def continued(before: dict, run: dict, start_digest: str) -> dict:
 
 
 def last_start(fine_tuned: dict, initialised_from: dict) -> str | None:
-    """The params digest the last run behind a bundled model started from."""
+    """The params digest the last run behind a bundled model started from: its continuation's,
+    else the first run's (``fine_tuned.from_params_digest``; files bundled before it was recorded:
+    ``initialised_from``'s, which for a grayscale model names the colour model instead)."""
     runs = fine_tuned.get("continued") or []
-    return runs[-1]["from_params_digest"] if runs else initialised_from.get("params_digest")
+    if runs:
+        return runs[-1]["from_params_digest"]
+    return fine_tuned.get("from_params_digest") or initialised_from.get("params_digest")
 
 
 def before_last(fine_tuned: dict) -> dict | None:
@@ -127,9 +134,10 @@ def provenance(run: dict, start: str | None, init_header: dict) -> dict:
                 f"the run started from params {start[:16]}, INIT's are {init_digest[:16]}: "
                 "name the model the run started from"
             )
-        return run
+        return {**run, "from_params_digest": init_digest}
     if start is None:  # a run from before started_from.json: known by its first validation
-        again = not tuned.get("continued") and tuned.get("eval_before") == run["eval_before"]
+        before = tuned.get("eval_before")
+        again = not tuned.get("continued") and before is not None and before == run["eval_before"]
     elif start == init_digest:
         again = False
     elif start == last_start(tuned, meta.get("initialised_from") or {}):
@@ -142,7 +150,10 @@ def provenance(run: dict, start: str | None, init_header: dict) -> dict:
     if not again:
         return continued(tuned, run, init_digest)
     base = before_last(tuned)
-    return run if base is None else continued(base, run, start)
+    if base is not None:
+        return continued(base, run, start)
+    first = tuned.get("from_params_digest") or start
+    return {**run, "from_params_digest": first} if first else run
 
 
 def _write_and_check(staged: Path, source: Path, header: dict, config, params, metadata) -> str:

@@ -25,8 +25,15 @@
 #
 # Other settings: PYTHON (.venv/bin/python, whose float arithmetic computed the bundled models'
 # coding tables), MRACNN_DATA (../shared/data), EVAL_CROP (256). PRINT=1 prints the commands
-# instead of running them.
+# instead of running them. Relative paths given in WORKDIR, KODAK, MRACNN_DATA and PYTHON are the
+# caller's; the defaults are the repository's.
 set -euo pipefail
+caller=$PWD
+from_caller() { case "$1" in /*) echo "$1" ;; *) echo "$caller/$1" ;; esac; }
+[ -z "${WORKDIR:-}" ] || WORKDIR=$(from_caller "$WORKDIR")
+[ -z "${KODAK:-}" ] || [ "$KODAK" = none ] || KODAK=$(from_caller "$KODAK")
+[ -z "${MRACNN_DATA:-}" ] || MRACNN_DATA=$(from_caller "$MRACNN_DATA")
+case "${PYTHON:-}" in */*) PYTHON=$(from_caller "$PYTHON") ;; esac  # a path, not a command name
 cd "$(dirname "$0")/.."
 Q=${1:?usage: scripts/cpu_sitting.sh Q [SECONDS]}
 SECONDS_LIMIT=${2:-5400}

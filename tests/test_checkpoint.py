@@ -284,6 +284,18 @@ def test_model_file_float16_storage(tmp_path):
     assert path.stat().st_size < (tmp_path / "m32.mracnn").stat().st_size
 
 
+def test_a_model_trained_in_bfloat16_is_stored_as_a_float32_model(tmp_path):
+    """compute_dtype is how a run computed, not what the model is: a model file runs in float32
+    (the codec's precision), and its metadata says what the run used."""
+    config = _model_config()
+    config.compute_dtype = "bfloat16"
+    model_file.save_model(tmp_path / "m.mracnn", config, _params(), metadata={"step": 7})
+    cfg, _, meta = model_file.load_model(tmp_path / "m.mracnn")
+    assert cfg.compute_dtype == "float32"
+    assert meta == {"step": 7, "trained_compute_dtype": "bfloat16"}
+    assert config.compute_dtype == "bfloat16"  # the caller's config is left as it is
+
+
 def test_params_digest_order_independent_and_sensitive():
     a = _params()
     b = {"entropy": a["entropy"], "g_a": a["g_a"]}

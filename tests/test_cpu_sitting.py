@@ -46,11 +46,29 @@ def test_a_sitting_trains_the_quality_at_its_lambda_from_its_start(repo_root, qu
     assert gain[1:] == ["scripts/replacement_gain.py", f"{workdir}/kodak/mracnn-bundled-mse.json"]
 
 
-def test_settings_and_a_wrong_quality(repo_root):
+def test_settings_and_a_wrong_quality(repo_root, tmp_path):
     rc, commands, _ = _commands(repo_root, "1", WORKDIR="/tmp/w", KODAK="none", LR="2e-5")
     assert rc == 0 and len(commands) == 1  # no Kodak: training only
     assert "--workdir=/tmp/w" in commands[0]
     assert "--config.train.learning_rate=2e-5" in commands[0]
+    # relative folders are the caller's, not the repository's
+    out = subprocess.run(
+        ["bash", str(repo_root / "scripts" / "cpu_sitting.sh"), "2"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHON": sys.executable,
+            "PRINT": "1",
+            "WORKDIR": "w",
+            "KODAK": "k",
+        },
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    train, evaluate, _ = (shlex.split(line) for line in out.stdout.splitlines())
+    assert f"--workdir={tmp_path}/w" in train
+    assert evaluate[evaluate.index("--data") + 1] == f"{tmp_path}/k"
     rc, commands, err = _commands(repo_root, "7")
     assert rc == 1 and not commands
     assert err.strip() == "cpu_sitting.sh: no quality 7: the qualities are [0, 1, 2, 3, 4]"

@@ -120,12 +120,20 @@ def test_refuses_a_gray_model(colour_file):
 
 
 def _fake_run(
-    workdir, model_path, steps, losses, lmbda=0.013, exported_step=None, started_from=None
+    workdir,
+    model_path,
+    steps,
+    losses,
+    lmbda=0.013,
+    exported_step=None,
+    started_from=None,
+    first_eval=True,
 ):
     """A work directory as train.py leaves it: model.mracnn (the model, exported at
     ``exported_step``, default the last, with the last validation), config.json, metrics.jsonl
-    with a validation at the start and the end, and ``started_from.json`` naming
-    ``started_from`` (a model file) if given. An existing ``workdir`` is a run trained on."""
+    with a validation at the start (unless not ``first_eval``) and the end, and
+    ``started_from.json`` naming ``started_from`` (a model file) if given. An existing
+    ``workdir`` is a run trained on."""
     workdir.mkdir(exist_ok=True)
     config, params, metadata = model_file.load_model(model_path)
     if started_from is not None:
@@ -140,6 +148,7 @@ def _fake_run(
         json.dumps({"train": {"batch_size": 2, "crop_size": 256, "lmbda": lmbda}})
     )
     records = [{"step": 0, "split": "eval", "loss": losses[0], "bpp": 0.7, "psnr": 30.0}]
+    records = records if first_eval else []
     records += [{"step": s, "split": "train", "loss": 1.0} for s in range(10, steps + 1, 10)]
     records += [{"step": steps, "split": "eval", **last_eval}]
     (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -232,6 +241,56 @@ def test_bundling_a_run_again_does_not_count_its_steps_twice(
     assert tuned["continued"] == [
         {"from_params_digest": base_digest, "at_step": 70, "steps": 50, "optimiser": "fresh"}
     ]
+
+
+def test_a_grayscale_run_is_bundled_again_from_its_own_start(colour_file, tmp_path, repo_root):
+    """A grayscale model's first run starts from the converted model, not from the colour model
+    its metadata names: bundled, trained on and bundled again, its steps are counted once."""
+    init = tmp_path / "init.mracnn"
+    assert _script(repo_root).main([str(colour_file), str(init)]) == 0
+    bundle = _load_script(repo_root, "bundle_finetuned")
+    out = tmp_path / "bundled"
+    bundled = out / "mracnn-bundled-gray-q2.mracnn"
+    _fake_run(
+        tmp_path / "run",
+        _perturbed(init, tmp_path / "p0.mracnn", 0),
+        40,
+        (2.0, 1.5),
+        started_from=init,
+    )
+    assert bundle.main(["2", str(tmp_path / "run"), str(init), "--out", str(out)]) == 0
+    tuned = model_file.read_header(bundled)["metadata"]["fine_tuned"]
+    assert tuned["from_params_digest"] == model_file.read_header(init)["params_digest"]
+    _fake_run(tmp_path / "run", _perturbed(init, tmp_path / "p1.mracnn", 1), 70, (2.0, 1.3))
+    assert bundle.main(["2", str(tmp_path / "run"), str(bundled), "--out", str(out)]) == 0
+    meta = model_file.read_header(bundled)["metadata"]
+    assert meta["fine_tuned"]["steps"] == 70 and "continued" not in meta["fine_tuned"]
+
+
+def test_runs_without_a_first_validation_are_continuations(colour_file, tmp_path, repo_root):
+    """Runs from before started_from.json are known as a re-bundled run only by their first
+    validation: two runs without one (train.eval_at_start off) are not taken for the same run."""
+    bundle = _load_script(repo_root, "bundle_finetuned")
+    out = tmp_path / "bundled"
+    bundled = out / "mracnn-bundled-q2.mracnn"
+    _fake_run(
+        tmp_path / "run1",
+        _perturbed(colour_file, tmp_path / "p0.mracnn", 0),
+        40,
+        (2.0, 1.5),
+        first_eval=False,
+    )
+    assert bundle.main(["2", str(tmp_path / "run1"), str(colour_file), "--out", str(out)]) == 0
+    _fake_run(
+        tmp_path / "run2",
+        _perturbed(colour_file, tmp_path / "p1.mracnn", 1),
+        30,
+        (2.0, 1.4),
+        first_eval=False,
+    )
+    assert bundle.main(["2", str(tmp_path / "run2"), str(bundled), "--out", str(out)]) == 0
+    tuned = model_file.read_header(bundled)["metadata"]["fine_tuned"]
+    assert tuned["steps"] == 70 and len(tuned["continued"]) == 1
 
 
 def test_bundle_refuses_a_run_from_another_start(colour_file, tmp_path, repo_root):

@@ -131,6 +131,13 @@ def test_init_from_starts_a_new_run_from_an_exported_model(tmp_path):
     assert start["params_digest"] == read_header(tmp_path / "a" / "model.mracnn")["params_digest"]
     assert start["file"] == str(tmp_path / "a" / "model.mracnn")
     assert read_start(tmp_path / "a") is None  # a run from random parameters has none
+    # A work directory started again from random parameters drops an earlier start's record.
+    import shutil
+
+    shutil.rmtree(tmp_path / "b" / "checkpoints")
+    second.train.init_from = ""
+    _train(second, tmp_path / "b")
+    assert read_start(tmp_path / "b") is None
     # A model file of another shape is refused, naming the parameter.
     cfg, params, _meta = load_model(tmp_path / "a" / "model.mracnn")
     leaf_path = jax.tree_util.tree_leaves_with_path(params)[0][0]

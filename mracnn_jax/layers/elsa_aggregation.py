@@ -87,8 +87,9 @@ def _loop_backward(
 
     One offset per iteration (rather than one kernel row, as in the forward pass): with the
     row-unrolled form, some XLA versions materialise the k per-column products at once.
-    ``dv``'s K terms are summed in float32 at least, as the forward pass's are, and rounded to
-    ``v``'s dtype once (``jnp.sum`` already reduces bfloat16 in float32 for the others).
+    ``dv``'s weights and K terms are formed and summed in float32 at least, as the forward pass's
+    are, and rounded to ``v``'s dtype once (``jnp.sum`` already reduces bfloat16 in float32 for
+    the others).
     """
     hh, ww = v.shape[1:3]
     kk = attn.shape[-1]
@@ -103,11 +104,13 @@ def _loop_backward(
         vs = lax.dynamic_slice(vpad, start, v.shape)
         a = lax.dynamic_index_in_dim(attn, j, 4, keepdims=True)  # [B, H, W, h, 1]
         m = None if g_mul is None else lax.dynamic_index_in_dim(g_mul, j, 2, keepdims=False)
-        w = a if m is None else a * m  # [B, H, W, h, Ch]
+        w = a.astype(acc_dtype)  # the weights as the forward pass forms them, [B, H, W, h, Ch]
+        if m is not None:
+            w = w * m.astype(acc_dtype)
         if g_add is not None:
-            w = w + lax.dynamic_index_in_dim(g_add, j, 2, keepdims=False)
+            w = w + lax.dynamic_index_in_dim(g_add, j, 2, keepdims=False).astype(acc_dtype)
         # dv[m + j] += dout[m] · w_j[m]: add into the padded frame at offset j.
-        contrib = dout.astype(acc_dtype) * w.astype(acc_dtype)
+        contrib = dout.astype(acc_dtype) * w
         dvpad = lax.dynamic_update_slice(
             dvpad, lax.dynamic_slice(dvpad, start, v.shape) + contrib, start
         )

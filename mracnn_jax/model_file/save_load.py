@@ -57,7 +57,10 @@ def save_model(
       path: destination file.
       model_config: ``config.model`` (ConfigDict or dict; JSON-serialisable values).
       params: the 'params' pytree (nested mapping of arrays).
-      metadata: optional JSON-serialisable dict (step, λ, metrics, ...).
+      metadata: optional JSON-serialisable dict (step, λ, metrics, ...). A ``model_config``
+        whose ``compute_dtype`` is not float32 (a run trained in bfloat16) is stored with
+        float32, the precision a model file runs in, and the metadata's
+        ``trained_compute_dtype`` keeps the other.
       dtype: storage dtype of floating parameters, 'float32' (exact) or 'float16'.
       coding_tables: also store the z coding tables, computed (with JAX) from the parameters as
         ``load_model`` will return them, when they include a factorized prior
@@ -85,16 +88,21 @@ def save_model(
             tables = compute_coding_tables(unflatten_params(loaded_view))
         except ValueError as e:  # e.g. a diverged prior (non-finite pmf): still save the params
             warnings.warn(f"model file {os.fspath(path)!r} written without z coding tables: {e}")
+    config = config_to_json(model_config)
+    metadata = dict(metadata or {})
+    if config.get("compute_dtype", "float32") != "float32":
+        metadata.setdefault("trained_compute_dtype", config["compute_dtype"])
+        config["compute_dtype"] = "float32"
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model_config": config_to_json(model_config),
+        "model_config": config,
         "storage_dtype": dtype,
         "params_digest": digest,
         "params": {
             k: {"shape": list(a.shape), "dtype": a.dtype.str} for k, a in sorted(stored.items())
         },
-        "metadata": json.loads(json.dumps(dict(metadata or {}), default=_json_default)),
+        "metadata": json.loads(json.dumps(metadata, default=_json_default)),
         "created_by": library_versions(),
     }
     if tables is not None:

@@ -63,8 +63,11 @@ def begin(
             state = TrainState.create(params_from_model_file(init_from, state.params), tx)
             state = place_replicated(state, mesh)
             logger.info("parameters initialised from %s (fresh optimiser, step 0)", init_from)
-            if jax.process_index() == 0:
+        if jax.process_index() == 0:  # a record left by an earlier start is not this run's
+            if init_from:
                 save_start(workdir, init_from, model_file.read_header(init_from)["params_digest"])
+            else:
+                Path(workdir, START_FILE).unlink(missing_ok=True)
         return state, None
     host_state, extra = ckpts.restore(last, state)
     data = extra.get("data") or {}
