@@ -263,16 +263,23 @@ def test_loop_gradients_match_patches(lam, gamma, heads):
         assert np.all(np.asarray(a) != 0), f"zero gradient entries in {jax.tree_util.keystr(path)}"
 
 
-def test_bfloat16_aggregation_rounds_only_its_result():
-    """bfloat16 inputs: the loop's sum of 49 products is carried in float32, so its output is
-    the float32 aggregation of the same inputs rounded once (within bfloat16's half ulp, 2^-8
-    relative), where a bfloat16 running sum was 0.9 % off in relative RMS."""
-    rng = np.random.default_rng(3)
+def _bf16_aggregation_inputs(rng):
+    """bfloat16 ``(v [1, 16, 16, 64], softmaxed attn [1, 16, 16, 8, 49], g_mul, g_add [64, 49])``
+    drawn from ``rng``."""
     v = jnp.asarray(rng.standard_normal((1, 16, 16, 64)), jnp.bfloat16)
     attn = jax.nn.softmax(jnp.asarray(rng.standard_normal((1, 16, 16, 8, 49)), jnp.float32))
     attn = attn.astype(jnp.bfloat16)
     g_mul = jnp.asarray(1 + 0.1 * rng.standard_normal((64, 49)), jnp.bfloat16)
     g_add = jnp.asarray(0.01 * rng.standard_normal((64, 49)), jnp.bfloat16)
+    return v, attn, g_mul, g_add
+
+
+def test_bfloat16_aggregation_rounds_only_its_result():
+    """bfloat16 inputs: the loop's sum of 49 products is carried in float32, so its output is
+    the float32 aggregation of the same inputs rounded once (within bfloat16's half ulp, 2^-8
+    relative), where a bfloat16 running sum was 0.9 % off in relative RMS."""
+    rng = np.random.default_rng(3)
+    v, attn, g_mul, g_add = _bf16_aggregation_inputs(rng)
     out = elsa_aggregate(v, attn, g_mul, g_add)
     assert out.dtype == jnp.bfloat16
     f32 = [a.astype(jnp.float32) for a in (v, attn, g_mul, g_add)]
@@ -287,11 +294,7 @@ def test_bfloat16_aggregation_gradient_sums_in_float32():
     bfloat16 ulps off); every gradient stays within a few ulps of the float32 gradient of the
     same inputs."""
     rng = np.random.default_rng(4)
-    v = jnp.asarray(rng.standard_normal((1, 16, 16, 64)), jnp.bfloat16)
-    attn = jax.nn.softmax(jnp.asarray(rng.standard_normal((1, 16, 16, 8, 49)), jnp.float32))
-    attn = attn.astype(jnp.bfloat16)
-    g_mul = jnp.asarray(1 + 0.1 * rng.standard_normal((64, 49)), jnp.bfloat16)
-    g_add = jnp.asarray(0.01 * rng.standard_normal((64, 49)), jnp.bfloat16)
+    v, attn, g_mul, g_add = _bf16_aggregation_inputs(rng)
     dout = jnp.asarray(rng.standard_normal((1, 16, 16, 64)), jnp.bfloat16)
 
     def grads(*args):

@@ -62,6 +62,15 @@ def build_model(model_config, compute_dtype: str | None = None) -> ImageCompress
     return ImageCompressor(cfg)
 
 
+def float32_model(model: ImageCompressor) -> ImageCompressor:
+    """``model`` computing in float32: itself, or its twin of the same config with
+    ``compute_dtype = 'float32'`` (the same parameters fit both). Test doubles without a
+    ``compute_dtype`` are taken as float32."""
+    if getattr(model, "compute_dtype", "float32") == "float32":
+        return model
+    return build_model(model.cfg, compute_dtype="float32")
+
+
 def init_keys(rng) -> tuple[jax.Array, jax.Array]:
     """``(params key, noise key)`` of Flax's ``init`` as ``init_params`` calls it
     (``layers.init.fold_keys``: the same on every JAX version)."""
@@ -84,8 +93,7 @@ def init_params(model: ImageCompressor, rng, image_size: int = DOWNSAMPLING):
     and the module paths, so a bfloat16 model is initialised by its float32 twin, and the same on
     every JAX version (keys are derived with ``fold_in`` only; Flax folds in the path the same way).
     """
-    if getattr(model, "compute_dtype", "float32") != "float32":  # (test doubles have none)
-        model = build_model(model.cfg, compute_dtype="float32")
+    model = float32_model(model)
     image = jax.ShapeDtypeStruct((1, image_size, image_size, model.cfg.channels), jnp.float32)
     p_rng, n_rng = init_keys(rng)
 

@@ -35,7 +35,7 @@ from mracnn_jax import model_file
 from mracnn_jax.entropy.rate import bits_per_image
 from mracnn_jax.metrics import min_size_for_ms_ssim, ms_ssim
 from mracnn_jax.models.objective import rate_distortion_loss
-from mracnn_jax.models.registry import build_model, init_params
+from mracnn_jax.models.registry import float32_model, init_params
 from mracnn_jax.training.train_state import TrainState, make_lr_schedule
 
 DATA_AXIS = "data"
@@ -175,8 +175,7 @@ def make_eval_step(model, crop_size: int):
     compute in float32 whatever ``model``'s compute dtype: a model trained in bfloat16 is
     validated as the codec runs it (and as it was before training, for a run's start and end).
     """
-    if getattr(model, "compute_dtype", "float32") != "float32":  # (test doubles have none)
-        model = build_model(model.cfg, compute_dtype="float32")
+    model = float32_model(model)
     with_ms_ssim = crop_size >= min_size_for_ms_ssim()
 
     def eval_step(params, batch):
