@@ -15,16 +15,13 @@ device memory, TFLOP/s and the fraction of ``--peak-tf32`` (float32 rows) or ``-
 JAX step's (``bench_train_step``: the lowered step's cost analysis, else the convolutions and
 matrix products of its jaxpr), for the PyTorch rows too.
 
-The workers start together, so the slow part, XLA's compilation on the host, overlaps. Each
-compiles (JAX) or warms up (PyTorch: two steps) and then says it is ready; no timed loop starts
-until every worker is ready or has exited, so no timed loop shares the device with a compilation
-(XLA's autotuning runs kernels on it), and the timed loops then take turns under a file lock, one
-at a time. Compile and warm-up times are measured side by side, under contention: upper bounds.
+Each variant runs in its own worker process (``timed_workers``): the workers compile side by side,
+and no timed loop starts until every worker is ready or has exited; then the timed loops take turns
+on the device. Compile and warm-up times are thus measured under contention: upper bounds.
 ``--reserve`` seconds before ``--deadline`` a waiting worker stops waiting and times its steps
 anyway; its row is marked "*" (timed during others' compilation). At ``--deadline`` the workers
 still running are stopped; the rows of those that finished, or had written their result, stay.
-Each worker writes its output to a file, not a pipe; ``--json`` is rewritten as each row arrives.
-Random uint8 images; no input pipeline.
+``--json`` is rewritten as each row arrives. Random uint8 images; no input pipeline.
 
     python benchmarks/bench_gpu_compare.py                   # on a GPU: peaks by the device's name
     python benchmarks/bench_gpu_compare.py --peak-tf32 494 --peak-bf16 989     # or given
@@ -34,18 +31,14 @@ Random uint8 images; no input pipeline.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
-import json
 import os
-import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
+
+import timed_workers  # the script's folder
 
 JAX_VARIANTS = ("jax-f32", "jax-bf16")
 TORCH_VARIANTS = ("torch-eager", "torch-compile")
@@ -67,50 +60,6 @@ DENSE_PEAKS = {
 def dense_peaks(device_name: str) -> tuple[float, float] | None:
     """(TF32, BF16) dense peak TFLOP/s of the device named ``device_name``; None when unknown."""
     return next((v for k, v in DENSE_PEAKS.items() if k in device_name), None)
-
-
-@contextlib.contextmanager
-def _turn(lock_path: str):
-    """Exclusive use of the device for a timed loop (one process at a time)."""
-    with open(lock_path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _ready_path(tmp: str, name: str) -> Path:
-    return Path(tmp, "ready", name)
-
-
-def _mark_ready(tmp: str, name: str, how: str) -> None:
-    """Says that worker ``name`` will not compile any more: it is ready, or it has exited."""
-    path = _ready_path(tmp, name)
-    if not path.exists():
-        path.write_text(how)
-
-
-def _not_ready(tmp: str, names: list[str]) -> list[str]:
-    return [n for n in names if not _ready_path(tmp, n).exists()]
-
-
-def _wait_for_peers(tmp: str, names: list[str], until: float) -> list[str]:
-    """Waits until every worker of ``names`` is ready or has exited, or until the epoch time
-    ``until``; returns those still not ready."""
-    while (missing := _not_ready(tmp, names)) and time.time() < until:
-        time.sleep(0.1)
-    return missing
-
-
-def _result_path(tmp: str, name: str) -> Path:
-    return Path(tmp, f"{name}.result.json")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    part = path.with_name(path.name + ".part")
-    part.write_text(text)
-    os.replace(part, path)
 
 
 def _prepare_jax(a) -> tuple[dict, Callable[[], dict]]:
@@ -235,136 +184,6 @@ def _prepare_torch(a) -> tuple[dict, Callable[[], dict]]:
 PREPARERS = {v: _prepare_jax for v in JAX_VARIANTS} | {v: _prepare_torch for v in TORCH_VARIANTS}
 
 
-def _run_worker(a) -> int:
-    """One worker: compile or warm up, say so, wait for the others to do the same (or to exit,
-    or until ``--ready-by``), then the timed loop under the lock; the result goes to stdout and to
-    a file in ``--tmp``. ``ready_at``, ``timed_from`` and ``timed_to`` are epoch times."""
-    result = {"config": a.config, "variant": a.worker, "batch": a.batch, "crop": a.crop}
-    info, timed = PREPARERS[a.worker](a)
-    result.update(info)
-    result["ready_at"] = time.time()
-    _mark_ready(a.tmp, a.name, "ready")
-    _wait_for_peers(a.tmp, a.wait_for, a.ready_by)
-    with _turn(os.path.join(a.tmp, "device.lock")):
-        not_ready = _not_ready(a.tmp, a.wait_for)  # ready never reverts: none compiles later
-        result["timed_from"] = time.time()
-        result.update(timed())
-        result["timed_to"] = time.time()
-    if not_ready:
-        result["not_ready"] = not_ready
-    _write_atomically(_result_path(a.tmp, a.name), json.dumps(result))
-    print("RESULT " + json.dumps(result), flush=True)
-    return 0
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    """Stops a worker and whatever it started (torch.compile's compile workers)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def drive(
-    jobs: list[tuple[str, str]],
-    command: Callable[[str, str], list[str]],
-    tmp: str,
-    *,
-    deadline: float,
-    reserve: float,
-    sequential: bool = False,
-    env: dict | None = None,
-    json_path: str | None = None,
-) -> list[dict]:
-    """Runs one worker per (config, variant) of ``jobs`` (``command`` gives its command line, to
-    which the worker options are added) and returns their rows in the order of ``jobs``. Each
-    worker's output goes to a file in ``tmp``; a row is taken as its worker exits, and
-    ``json_path`` rewritten with the rows so far. ``deadline`` seconds after the start the
-    workers still running are killed, keeping the results they had written; ``reserve`` seconds
-    before it waiting workers time their steps anyway."""
-    t0 = time.time()
-    deadline_at, ready_by = t0 + deadline, t0 + max(0.0, deadline - reserve)
-    names = {
-        job: f"{i}_{job[1]}_{re.sub(r'[^A-Za-z0-9]+', '-', job[0])}" for i, job in enumerate(jobs)
-    }
-    os.makedirs(os.path.join(tmp, "ready"), exist_ok=True)
-    rows: dict[tuple[str, str], dict] = {}
-
-    def ordered() -> list[dict]:
-        return [rows[job] for job in jobs if job in rows]
-
-    def record(job: tuple[str, str], row: dict) -> None:
-        rows[job] = row
-        if json_path:
-            _write_atomically(Path(json_path), json.dumps(ordered(), indent=1))
-        summary = row.get("error") or f"{row['seconds_per_step']:.4f} s/step"
-        print(
-            f"[{time.time() - t0:.0f} s] {job[0]} {job[1]}: {summary}", file=sys.stderr, flush=True
-        )
-
-    def result_of(job: tuple[str, str]) -> dict | None:
-        path = _result_path(tmp, names[job])
-        return json.loads(path.read_text()) if path.exists() else None
-
-    def collect(job: tuple[str, str], returncode: int) -> None:
-        _mark_ready(tmp, names[job], f"exited {returncode}")
-        result = result_of(job)
-        if result is not None:
-            record(job, result)
-            return
-        out = Path(tmp, f"{names[job]}.log").read_text(errors="replace")
-        tail = out.strip().splitlines()[-1:] or ["no output"]
-        print(f"== {job[0]} {job[1]} failed ({returncode}):\n{out[-3000:]}", file=sys.stderr)
-        record(job, {"config": job[0], "variant": job[1], "error": f"failed: {tail[0][:60]}"})
-
-    def start(job: tuple[str, str]) -> subprocess.Popen:
-        peers = [] if sequential else [names[j] for j in jobs if j != job]
-        cmd = command(*job) + [
-            "--tmp",
-            tmp,
-            "--name",
-            names[job],
-            "--ready-by",
-            repr(ready_by),
-            "--wait-for",
-            *peers,
-        ]
-        with open(os.path.join(tmp, f"{names[job]}.log"), "w") as log:
-            return subprocess.Popen(
-                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    pending = list(jobs)
-    running: dict[tuple[str, str], subprocess.Popen] = {}
-    try:
-        while pending or running:
-            while pending and (not running or not sequential):
-                job = pending.pop(0)
-                running[job] = start(job)
-            for job, proc in list(running.items()):
-                if proc.poll() is not None:
-                    del running[job]
-                    collect(job, proc.returncode)
-            if time.time() >= deadline_at:
-                break
-            time.sleep(0.1)
-        for job, proc in list(running.items()):  # past the deadline
-            del running[job]
-            if proc.poll() is not None:
-                collect(job, proc.returncode)
-                continue
-            _kill(proc)
-            result = result_of(job)  # written, though the process had not exited
-            record(
-                job, result or {"config": job[0], "variant": job[1], "error": "past the deadline"}
-            )
-        for job in pending:
-            record(job, {"config": job[0], "variant": job[1], "error": "not started"})
-    finally:
-        for proc in running.values():  # an exception or a signal: leave no worker behind
-            _kill(proc)
-    return ordered()
-
-
 def _torch_available() -> bool:
     try:
         import torch  # noqa: F401
@@ -459,7 +278,7 @@ def main(argv=None) -> int:
     p.add_argument("--wait-for", nargs="*", default=[], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
-        return _run_worker(a)
+        return timed_workers.run_worker(a, PREPARERS[a.worker])
     if a.smoke:  # the step the tests train (the compilation cache may hold it)
         from mracnn_jax.config_files import load_config
 
@@ -493,7 +312,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     reserve = a.reserve if a.reserve is not None else min(90.0, a.deadline / 5)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = drive(
+        rows = timed_workers.drive(
             [(c, v) for c in a.configs for v in variants], command, tmp,
             deadline=a.deadline, reserve=reserve, sequential=a.sequential,
             env=dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false"), json_path=a.json,

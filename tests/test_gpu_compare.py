@@ -1,6 +1,7 @@
-"""``benchmarks/bench_gpu_compare.py --smoke``: the GPU comparison's driver on the CPU (the small
-preset at its own batch and crop, 2 steps each), its JAX rows in any environment, the PyTorch row
-where torch is installed."""
+"""``benchmarks/bench_gpu_compare.py --smoke``: the GPU comparison on the CPU (the small preset at
+its own batch and crop, 2 steps each), its JAX rows in any environment, the PyTorch row where torch
+is installed; its table; and its workers' protocol (``benchmarks/timed_workers.py``) with stand-in
+workers."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from load_script import load_script  # a sibling helper module
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # the benchmarks import each other by their folder
+
+import bench_gpu_compare as bench
+import timed_workers
 
 
 @pytest.mark.slow
@@ -59,14 +66,9 @@ def test_gpu_compare_smoke_run(repo_root, tmp_path, subprocess_xla_cache):
     assert all(f"| small | {v} |" in table for v in expected) and "% peak" in table
 
 
-def _bench(repo_root):
-    return load_script(repo_root / "benchmarks" / "bench_gpu_compare.py")
-
-
-def test_table_gives_every_row_its_configs_jax_flops(repo_root):
+def test_table_gives_every_row_its_configs_jax_flops():
     """TFLOP/s of a PyTorch row come from the JAX step's FLOPs of the same config, and each row
     is measured against the peak of its precision."""
-    bench = _bench(repo_root)
     common = {"config": "mracnn", "batch": 16, "compile_s": 1.0, "peak_gib": None}
     rows = [
         {**common, "variant": "jax-f32", "seconds_per_step": 0.1, "flops": 4e12},
@@ -81,10 +83,10 @@ def test_table_gives_every_row_its_configs_jax_flops(repo_root):
     assert lines[5].startswith("| wacnn | torch-eager | past the deadline |")
 
 
-def test_peaks_follow_the_device_name(repo_root):
+def test_peaks_follow_the_device_name():
     """The lent GPUs by the names CUDA gives them: the H100's PCIe and NVL parts are not the SXM
     part's peaks, and an unknown device has none."""
-    peaks = _bench(repo_root).dense_peaks
+    peaks = bench.dense_peaks
     assert peaks("NVIDIA H200") == peaks("NVIDIA H100 80GB HBM3") == (494.0, 989.0)
     assert peaks("NVIDIA H100 PCIe") == (378.0, 756.0)
     assert peaks("NVIDIA H100 NVL") == (418.0, 835.0)
@@ -120,14 +122,13 @@ sys.exit(code)
 """
 
 
-def _drive_fakes(repo_root, tmp_path, specs: dict, **kwargs) -> list[dict]:
+def _drive_fakes(tmp_path, specs: dict, **kwargs) -> list[dict]:
     """``drive`` over one fake worker per variant of ``specs``, in their order."""
-    bench = _bench(repo_root)
     script = tmp_path / "fake_worker.py"
-    script.write_text(FAKE_WORKER.format(bench_dir=str(repo_root / "benchmarks")))
+    script.write_text(FAKE_WORKER.format(bench_dir=str(BENCHMARKS)))
     work = tmp_path / "work"
     work.mkdir()
-    return bench.drive(
+    return timed_workers.drive(
         [("fake", v) for v in specs],
         lambda c, v: [sys.executable, str(script), "--worker", v, "--config", c],
         str(work),
@@ -136,7 +137,7 @@ def _drive_fakes(repo_root, tmp_path, specs: dict, **kwargs) -> list[dict]:
     )
 
 
-def test_no_timed_loop_starts_before_every_worker_is_ready(repo_root, tmp_path):
+def test_no_timed_loop_starts_before_every_worker_is_ready(tmp_path):
     """A worker that compiles fast waits for the slow ones (and not for one that died compiling)
     before its timed loop, and the timed loops do not overlap."""
     specs = {
@@ -145,9 +146,7 @@ def test_no_timed_loop_starts_before_every_worker_is_ready(repo_root, tmp_path):
         "dies": {"compile": 0.5, "fail": True},
         "middle": {"compile": 1.0, "timed": 0.3},
     }
-    rows = {
-        r["variant"]: r for r in _drive_fakes(repo_root, tmp_path, specs, deadline=120, reserve=10)
-    }
+    rows = {r["variant"]: r for r in _drive_fakes(tmp_path, specs, deadline=120, reserve=10)}
     assert rows["dies"]["error"].startswith("failed")
     done = sorted((rows[v] for v in ("fast", "slow", "middle")), key=lambda r: r["timed_from"])
     last_ready = max(r["ready_at"] for r in done)
@@ -155,7 +154,7 @@ def test_no_timed_loop_starts_before_every_worker_is_ready(repo_root, tmp_path):
     assert all(a["timed_to"] <= b["timed_from"] for a, b in itertools.pairwise(done))
 
 
-def test_the_deadline_keeps_the_rows_of_finished_workers(repo_root, tmp_path):
+def test_the_deadline_keeps_the_rows_of_finished_workers(tmp_path):
     """One worker never gets ready: near the deadline the others stop waiting and time their
     steps, marked; at the deadline the one that exited and the one that wrote its result but had
     not exited keep their rows, and the rows file holds each row as soon as its worker exits."""
@@ -171,9 +170,7 @@ def test_the_deadline_keeps_the_rows_of_finished_workers(repo_root, tmp_path):
     t0 = time.time()
     thread = threading.Thread(
         target=lambda: out.update(
-            rows=_drive_fakes(
-                repo_root, tmp_path, specs, deadline=10, reserve=7, json_path=str(rows_path)
-            )
+            rows=_drive_fakes(tmp_path, specs, deadline=10, reserve=7, json_path=str(rows_path))
         )
     )
     thread.start()
@@ -189,5 +186,5 @@ def test_the_deadline_keeps_the_rows_of_finished_workers(repo_root, tmp_path):
     for v in ("exits", "lingers"):
         assert rows[v]["seconds_per_step"] == 0.1 and rows[v]["not_ready"] == ["0_stuck_fake"]
     assert json.loads(rows_path.read_text()) == out["rows"]
-    table = _bench(repo_root)._table(out["rows"], None, None)
-    assert "| fake | exits * |" in table and table.endswith(_bench(repo_root).NOT_READY_NOTE)
+    table = bench._table(out["rows"], None, None)
+    assert "| fake | exits * |" in table and table.endswith(bench.NOT_READY_NOTE)
