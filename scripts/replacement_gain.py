@@ -29,6 +29,13 @@ point beyond the curve on both axes has no gain to measure; the BD-rates decide.
 (0.3, the rule for the bundled models). The BD-rates (PSNR and MS-SSIM dB) of the merged
 curve are then printed against every anchor found beside the bundled curve (``jpeg.json``,
 ``webp.json``, ...), next to the bundled curve's own.
+
+A BD-rate interpolates between a curve's points, and with three or four points far apart the
+interpolant's bulge between them can carry it: a curve whose every point lies below an anchor can
+still come out at a BD-rate near zero. So the script also prints, for every point of the merged
+curve, its distance to each anchor at the point's own rate, D − A(ln r) with A the anchor's PCHIP
+interpolant (the anchors' six points are dense, so this is close to a measurement); a point
+outside an anchor's rate range has no distance ("-").
 """
 
 from __future__ import annotations
@@ -76,6 +83,18 @@ def gain_at_equal_quality(curve: dict[str, Any], bpp: float, dist: float, metric
     ln_rate = float(PchipInterpolator(quality, np.log(rates))(dist))
     slope = float(PchipInterpolator(np.log(rates), quality).derivative()(ln_rate))
     return 1.0 - bpp / math.exp(ln_rate), slope * (ln_rate - math.log(bpp))
+
+
+def distances_to_anchors(
+    curve: dict[str, Any], anchors: dict[str, dict[str, Any]], metric: str = "psnr"
+) -> list[tuple[str, float, float, dict[str, float | None]]]:
+    """(label, bpp, quality, {anchor: quality minus the anchor's at that bpp, or None}) for each
+    point of ``curve`` (module docstring)."""
+    rates, quality = bd_rate.curve(curve, metric)
+    return [
+        (label, r, d, {name: gain_at_equal_rate(a, r, d, metric) for name, a in anchors.items()})
+        for label, r, d in zip(curve["results"][POINT_KEY], rates, quality, strict=True)
+    ]
 
 
 def merge(bundled: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
@@ -181,11 +200,17 @@ def report(bundled_path: Path, candidates: list[dict[str, Any]], bar: float) -> 
     )
     head = ("anchor", "metric", "bundled", "merged", "overlap of the merged")
     lines.append(f"{head[0]:10s} {head[1]:11s} {head[2]:>10s} {head[3]:>10s}  {head[4]}")
-    for name, anchor in anchors_beside(bundled_path).items():
+    anchors = anchors_beside(bundled_path)
+    for name, anchor in anchors.items():
         for metric in bd_rate.METRICS:
             row = (_bd(anchor, bundled, metric), _bd(anchor, merged, metric))
             lap = _overlap(anchor, merged, metric)
             lines.append(f"{name:10s} {metric:11s} {row[0]:>10s} {row[1]:>10s}  {lap}")
+    lines.append("the merged curve's points against each anchor at the point's rate (PSNR, dB):")
+    lines.append(f"{'point':15s} {'bpp':>7s} {'PSNR':>7s} " + " ".join(f"{n:>9s}" for n in anchors))
+    for label, r, d, gaps in distances_to_anchors(merged, anchors):
+        cells = " ".join("-".rjust(9) if g is None else f"{g:+9.2f}" for g in gaps.values())
+        lines.append(f"{label:15s} {r:7.4f} {d:7.2f} {cells}")
     return lines
 
 

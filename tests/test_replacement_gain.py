@@ -146,3 +146,23 @@ def test_curves_of_other_images_are_refused(tmp_path, capsys):
     (tmp_path / "webp.json").write_text(json.dumps(webp))
     assert gain.main(argv) == 2
     assert "webp was measured on 'kodak (24 images)' (6 images)" in capsys.readouterr().err
+
+
+def test_every_point_is_measured_against_the_anchors_at_its_own_rate(tmp_path):
+    """The distance of each merged point to an anchor at the point's rate: exact for an anchor
+    one dB below a curve linear in ln rate, none for a point below the anchor's rates; a BD-rate
+    alone would not show that the middle point lies under the anchor."""
+    bundled = _result("bundled", LABELS, RATES)
+    (tmp_path / "bundled.json").write_text(json.dumps(bundled))
+    anchor = _result("webp", ["q1", "q2", "q3", "q4"], [0.25, 0.45, 0.7, 1.0], shift=-1.0)
+    (tmp_path / "webp.json").write_text(json.dumps(anchor))
+    cand = _result("cand", ["lambda=0.013"], [0.5], shift=-1.5)
+    rows = gain.distances_to_anchors(gain.merge(bundled, cand), {"webp": anchor})
+    assert [(label, r) for label, r, _, _ in rows] == list(zip(LABELS, [0.2, 0.5, 0.9]))
+    assert rows[0][3] == {"webp": None}
+    assert rows[1][3]["webp"] == pytest.approx(-0.5, abs=1e-9)
+    assert rows[2][3]["webp"] == pytest.approx(1.0, abs=1e-9)
+
+    lines = gain.report(tmp_path / "bundled.json", [cand], 0.3)
+    table = lines[lines.index(next(x for x in lines if x.startswith("the merged curve's"))) + 2 :]
+    assert [line.split()[3] for line in table] == ["-", "-0.50", "+1.00"]
