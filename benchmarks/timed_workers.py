@@ -35,6 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mracnn_jax.fileio import write_atomic
+
 
 @contextlib.contextmanager
 def _turn(lock_path: str):
@@ -74,12 +76,6 @@ def _result_path(tmp: str, name: str) -> Path:
     return Path(tmp, f"{name}.result.json")
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    part = path.with_name(path.name + ".part")
-    part.write_text(text)
-    os.replace(part, path)
-
-
 def run_worker(a, prepare: Callable[[Any], tuple[dict, Callable[[], dict]]]) -> int:
     """One worker: ``prepare(a)`` compiles or warms up and returns what it measured and the timed
     loop; the worker says it is ready, waits for the others to do the same (or to exit, or until
@@ -100,7 +96,7 @@ def run_worker(a, prepare: Callable[[Any], tuple[dict, Callable[[], dict]]]) -> 
         result["timed_to"] = time.time()
     if not_ready:
         result["not_ready"] = not_ready
-    _write_atomically(_result_path(a.tmp, a.name), json.dumps(result))
+    write_atomic(_result_path(a.tmp, a.name), lambda f: f.write(json.dumps(result).encode()))
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 
@@ -143,7 +139,8 @@ def drive(
     def record(job: tuple[str, str], row: dict) -> None:
         rows[job] = row
         if json_path:
-            _write_atomically(Path(json_path), json.dumps(ordered(), indent=1))
+            text = json.dumps(ordered(), indent=1).encode()
+            write_atomic(json_path, lambda f: f.write(text))
         summary = row.get("error") or f"{row['seconds_per_step']:.4f} s/step"
         print(
             f"[{time.time() - t0:.0f} s] {job[0]} {job[1]}: {summary}", file=sys.stderr, flush=True

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from mracnn_jax import fileio
+
 FILE_NAME = "completed.jsonl"
 
 
@@ -57,9 +59,7 @@ class Journal:
                 self.done[key] = record
                 kept.append(line + "\n")
             if "".join(kept) != text:  # drop the broken line before appending after it
-                tmp = self.path.with_suffix(".tmp")
-                tmp.write_text("".join(kept))
-                os.replace(tmp, self.path)
+                fileio.write_atomic(self.path, lambda f: f.write("".join(kept).encode()))
 
     def lookup(self, params_digest: str, image: str, pixels_digest: str) -> dict[str, Any] | None:
         """A copy of the stored record of this pair, or None."""

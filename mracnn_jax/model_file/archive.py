@@ -11,11 +11,12 @@ import lzma
 import os
 import re
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator
 from typing import Any
+
+from mracnn_jax import fileio
 
 FORMAT = "mracnn-jax-model"
 FORMAT_VERSION = 1
@@ -57,26 +58,15 @@ def library_versions(names=("mracnn-jax", "jax", "flax", "numpy")) -> dict[str, 
 
 
 def write_atomically(path: str | os.PathLike, write) -> None:
-    """``write(zipfile)`` into a temporary file beside ``path``, then renamed onto it."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".mracnn", dir=directory)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+    """``write(zipfile)`` into a new stored (uncompressed) zip archive at ``path``, atomically and
+    with the permissions ``open()`` would give (``fileio.write_atomic``); creates the folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+    def write_zip(f) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
             write(zf)
-        if os.path.exists(path):  # a rewritten file keeps its permissions
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        else:  # not mkstemp's 0600: what open() would give
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    fileio.write_atomic(path, write_zip, prefix=".tmp-", suffix=".mracnn")
 
 
 def open_archive(path: str | os.PathLike) -> zipfile.ZipFile:
