@@ -64,12 +64,8 @@ POINT_KEY = "point"
 def gain_at_equal_rate(curve: dict[str, Any], bpp: float, dist: float, metric: str = "psnr"):
     """``dist`` minus the curve's quality at rate ``bpp`` (PCHIP in ln rate), or None where
     ``bpp`` lies outside the curve's rate range."""
-    rates, quality = bd_rate.curve(curve, metric)
-    order = np.argsort(rates)
-    rates, quality = rates[order], quality[order]
-    if not rates[0] <= bpp <= rates[-1]:
-        return None
-    return float(dist - PchipInterpolator(np.log(rates), quality)(math.log(bpp)))
+    quality = bd_rate.quality_at_rate(curve, bpp, metric)
+    return None if quality is None else dist - quality
 
 
 def gain_at_equal_quality(curve: dict[str, Any], bpp: float, dist: float, metric: str = "psnr"):

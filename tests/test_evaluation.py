@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -149,6 +150,35 @@ def test_bd_rate_input_errors():
         bd_rate.bd_rate([0.0, 0.2], [30.0, 31.0], [0.1, 0.2], [30.0, 32.0])
     with pytest.raises(ValueError, match="do not overlap"):
         bd_rate.bd_rate([0.1, 0.2], [20.0, 21.0], [0.1, 0.2], [30.0, 32.0])
+
+
+def test_points_are_measured_against_the_anchor_at_their_own_rate():
+    """An anchor linear in ln rate is its own PCHIP, so each point's distance to it is exact, and
+    the summary's per-point table gives it; no distance outside the anchor's rates."""
+
+    def linear(r):
+        return 24.0 + 4.0 * math.log(r / 0.1)
+
+    rates = [0.1, 0.2, 0.4, 0.7, 1.2]
+    anchor = {"name": "webp", "results": {"bpp": rates, "psnr-rgb": [linear(r) for r in rates]}}
+    assert bd_rate.quality_at_rate(anchor, 0.3) == pytest.approx(linear(0.3), abs=1e-12)
+    assert bd_rate.quality_at_rate(anchor, 0.09) is None
+    assert bd_rate.quality_at_rate(anchor, 1.3) is None
+    twice = {"results": {"bpp": [0.1, 0.1, 0.4], "psnr-rgb": [24.0, 25.0, 30.0]}}
+    assert bd_rate.quality_at_rate(twice, 0.2) is None  # no function of the rate: no answer
+
+    ours = [(0.12, -0.2), (0.5, -0.7), (1.0, -2.3)]  # below the anchor by these dB
+    test = {
+        "name": "ours",
+        "results": {
+            "bpp": [r for r, _ in ours],
+            "psnr-rgb": [linear(r) + d for r, d in ours],
+            "point": ["a", "b", "c"],
+        },
+    }
+    md = results.markdown_summary([anchor, test], anchor="webp")
+    table = md[md.index("| curve | point | bpp | PSNR (dB) | webp (dB) |") :].splitlines()[2:]
+    assert [row.split("|")[-2].strip() for row in table] == ["-0.20", "-0.70", "-2.30"]
 
 
 # --------------------------------------------------------------------------- anchors

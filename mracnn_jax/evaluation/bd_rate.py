@@ -152,6 +152,27 @@ def curve(result: dict[str, Any], metric: str = "psnr") -> tuple[np.ndarray, np.
     return np.asarray(res["bpp"], dtype=np.float64), d
 
 
+def quality_at_rate(result: dict[str, Any], bpp: float, metric: str = "psnr") -> float | None:
+    """The quality of the CompressAI-layout curve ``result`` at rate ``bpp``: PCHIP of quality over
+    ln rate through its points. None where ``bpp`` lies outside its rate range (no
+    extrapolation), or where the curve is no function of ln rate (fewer than 2 points, a rate
+    given twice, a rate not positive, a value not finite). With a reference of dense points (a
+    codec's quality sweep) this is what that codec gives at the rate of one of our points; a
+    BD-rate also interpolates between our points, which, when they are few and far apart, decide
+    it as much as the points do."""
+    from scipy.interpolate import PchipInterpolator
+
+    rates, quality = curve(result, metric)
+    order = np.argsort(rates)
+    rates, quality = rates[order], quality[order]
+    usable = rates.size >= 2 and np.all(np.isfinite(rates)) and np.all(np.isfinite(quality))
+    if not (usable and rates[0] > 0 and np.all(np.diff(rates) > 0)):
+        return None
+    if not rates[0] <= bpp <= rates[-1]:
+        return None
+    return float(PchipInterpolator(np.log(rates), quality)(math.log(bpp)))
+
+
 def bd_rate_results(
     anchor: dict[str, Any], test: dict[str, Any], metric: str = "psnr", **kwargs: Any
 ) -> float:

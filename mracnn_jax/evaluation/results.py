@@ -14,6 +14,7 @@ set. Extra per-point lists (e.g. "quality", "est_bpp", "payload_bpp") and extra 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -182,7 +183,8 @@ def markdown_summary(
     "quality" or "point" list, else numbered; mean bpp (file), payload bpp (strings only, as
     CompressAI counts; – for results without it), PSNR-RGB, MS-SSIM dB, encode/decode
     seconds) and, given an anchor (a result or the name of one in
-    `results`), a table of BD-rates (PSNR and MS-SSIM dB, PCHIP; negative = fewer bits)."""
+    `results`), a table of BD-rates (PSNR and MS-SSIM dB, PCHIP; negative = fewer bits) and one
+    of every point's PSNR against the anchor's at the point's rate."""
     lines: list[str] = []
     if title:
         lines += [f"# {title}", ""]
@@ -248,7 +250,44 @@ def markdown_summary(
                 "covers only the common range."
             )
             lines += ["", note]
+        lines += _points_against(others, anchor)
     return "\n".join(lines) + "\n"
+
+
+def _points_against(others: Sequence[Mapping[str, Any]], anchor: Mapping[str, Any]) -> list[str]:
+    """A table of every PSNR point of ``others`` against the anchor's PSNR at the point's own rate
+    (`bd_rate.quality_at_rate`; – outside the anchor's rates)."""
+    name = anchor["name"]
+    intro = (
+        f"Each point against {name} at the point's own rate (PSNR; {name}'s PCHIP in ln rate, – "
+        "outside its rates). A BD-rate also interpolates between a curve's points; these are the "
+        "points themselves:"
+    )
+    lines = [
+        "",
+        intro,
+        "",
+        f"| curve | point | bpp | PSNR (dB) | {name} (dB) | difference (dB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in others:
+        res = r["results"]
+        psnr = res.get("psnr-rgb")
+        if psnr is None:
+            continue
+        labels = res.get("quality", res.get("point", [None] * len(psnr)))
+        for i, (bpp, d) in enumerate(zip(res["bpp"], psnr, strict=True)):
+            ref = None
+            if bpp is not None and d is not None and bpp > 0:
+                with contextlib.suppress(KeyError, TypeError, ValueError):  # an anchor lacking PSNR
+                    ref = bd.quality_at_rate(dict(anchor), bpp, "psnr")
+            label = i + 1 if labels[i] is None else labels[i]
+            diff = None if ref is None else d - ref
+            lines.append(
+                f"| {r['name']} | {label} | {_fmt(bpp, '.4f')} | {_fmt(d, '.2f')} | "
+                f"{_fmt(ref, '.2f')} | {_fmt(diff, '+.2f')} |"
+            )
+    return lines
 
 
 def write_markdown_summary(
