@@ -14,10 +14,12 @@
 # KIT_DIR (.kit) is built on the development machine by scripts/make_gpu_kit.py (see
 # docs/models.md, "The GPU kit"); with the working tree it fills at most 63 MiB of the 64 a call
 # carries: whl/ (ml_collections, the one package of ours the GPU image lacks; every wheel there is
-# installed into WORK/site), models/mracnn-bundled-q{1,2,3}.mracnn.f16s.xz (the bundled models,
-# packed losslessly; unpacked here into WORK/init and checked against their SHA-256; a plain
-# .mracnn.xz is read too) and data/train/ (training crops and the 8 validation images, in
-# ../shared/data's layout).
+# installed into WORK/site), models/mracnn-bundled-qQ.mracnn.f16s.xz (the file each quality starts
+# from, the bundled file or a CPU sitting's export, packed losslessly; unpacked here into
+# WORK/init and checked against their SHA-256; a plain .mracnn.xz is read too; the .source.json
+# beside each, printed here, says what it is), qualities.txt (the kit's --qualities, the default
+# of QUALITIES) and data/train/ (training crops and the 8 validation images, in ../shared/data's
+# layout).
 # OUT receives at most 8 files: summary.txt, logs.tar.gz and two 15 MiB parts of each kept model
 # (gpu_train_bundled.sh); this script checks the tool's limits on OUT at the end.
 # Settings: SKIP_BENCH=0 runs scripts/gpu_train.sh first (off by default: it took 188 s of the
@@ -58,6 +60,15 @@ for i in "${!models[@]}"; do
   wait "${unpack[$i]}" || fail "unpacking ${models[$i]} failed"
 done
 echo "unpacked ($(( $(date +%s) - T0 )) s in)"
+for record in "$KIT"/models/*.source.json; do  # which file each quality starts from
+  [ -f "$record" ] && echo "$(basename "$record" .source.json): $(cat "$record")"
+done
+# The qualities the kit was built for (make_gpu_kit.py --qualities), unless QUALITIES names others.
+if [ -z "${QUALITIES:-}" ] && [ -f "$KIT/qualities.txt" ]; then
+  QUALITIES=$(cat "$KIT/qualities.txt")
+fi
+export QUALITIES=${QUALITIES:-1 2 3}
+echo "qualities: $QUALITIES"
 
 if [ "${SKIP_BENCH:-1}" != 1 ]; then
   echo "== scripts/gpu_train.sh ($(( $(date +%s) - T0 )) s in)"

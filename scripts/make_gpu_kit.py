@@ -1,6 +1,7 @@
 """Build ``.kit/``: what a GPU machine lacks to train the bundled models (scripts/gpu_lease.sh).
 
     python scripts/make_gpu_kit.py [--kit .kit] [--data ../shared/data] [--limit-mib 63]
+        [--qualities 1 2 3] [--start Q=MODEL_FILE ...]
     python scripts/make_gpu_kit.py unpack-model IN.mracnn.f16s.xz OUT.mracnn   (on the GPU side)
     python scripts/make_gpu_kit.py portability [--kit .kit-port] [--models NAME ...]
 
@@ -18,12 +19,21 @@ for files that appear in the tree before the call). The builder fills the traini
 ``--target-mib`` (62.5 MiB), prints every part's size and exits with status 1 when the total is
 over the limit. What it writes:
 
-* ``models/mracnn-bundled-q{1,2,3}.mracnn.f16s.xz``: the bundled models, each losslessly packed
-  ("f16s": the float16 parameters' low and high bytes stored as two separate streams, the rest of
-  the zip as it is; the file's SHA-256 is stored and checked on unpacking) and compressed with
-  ``xz -9 -T2``. The low byte of a float16 is mantissa noise (8.0 bits/byte), the high byte
-  sign/exponent (5.7 bits/byte); interleaved, xz gets 17.46 MB per model, split 16.44 MB: 3 MB
-  more for the data. ``unpack-model`` (numpy and the standard library only) restores the exact file.
+* ``qualities.txt``: ``--qualities``, the qualities the lease trains (scripts/gpu_lease.sh's
+  default ``QUALITIES``).
+* ``models/mracnn-bundled-qQ.mracnn.f16s.xz``: the file each quality Q of ``--qualities`` starts
+  from: the one ``--start Q=MODEL_FILE`` names (e.g. the export of a CPU sitting,
+  ``workdirs/colour-qQ/model.mracnn``, so that the GPU continues what the CPU trained), else the
+  bundled file; a quality with neither (0 and 4, unless given) has no file of its own, and the
+  lease starts it from its neighbour's (``configs/bundled.start_quality``), which must then be in
+  the kit. Beside each, ``mracnn-bundled-qQ.source.json`` records the source's path and SHA-256
+  (the lease prints it; the file is packed again when the source changes). Each model is
+  losslessly packed ("f16s": the float16 parameters' low and high bytes stored as two separate
+  streams, the rest of the zip as it is; the file's SHA-256 is stored and checked on unpacking)
+  and compressed with ``xz -9 -T2``. The low byte of a float16 is mantissa noise (8.0
+  bits/byte), the high byte sign/exponent (5.7 bits/byte); interleaved, xz gets 17.46 MB per
+  model, split 16.44 MB: 3 MB more for the data. ``unpack-model`` (numpy and the standard
+  library only) restores the exact file.
 * ``whl/``: wheels of the Python packages the GPU machine lacks (``pip download --no-deps
   --only-binary=:all: --python-version 3.12``): only ml_collections (absl-py, PyYAML, flax, optax,
   orbax-checkpoint, numpy, pillow and tqdm are in its image; grain and TensorFlow are not needed
@@ -64,6 +74,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
 QUALITIES = (1, 2, 3)
+BUNDLED_DIR = REPO / "mracnn_jax" / "assets" / "models"
 PORTABILITY_MODELS = ("mracnn-bundled-q2", "mracnn-bundled-q3", "mracnn-bundled-gray-q2")
 F16S_MAGIC = b"MRACNN-F16SPLIT1\n"
 TRAIN_FOLDERS = ("bsds500/train", "bsds500/test", "cid22")
@@ -244,24 +255,69 @@ def build_data(args, kit: Path, budget: int) -> tuple[int, int, dict[str, int]]:
 # -------------------------------------------------------------------------------------------------
 
 
-def pack_models(kit: Path, names: list[str], force: bool) -> list[tuple[str, int]]:
-    """``kit/models/NAME.mracnn.f16s.xz`` for each bundled model NAME, repacked when older than
-    the model file (or ``force``); returns (part, bytes) for the size table."""
-    models_src = REPO / "mracnn_jax" / "assets" / "models"
+def start_files(qualities: list[int], given: dict[int, Path]) -> dict[str, Path]:
+    """{kit model name: source file} for a lease of ``qualities`` (module docstring): the file
+    ``given`` for a quality, else its bundled file; SystemExit (one line) for a given file that is
+    missing, a quality given but not trained, or a quality that has no file and whose neighbour's
+    is not in the kit either."""
+    from mracnn_jax.configs import bundled
+
+    if extra := sorted(set(given) - set(qualities)):
+        raise SystemExit(f"make_gpu_kit.py: --start for quality {extra[0]}, not in --qualities")
+    files = {}
+    for q in qualities:
+        try:
+            bundled.quality_lambda(q)
+        except ValueError as e:
+            raise SystemExit(f"make_gpu_kit.py: {e}") from None
+        src = given.get(q, BUNDLED_DIR / f"mracnn-bundled-q{q}.mracnn")
+        if src.is_file():
+            files[f"mracnn-bundled-q{q}"] = src
+        elif q in given:
+            raise SystemExit(f"make_gpu_kit.py: no model file {src} (--start {q}=...)")
+    for q in qualities:
+        start = bundled.start_quality(q)
+        if f"mracnn-bundled-q{q}" not in files and f"mracnn-bundled-q{start}" not in files:
+            raise SystemExit(
+                f"make_gpu_kit.py: quality {q} has no file of its own and starts from quality "
+                f"{start}'s, which the kit lacks: give --start {q}=MODEL_FILE or add {start} to "
+                "--qualities"
+            )
+    return files
+
+
+def pack_models(kit: Path, sources: dict[str, Path], force: bool) -> list[tuple[str, int]]:
+    """``kit/models/NAME.mracnn.f16s.xz`` for each NAME: its source file, packed again when the
+    source's SHA-256 differs from the one recorded beside it (or ``force``); every other model in
+    ``kit/models`` is removed. Returns (part, bytes) for the size table."""
+    (kit / "models").mkdir(parents=True, exist_ok=True)
+    for old in (kit / "models").iterdir():
+        if old.name.split(".")[0] not in sources:
+            old.unlink()
     sizes = []
-    for name in names:
-        src = models_src / f"{name}.mracnn"
+    for name, src in sources.items():
         if not src.is_file():
-            raise SystemExit(f"make_gpu_kit.py: no bundled model {src}")
+            raise SystemExit(f"make_gpu_kit.py: no model file {src}")
         dst = kit / "models" / f"{name}.mracnn.f16s.xz"
+        record_path = kit / "models" / f"{name}.source.json"
+        record = {"source": _shown(src), "sha256": hashlib.sha256(src.read_bytes()).hexdigest()}
         for old in (kit / "models").glob(f"{name}.mracnn*"):
             if old != dst:
                 old.unlink()
-        if force or not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
-            print(f"packing {src.name} (xz -9 -T2) ...", flush=True)
+        have = json.loads(record_path.read_text()) if record_path.exists() else None
+        if force or not dst.exists() or have is None or have["sha256"] != record["sha256"]:
+            print(f"packing {record['source']} as {dst.name} (xz -9 -T2) ...", flush=True)
             build_model(src, dst)
-        sizes.append((f"models/{dst.name} (from {src.stat().st_size} bytes)", dst.stat().st_size))
+        record_path.write_text(json.dumps(record) + "\n")
+        sizes.append((f"models/{dst.name} (from {record['source']}, {src.stat().st_size} bytes)",
+                      dst.stat().st_size))
     return sizes
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository where it lies inside it."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def fetch_wheels(kit: Path, want: list[str]) -> list[tuple[str, int]]:
@@ -302,12 +358,9 @@ def build_portability(args) -> int:
         (kit / sub).mkdir(parents=True, exist_ok=True)
     for stray in set(kit.iterdir()) - {kit / "models", kit / "whl"}:
         shutil.rmtree(stray) if stray.is_dir() else stray.unlink()
-    for old in (kit / "models").glob("*"):
-        if old.name.split(".mracnn")[0] not in args.models:
-            old.unlink()
     tree, tree_files = working_tree_bytes()
     sizes = [(f"working tree without the model files ({tree_files} files)", tree)]
-    sizes += pack_models(kit, args.models, args.force)
+    sizes += pack_models(kit, {m: BUNDLED_DIR / f"{m}.mracnn" for m in args.models}, args.force)
     sizes += fetch_wheels(kit, args.wheels.split())
     return report(sizes, kit, tree, args.limit_mib)
 
@@ -320,7 +373,8 @@ def build(args) -> int:
 
     tree, tree_files = working_tree_bytes()
     sizes.append((f"working tree without the model files ({tree_files} files)", tree))
-    sizes += pack_models(kit, [f"mracnn-bundled-q{q}" for q in QUALITIES], args.force)
+    sizes += pack_models(kit, start_files(args.qualities, dict(args.start)), args.force)
+    (kit / "qualities.txt").write_text(" ".join(map(str, args.qualities)) + "\n")
 
     sizes += fetch_wheels(kit, args.wheels.split())
 
@@ -333,7 +387,7 @@ def build(args) -> int:
         shutil.copyfile(p, val_dst / p.name)
     sizes.append((f"data/train/{VAL_FOLDER}: the first {len(val)} files", tree_bytes(val_dst)))
 
-    for stray in set(kit.iterdir()) - {kit / "models", kit / "whl", kit / "data"}:
+    for stray in set(kit.iterdir()) - {kit / n for n in ("models", "whl", "data", "qualities.txt")}:
         shutil.rmtree(stray) if stray.is_dir() else stray.unlink()
     budget = int(args.target_mib * MIB) - tree - tree_bytes(kit)
     if budget <= 0:
@@ -375,7 +429,23 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wheels", default="ml_collections==1.1.0", help="pip specs, space-separated")
     p.add_argument("--force", action="store_true", help="repack the models even if up to date")
-    return build(p.parse_args(argv))
+    p.add_argument("--qualities", nargs="+", type=int, default=list(QUALITIES),
+                   help="the qualities the lease trains (at most three)")
+    p.add_argument("--start", action="append", type=_start, default=[], metavar="Q=MODEL_FILE",
+                   help="the file quality Q starts from (default: its bundled file)")
+    args = p.parse_args(argv)
+    if not 1 <= len(args.qualities) <= 3 or len(set(args.qualities)) != len(args.qualities):
+        p.error(f"--qualities {args.qualities}: one to three different qualities")
+    return build(args)
+
+
+def _start(text: str) -> tuple[int, Path]:
+    """``Q=MODEL_FILE`` → (Q, the file), relative paths from the caller's folder."""
+    q, sep, path = text.partition("=")
+    if not sep or not q.strip().isdigit() or not path:
+        example = "3=workdirs/colour-q3/model.mracnn"
+        raise argparse.ArgumentTypeError(f"{text!r}: give Q=MODEL_FILE, e.g. {example}")
+    return int(q), Path(path).resolve()
 
 
 if __name__ == "__main__":
