@@ -22,9 +22,9 @@ over the limit. What it writes:
 * ``qualities.txt``: ``--qualities``, the qualities the lease trains (scripts/gpu_lease.sh's
   default ``QUALITIES``).
 * ``models/mracnn-bundled-qQ.mracnn.f16s.xz``: the file each quality Q of ``--qualities`` starts
-  from: the one ``--start Q=MODEL_FILE`` names (e.g. the export of a CPU sitting,
-  ``workdirs/colour-qQ/model.mracnn``, so that the GPU continues what the CPU trained), else the
-  bundled file; a quality with neither (0 and 4, unless given) has no file of its own, and the
+  from: the one ``--start Q=MODEL_FILE`` names (the export of a CPU sitting, so that the GPU
+  continues what the CPU trained; written by ``bundle_finetuned.py --out DIR``, it carries the
+  provenance that bundling the lease's model adds to), else the bundled file; a quality with neither (0 and 4, unless given) has no file of its own, and the
   lease starts it from its neighbour's (``configs/bundled.start_quality``), which must then be in
   the kit. Beside each, ``mracnn-bundled-qQ.source.json`` records the source's path and SHA-256
   (the lease prints it; the file is packed again when the source changes). Each model is
