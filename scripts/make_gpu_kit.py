@@ -24,16 +24,16 @@ over the limit. What it writes:
 * ``models/mracnn-bundled-qQ.mracnn.f16s.xz``: the file each quality Q of ``--qualities`` starts
   from: the one ``--start Q=MODEL_FILE`` names (the export of a CPU sitting, so that the GPU
   continues what the CPU trained; written by ``bundle_finetuned.py --out DIR``, it carries the
-  provenance that bundling the lease's model adds to), else the bundled file; a quality with neither (0 and 4, unless given) has no file of its own, and the
-  lease starts it from its neighbour's (``configs/bundled.start_quality``), which must then be in
-  the kit. Beside each, ``mracnn-bundled-qQ.source.json`` records the source's path and SHA-256
-  (the lease prints it; the file is packed again when the source changes). Each model is
-  losslessly packed ("f16s": the float16 parameters' low and high bytes stored as two separate
-  streams, the rest of the zip as it is; the file's SHA-256 is stored and checked on unpacking)
-  and compressed with ``xz -9 -T2``. The low byte of a float16 is mantissa noise (8.0
-  bits/byte), the high byte sign/exponent (5.7 bits/byte); interleaved, xz gets 17.46 MB per
-  model, split 16.44 MB: 3 MB more for the data. ``unpack-model`` (numpy and the standard
-  library only) restores the exact file.
+  provenance that bundling the lease's model adds to), else the bundled file. A quality with neither
+  (0 and 4, unless given) has no file of its own, and the lease starts it from its neighbour's
+  (``configs/bundled.start_quality``), which must then be in the kit. Beside each,
+  ``mracnn-bundled-qQ.source.json`` records the source's path and SHA-256 (the lease prints it; the
+  file is packed again when the source changes). Each model is losslessly packed ("f16s": the
+  float16 parameters' low and high bytes stored as two separate streams, the rest of the zip as it
+  is; the file's SHA-256 is stored and checked on unpacking) and compressed with ``xz -9 -T2``. The
+  low byte of a float16 is mantissa noise (8.0 bits/byte), the high byte sign/exponent (5.7
+  bits/byte); interleaved, xz gets 17.46 MB per model, split 16.44 MB: 3 MB more for the data.
+  ``unpack-model`` (numpy and the standard library only) restores the exact file.
 * ``whl/``: wheels of the Python packages the GPU machine lacks (``pip download --no-deps
   --only-binary=:all: --python-version 3.12``): only ml_collections (absl-py, PyYAML, flax, optax,
   orbax-checkpoint, numpy, pillow and tqdm are in its image; grain and TensorFlow are not needed
