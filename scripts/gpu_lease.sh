@@ -67,8 +67,8 @@ done
 if [ -z "${QUALITIES:-}" ] && [ -f "$KIT/qualities.txt" ]; then
   QUALITIES=$(cat "$KIT/qualities.txt")
 fi
-export QUALITIES=${QUALITIES:-1 2 3}
-echo "qualities: $QUALITIES"
+[ -z "${QUALITIES:-}" ] || export QUALITIES
+echo "qualities: ${QUALITIES:-the default of gpu_train_bundled.sh}"
 
 if [ "${SKIP_BENCH:-1}" != 1 ]; then
   echo "== scripts/gpu_train.sh ($(( $(date +%s) - T0 )) s in)"
