@@ -52,7 +52,7 @@ for src in "$KIT"/models/mracnn-bundled-q*.mracnn.f16s.xz \
   [ -f "$src" ] || continue
   name=$(basename "$src"); name=${name%%.mracnn*}.mracnn
   [[ " ${models[*]} " == *" $name "* ]] && continue  # .f16s.xz before a plain .xz
-  "$PYTHON" scripts/make_gpu_kit.py unpack-model "$src" "$WORK/init/$name" &
+  "$PYTHON" scripts/kit_models.py "$src" "$WORK/init/$name" &
   unpack[${#models[@]}]=$!; models+=("$name")
 done
 [ ${#models[@]} -ge 1 ] || fail "no model in $KIT/models"

@@ -33,7 +33,7 @@ if [ -n "${KIT:-}" ]; then
   mkdir -p mracnn_jax/assets/models
   for packed in "$KIT"/models/*.mracnn.f16s.xz; do
     model=mracnn_jax/assets/models/$(basename "$packed" .f16s.xz)
-    [ -f "$model" ] || "$PYTHON" scripts/make_gpu_kit.py unpack-model "$packed" "$model" \
+    [ -f "$model" ] || "$PYTHON" scripts/kit_models.py "$packed" "$model" \
       || { echo "gpu_portability.sh: unpacking $packed failed" >&2; exit 1; }
   done
 fi

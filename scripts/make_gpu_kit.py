@@ -2,7 +2,6 @@
 
     python scripts/make_gpu_kit.py [--kit .kit] [--data ../shared/data] [--limit-mib 63]
         [--qualities 1 2 3] [--start Q=MODEL_FILE ...]
-    python scripts/make_gpu_kit.py unpack-model IN.mracnn.f16s.xz OUT.mracnn   (on the GPU side)
     python scripts/make_gpu_kit.py portability [--kit .kit-port] [--models NAME ...]
 
 ``portability`` builds the smaller kit of scripts/gpu_portability.sh instead: the named bundled
@@ -28,12 +27,9 @@ over the limit. What it writes:
   (0 and 4, unless given) has no file of its own, and the lease starts it from its neighbour's
   (``configs/bundled.start_quality``), which must then be in the kit. Beside each,
   ``mracnn-bundled-qQ.source.json`` records the source's path and SHA-256 (the lease prints it; the
-  file is packed again when the source changes). Each model is losslessly packed ("f16s": the
-  float16 parameters' low and high bytes stored as two separate streams, the rest of the zip as it
-  is; the file's SHA-256 is stored and checked on unpacking) and compressed with ``xz -9 -T2``. The
-  low byte of a float16 is mantissa noise (8.0 bits/byte), the high byte sign/exponent (5.7
-  bits/byte); interleaved, xz gets 17.46 MB per model, split 16.44 MB: 3 MB more for the data.
-  ``unpack-model`` (numpy and the standard library only) restores the exact file.
+  file is packed again when the source changes). Each model is packed losslessly, its float16
+  parameters' low and high bytes as separate streams, then ``xz -9 -T2`` (scripts/kit_models.py,
+  which restores the exact file on the GPU side and checks its SHA-256).
 * ``whl/``: wheels of the Python packages the GPU machine lacks (``pip download --no-deps
   --only-binary=:all: --python-version 3.12``): only ml_collections (absl-py, PyYAML, flax, optax,
   orbax-checkpoint, numpy, pillow and tqdm are in its image; grain and TensorFlow are not needed
@@ -59,123 +55,23 @@ over the limit. What it writes:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
-import json
-import lzma
-import os
 import random
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
+
+import kit_models  # the script's folder
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
 QUALITIES = (1, 2, 3)
 BUNDLED_DIR = REPO / "mracnn_jax" / "assets" / "models"
 PORTABILITY_MODELS = ("mracnn-bundled-q2", "mracnn-bundled-q3", "mracnn-bundled-gray-q2")
-F16S_MAGIC = b"MRACNN-F16SPLIT1\n"
 TRAIN_FOLDERS = ("bsds500/train", "bsds500/test", "cid22")
 VAL_FOLDER = "bsds500/val"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-# -------------------------------------------------------------------------------------------------
-# Models: the float16 byte split ("f16s").
-
-
-def _float16_regions(data: bytes) -> list[tuple[int, int]]:
-    """(offset, nbytes) of every float16 .npy payload stored in the model zip ``data``."""
-    import numpy as np
-
-    regions = []
-    with zipfile.ZipFile(io.BytesIO(data)) as z:
-        for info in z.infolist():
-            if not info.filename.endswith(".npy") or info.compress_type != zipfile.ZIP_STORED:
-                continue
-            h = info.header_offset
-            name_len = int.from_bytes(data[h + 26 : h + 28], "little")
-            extra_len = int.from_bytes(data[h + 28 : h + 30], "little")
-            start = h + 30 + name_len + extra_len
-            f = io.BytesIO(data[start : start + info.file_size])
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                _, _, dtype = np.lib.format.read_array_header_1_0(f)
-            else:
-                _, _, dtype = np.lib.format.read_array_header_2_0(f)
-            payload = info.file_size - f.tell()
-            if dtype == np.dtype("<f2") and payload % 2 == 0 and payload > 0:
-                regions.append((start + f.tell(), payload))
-    return sorted(regions)
-
-
-def pack_f16s(data: bytes) -> bytes:
-    """``data`` (a model file) with its float16 payloads' low and high bytes moved to the end."""
-    regions = _float16_regions(data)
-    rest, lo, hi, pos = [], [], [], 0
-    for off, n in regions:
-        rest.append(data[pos:off])
-        lo.append(data[off : off + n : 2])
-        hi.append(data[off + 1 : off + n : 2])
-        pos = off + n
-    rest.append(data[pos:])
-    index = json.dumps(
-        {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "regions": regions}
-    ).encode()
-    return b"".join([F16S_MAGIC, len(index).to_bytes(8, "little"), index, *rest, *lo, *hi])
-
-
-def unpack_f16s(packed: bytes) -> bytes:
-    """The inverse of ``pack_f16s``; raises ValueError when the result's SHA-256 is wrong."""
-    if not packed.startswith(F16S_MAGIC):
-        raise ValueError("not an f16s-packed model file")
-    p = len(F16S_MAGIC)
-    n = int.from_bytes(packed[p : p + 8], "little")
-    index = json.loads(packed[p + 8 : p + 8 + n])
-    body = memoryview(packed)[p + 8 + n :]
-    total = sum(k for _, k in index["regions"])
-    rest_len = index["size"] - total
-    rest = body[:rest_len]
-    lo, hi = body[rest_len : rest_len + total // 2], body[rest_len + total // 2 :]
-    out = bytearray(index["size"])
-    pos = rpos = half = 0
-    for off, k in index["regions"]:
-        seg = off - pos
-        out[pos:off] = rest[rpos : rpos + seg]
-        rpos += seg
-        out[off : off + k : 2] = lo[half : half + k // 2]
-        out[off + 1 : off + k : 2] = hi[half : half + k // 2]
-        half += k // 2
-        pos = off + k
-    out[pos:] = rest[rpos:]
-    if hashlib.sha256(out).hexdigest() != index["sha256"]:
-        raise ValueError("unpacked model file has the wrong SHA-256")
-    return bytes(out)
-
-
-def unpack_model(src: str, dst: str) -> None:
-    """``src`` (``.mracnn.f16s.xz``, or a plain ``.mracnn.xz``) → ``dst``, the exact model file."""
-    with lzma.open(src) as f:
-        data = f.read()
-    if data.startswith(F16S_MAGIC):
-        data = unpack_f16s(data)
-    tmp = dst + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, dst)
-    print(f"{dst}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
-
-
-def build_model(src: Path, dst: Path) -> None:
-    packed = pack_f16s(src.read_bytes())
-    if unpack_f16s(packed) != src.read_bytes():  # unpack_f16s checks the SHA-256 too
-        raise RuntimeError(f"f16s round trip of {src} failed")
-    tmp = dst.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        subprocess.run(["xz", "-9", "-T2", "-c"], input=packed, stdout=f, check=True)
-    os.replace(tmp, dst)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -286,40 +182,6 @@ def start_files(qualities: list[int], given: dict[int, Path]) -> dict[str, Path]
     return files
 
 
-def pack_models(kit: Path, sources: dict[str, Path], force: bool) -> list[tuple[str, int]]:
-    """``kit/models/NAME.mracnn.f16s.xz`` for each NAME: its source file, packed again when the
-    source's SHA-256 differs from the one recorded beside it (or ``force``); every other model in
-    ``kit/models`` is removed. Returns (part, bytes) for the size table."""
-    (kit / "models").mkdir(parents=True, exist_ok=True)
-    for old in (kit / "models").iterdir():
-        if old.name.split(".")[0] not in sources:
-            old.unlink()
-    sizes = []
-    for name, src in sources.items():
-        if not src.is_file():
-            raise SystemExit(f"make_gpu_kit.py: no model file {src}")
-        dst = kit / "models" / f"{name}.mracnn.f16s.xz"
-        record_path = kit / "models" / f"{name}.source.json"
-        record = {"source": _shown(src), "sha256": hashlib.sha256(src.read_bytes()).hexdigest()}
-        for old in (kit / "models").glob(f"{name}.mracnn*"):
-            if old != dst:
-                old.unlink()
-        have = json.loads(record_path.read_text()) if record_path.exists() else None
-        if force or not dst.exists() or have is None or have["sha256"] != record["sha256"]:
-            print(f"packing {record['source']} as {dst.name} (xz -9 -T2) ...", flush=True)
-            build_model(src, dst)
-        record_path.write_text(json.dumps(record) + "\n")
-        sizes.append((f"models/{dst.name} (from {record['source']}, {src.stat().st_size} bytes)",
-                      dst.stat().st_size))
-    return sizes
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the repository where it lies inside it."""
-    path = path.resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
 def fetch_wheels(kit: Path, want: list[str]) -> list[tuple[str, int]]:
     """``kit/whl``: the wheels of ``want`` (pip specs) for the GPU image's Python 3.12, fetched
     again only when the set changed; returns (part, bytes) for the size table."""
@@ -360,7 +222,7 @@ def build_portability(args) -> int:
         shutil.rmtree(stray) if stray.is_dir() else stray.unlink()
     tree, tree_files = working_tree_bytes()
     sizes = [(f"working tree without the model files ({tree_files} files)", tree)]
-    sizes += pack_models(kit, {m: BUNDLED_DIR / f"{m}.mracnn" for m in args.models}, args.force)
+    sizes += kit_models.pack_models(kit, {m: BUNDLED_DIR / f"{m}.mracnn" for m in args.models}, args.force)
     sizes += fetch_wheels(kit, args.wheels.split())
     return report(sizes, kit, tree, args.limit_mib)
 
@@ -373,7 +235,7 @@ def build(args) -> int:
 
     tree, tree_files = working_tree_bytes()
     sizes.append((f"working tree without the model files ({tree_files} files)", tree))
-    sizes += pack_models(kit, start_files(args.qualities, dict(args.start)), args.force)
+    sizes += kit_models.pack_models(kit, start_files(args.qualities, dict(args.start)), args.force)
     (kit / "qualities.txt").write_text(" ".join(map(str, args.qualities)) + "\n")
 
     sizes += fetch_wheels(kit, args.wheels.split())
@@ -404,12 +266,6 @@ def build(args) -> int:
 def main(argv=None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    if argv[:1] == ["unpack-model"]:
-        if len(argv) != 3:
-            print("usage: make_gpu_kit.py unpack-model IN.xz OUT.mracnn", file=sys.stderr)
-            return 2
-        unpack_model(argv[1], argv[2])
-        return 0
     if argv[:1] == ["portability"]:
         p = argparse.ArgumentParser(prog="make_gpu_kit.py portability")
         p.add_argument("--kit", default=str(REPO / ".kit-port"))

@@ -1,5 +1,5 @@
-"""scripts/make_gpu_kit.py, what a GPU lease carries: the lossless float16 byte split of a model
-file, the file each quality of a lease starts from, and the packed models kept in step with their
+"""scripts/make_gpu_kit.py, what a GPU lease carries, and scripts/kit_models.py, how it carries
+models: the lossless float16 byte split of a model file, the file each quality of a lease starts from, and the packed models kept in step with their
 sources."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import io
 import json
 import pathlib
 import shutil
+import sys
 import zipfile
 
 import numpy as np
@@ -15,6 +16,9 @@ import pytest
 from load_script import load_script  # a sibling helper module
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))  # make_gpu_kit.py imports kit_models from its folder
+import kit_models
+
 kit = load_script(REPO / "scripts" / "make_gpu_kit.py")
 
 
@@ -43,14 +47,31 @@ def _model_bytes(seed: int) -> bytes:
 
 def test_the_float16_split_restores_the_exact_file_and_checks_it():
     data, halves = _model_file(0)
-    regions = kit._float16_regions(data)  # the float16 payloads only, found after their headers
+    # the float16 payloads only, found after their headers
+    regions = kit_models._float16_regions(data)
     assert [data[off : off + n] for off, n in regions] == [a.tobytes() for a in halves]
-    packed = kit.pack_f16s(data)
-    assert kit.unpack_f16s(packed) == data
+    packed = kit_models.pack_f16s(data)
+    assert kit_models.unpack_f16s(packed) == data
     broken = bytearray(packed)
     broken[-1] ^= 1  # a high byte of the last float16
     with pytest.raises(ValueError, match="SHA-256"):
-        kit.unpack_f16s(bytes(broken))
+        kit_models.unpack_f16s(bytes(broken))
+
+
+@pytest.mark.skipif(shutil.which("xz") is None, reason="needs the xz command")
+def test_the_gpu_side_unpacker_refuses_a_damaged_model_in_one_line(tmp_path, capsys):
+    src, packed, out = tmp_path / "a.mracnn", tmp_path / "a.mracnn.f16s.xz", tmp_path / "out"
+    src.write_bytes(_model_bytes(3))
+    kit_models.build_model(src, packed)
+    assert kit_models.main([str(packed), str(out)]) == 0
+    assert out.read_bytes() == src.read_bytes()
+    broken = bytearray(packed.read_bytes())
+    broken[len(broken) // 2] ^= 0xFF
+    packed.write_bytes(bytes(broken))
+    assert kit_models.main([str(packed), str(tmp_path / "out2")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"kit_models.py: {packed}:") and "\n" not in err
+    assert not (tmp_path / "out2").exists()
 
 
 def test_each_quality_starts_from_the_file_given_or_its_bundled_one(tmp_path):
@@ -91,21 +112,21 @@ def test_packed_models_follow_their_sources(tmp_path):
     (src / "a.mracnn").write_bytes(_model_bytes(1))
     (src / "b.mracnn").write_bytes(_model_bytes(2))
     box = tmp_path / "kit"
-    kit.pack_models(box, {"mracnn-bundled-q0": src / "a.mracnn"}, force=False)
+    kit_models.pack_models(box, {"mracnn-bundled-q0": src / "a.mracnn"}, force=False)
     packed = box / "models" / "mracnn-bundled-q0.mracnn.f16s.xz"
     record = json.loads((box / "models" / "mracnn-bundled-q0.source.json").read_text())
     assert record["source"] == str(src / "a.mracnn")
     first = packed.stat().st_mtime_ns
 
-    kit.pack_models(box, {"mracnn-bundled-q0": src / "a.mracnn"}, force=False)
+    kit_models.pack_models(box, {"mracnn-bundled-q0": src / "a.mracnn"}, force=False)
     assert packed.stat().st_mtime_ns == first  # the same source: not packed again
 
-    kit.pack_models(box, {"mracnn-bundled-q0": src / "b.mracnn"}, force=False)
+    kit_models.pack_models(box, {"mracnn-bundled-q0": src / "b.mracnn"}, force=False)
     out = tmp_path / "unpacked.mracnn"
-    kit.unpack_model(str(packed), str(out))
+    kit_models.unpack_model(str(packed), str(out))
     assert out.read_bytes() == (src / "b.mracnn").read_bytes()
 
-    kit.pack_models(box, {"mracnn-bundled-q3": src / "a.mracnn"}, force=False)
+    kit_models.pack_models(box, {"mracnn-bundled-q3": src / "a.mracnn"}, force=False)
     assert sorted(p.name for p in (box / "models").iterdir()) == [
         "mracnn-bundled-q3.mracnn.f16s.xz",
         "mracnn-bundled-q3.source.json",
