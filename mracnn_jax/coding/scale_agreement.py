@@ -64,18 +64,11 @@ past the ambiguous ones, one or two far outliers) but nothing is promised.
 Cost per slice: one bit per ambiguous element, the spare rows, a 5–7 bit length code, and the bits
 up to a byte boundary (which serve as rows).
 
-Block layout (per slice, before its range-coded string), n = the slice's element count:
-
-* ``EG_K(n)(w)`` (order-K Exp-Golomb, ``K(x) = max(0, floor(log2(floor(x * EPSILON / 4))))``);
-* w >= 1: one group of all n elements, v = w - 1: the syndrome has m = 8 (floor(P / 8) + v) - P
-  bits, P the bit position after the code, so the block ends on a byte boundary;
-* w = 0: ``gamma(G - 1)``, G >= 2 groups, group j covering elements [j n // G, (j + 1) n // G);
-  for each group but the last ``EG_R(n_j)(m_j)`` (``R(x) = max(0, floor(log2(floor(x *
-  EPSILON))))``) and its m_j syndrome bits; for the last ``EG_K(n_last)(v)`` and its
-  m = 8 (floor(P / 8) + v) - P bits;
-* syndrome bit j is bit ``j mod 64`` of word ``j div 64`` of s (least significant first).
-
-At most ``MAX_ROWS`` bits per group. The block is self-delimiting given the element count.
+Block layout (per slice, before its range-coded string), whose one home is docs/format.md
+("Portability: the agreement block"): an Exp-Golomb length code, then one group's syndrome, or
+Elias gamma of the group count and each group's length code and syndrome; the last group's rows
+end on a byte boundary. At most ``MAX_ROWS`` bits per group. The block is self-delimiting given
+the element count.
 """
 
 from __future__ import annotations
