@@ -94,7 +94,7 @@ def check_values(train: ml_collections.ConfigDict) -> None:
 def check_data(config: ml_collections.ConfigDict) -> None:
     """The training folders and (with validation on) the validation folder: each exists and holds
     images (``data_order.list_images``). Raises ``ConfigError``."""
-    from mracnn_jax.training import data_order  # NumPy and Pillow only
+    from mracnn_jax.training import data_order  # here, not above: it imports grain, and grain JAX
 
     dirs = config.data.train_dirs
     dirs = [dirs] if isinstance(dirs, (str, os.PathLike)) else list(dirs)
