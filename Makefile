@@ -64,10 +64,12 @@ install-new: $(VENV_NEW)/.installed
 
 # The test command: both environments, side by side (most of a test's time is single-threaded
 # XLA compilation, so two runs share 2 cores well); the .venv-new log is printed at the end.
-# Lint first: `ruff check .` (pyproject.toml's [tool.ruff]) fails the target on any finding.
+# Lint first: `ruff check .` and `ruff format --check .` (pyproject.toml's [tool.ruff], the ruff
+# pinned in requirements/py311-tf.txt) fail the target on any finding or unformatted file.
 test: $(VENV)/.installed $(VENV)/.torch-installed $(VENV_NEW)/.installed
-	@echo "== ruff check"
+	@echo "== ruff check, ruff format --check"
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	@echo "== .venv-new (numpy 2, newest JAX) runs in the background: $(NEW_ENV_TESTS)"
 	@$(VENV_NEW)/bin/python -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS) $(NEW_ENV_TESTS) \
 	    --deselect $(MODEL_STEP) \

@@ -194,9 +194,23 @@ def _run_child(argv: list[str], timeout: float) -> dict:
 
 def _run_torch_reference(python: str, image: str, repeats: int, state_dict: str, timeout: float):
     proc = subprocess.run(
-        [python, str(HERE / "bench_torch_wacnn_codec.py"), "--threads", "2",
-         "--repeats", str(repeats), "--image", image, "--save-state-dict", state_dict],
-        check=False, stdout=subprocess.PIPE, text=True, timeout=timeout, cwd=REPO,
+        [
+            python,
+            str(HERE / "bench_torch_wacnn_codec.py"),
+            "--threads",
+            "2",
+            "--repeats",
+            str(repeats),
+            "--image",
+            image,
+            "--save-state-dict",
+            state_dict,
+        ],
+        check=False,
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
     )
     if proc.returncode != 0:
         _log(f"the PyTorch reference failed (status {proc.returncode}); no ratios")
@@ -252,7 +266,8 @@ def main() -> int:
     parser.add_argument("--cache-dir", help="persistent JAX compilation cache")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument(
-        "--torch", default=sys.executable,
+        "--torch",
+        default=sys.executable,
         help="python with torch and CompressAI for the PyTorch reference (default: this one); "
         "'none' to skip",
     )

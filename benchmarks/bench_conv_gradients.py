@@ -92,8 +92,9 @@ def _cases(batch: int):
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--repeats", type=int, default=5)
     a = p.parse_args()
@@ -108,9 +109,15 @@ def main() -> int:
         compiled, values = {}, {}
         for label, fn in variants.items():
             fwd = jax.jit(fn).lower(x, kernel).compile()
-            grad = jax.jit(
-                jax.grad(lambda x, k, fn=fn: 0.5 * jnp.sum(jnp.square(fn(x, k))), argnums=(0, 1))
-            ).lower(x, kernel).compile()
+            grad = (
+                jax.jit(
+                    jax.grad(
+                        lambda x, k, fn=fn: 0.5 * jnp.sum(jnp.square(fn(x, k))), argnums=(0, 1)
+                    )
+                )
+                .lower(x, kernel)
+                .compile()
+            )
             compiled[label] = {"forward": fwd, "gradient": grad}
             values[label] = (fwd(x, kernel), grad(x, kernel))
         reference = next(iter(variants))

@@ -64,7 +64,9 @@ def _run(config: str, path: str) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--configs", nargs="+", default=["small", "mracnn", "wacnn"])
     p.add_argument("--worker", choices=["init_params", "eager"], help=argparse.SUPPRESS)
     a = p.parse_args(argv)

@@ -58,7 +58,12 @@ def _cases():
 
     (q, kt), (tq, tkt) = arrays((2048, 64, 24), (2048, 24, 64))
     cases.append(
-        ("bmm window", 2 * 2048 * 64 * 24 * 64, (jax.jit(jnp.matmul), (q, kt)), (torch.bmm, (tq, tkt)))
+        (
+            "bmm window",
+            2 * 2048 * 64 * 24 * 64,
+            (jax.jit(jnp.matmul), (q, kt)),
+            (torch.bmm, (tq, tkt)),
+        )
     )
 
     def conv_case(name, x_shape, k, c_out, stride, gradient=False):
@@ -71,7 +76,10 @@ def _cases():
 
         def xla_conv(x, w):
             return jax.lax.conv_general_dilated(
-                x, w, (stride, stride), ((pad, pad), (pad, pad)),
+                x,
+                w,
+                (stride, stride),
+                ((pad, pad), (pad, pad)),
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )
 
@@ -130,7 +138,9 @@ def main() -> None:
         torch_out = tf(*targs)
         difference = _same_result(xla_out, torch_out)
         if difference > 1e-4:
-            raise SystemExit(f"{name}: XLA and PyTorch disagree (relative difference {difference:.2e})")
+            raise SystemExit(
+                f"{name}: XLA and PyTorch disagree (relative difference {difference:.2e})"
+            )
         times = {"xla": [], "torch": []}
         for _ in range(args.repeats):
             t0 = time.perf_counter()

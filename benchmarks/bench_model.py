@@ -166,10 +166,17 @@ def _interleaved(configs, impl: str, phases, rounds: int) -> list[dict]:
                 t0 = time.perf_counter()
                 torch_steps[phase]()
                 theirs.append(time.perf_counter() - t0)
-            row = {"config": config, "impl": impl, "phase": phase, "compile_s": compile_s,
-                   "seconds": statistics.median(ours), "all_seconds": ours,
-                   "torch_seconds": statistics.median(theirs), "torch_all_seconds": theirs,
-                   "gflops": flops / 1e9}
+            row = {
+                "config": config,
+                "impl": impl,
+                "phase": phase,
+                "compile_s": compile_s,
+                "seconds": statistics.median(ours),
+                "all_seconds": ours,
+                "torch_seconds": statistics.median(theirs),
+                "torch_all_seconds": theirs,
+                "gflops": flops / 1e9,
+            }
             row["ratio"] = row["seconds"] / row["torch_seconds"]
             print(json.dumps(row), file=sys.stderr, flush=True)
             rows.append(row)
@@ -177,26 +184,41 @@ def _interleaved(configs, impl: str, phases, rounds: int) -> list[dict]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--configs", nargs="+", default=["mracnn", "wacnn"])
     p.add_argument("--impls", nargs="+", default=["subpixel", "dilated"])
     p.add_argument("--phases", nargs="+", default=["forward", "train"])
     p.add_argument("--skip", nargs="*", default=[], help="cases to skip, as config:impl:phase")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--torch", default=sys.executable,
-                   help="python with torch for the reference (default: this one, where `make "
-                        "test` installs torch); 'none' to skip")
-    p.add_argument("--interleave", type=int, metavar="ROUNDS",
-                   help="time ours and PyTorch's WACNN alternately in one process, ROUNDS each "
-                        "(needs torch here); prints ratios of medians")
-    p.add_argument("--child", nargs=4, metavar=("CONFIG", "IMPL", "PHASE", "REPEATS"), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--torch",
+        default=sys.executable,
+        help="python with torch for the reference (default: this one, where `make "
+        "test` installs torch); 'none' to skip",
+    )
+    p.add_argument(
+        "--interleave",
+        type=int,
+        metavar="ROUNDS",
+        help="time ours and PyTorch's WACNN alternately in one process, ROUNDS each "
+        "(needs torch here); prints ratios of medians",
+    )
+    p.add_argument(
+        "--child", nargs=4, metavar=("CONFIG", "IMPL", "PHASE", "REPEATS"), help=argparse.SUPPRESS
+    )
     a = p.parse_args()
     if a.child:
         print(json.dumps(_child(a.child[0], a.child[1], a.child[2], int(a.child[3]))))
         return 0
 
-    report = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-              "date": time.strftime("%Y-%m-%d %H:%M"), "load_start": os.getloadavg()[0]}
+    report = {
+        "machine": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "load_start": os.getloadavg()[0],
+    }
     if a.interleave:
         if importlib.util.find_spec("torch") is None:
             p.error("--interleave needs torch in this interpreter (make test installs it in .venv)")
@@ -205,17 +227,30 @@ def main() -> int:
         print("| config | phase | ours s | PyTorch WACNN s (same process, alternating) | ratio |")
         print("|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['config']} | {r['phase']} | {r['seconds']:.2f} | {r['torch_seconds']:.2f} "
-                  f"| {r['ratio']:.2f}x |")
+            print(
+                f"| {r['config']} | {r['phase']} | {r['seconds']:.2f} | {r['torch_seconds']:.2f} "
+                f"| {r['ratio']:.2f}x |"
+            )
         print(json.dumps(report))
         return 0
     report["matmul_gflops_per_s"] = _matmul_gflops()
     print(f"matmul: {report['matmul_gflops_per_s']:.1f} GFLOP/s", file=sys.stderr)
     torch_ref = None
     if a.torch != "none" and pathlib.Path(a.torch).exists():
-        out = subprocess.run([a.torch, str(HERE / "bench_torch_wacnn.py"), "--threads", "2",
-                              "--repeats", str(a.repeats), "--no-macs"],
-                             capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            [
+                a.torch,
+                str(HERE / "bench_torch_wacnn.py"),
+                "--threads",
+                "2",
+                "--repeats",
+                str(a.repeats),
+                "--no-macs",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if out.returncode == 0:
             torch_ref = json.loads(out.stdout.strip().splitlines()[-1])
     report["torch"] = torch_ref
@@ -238,14 +273,18 @@ def main() -> int:
         entry = torch_ref.get(key) or {}
         return entry.get("median_s") or entry.get("seconds")
 
-    print("| config | transposed conv | phase | compile s | seconds | vs PyTorch WACNN | GFLOP | GFLOP/s | % of matmul | peak RSS GiB |")
+    print(
+        "| config | transposed conv | phase | compile s | seconds | vs PyTorch WACNN | GFLOP | GFLOP/s | % of matmul | peak RSS GiB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ts = torch_seconds(r["phase"])
         ratio = f"{r['seconds'] / ts:.2f}x" if ts else "n/a"
-        print(f"| {r['config']} | {r['impl']} | {r['phase']} | {r['compile_s']:.0f} | {r['seconds']:.2f} | {ratio} | "
-              f"{r['gflops']:.0f} | {r['achieved_gflops_per_s']:.1f} | "
-              f"{100 * r['achieved_gflops_per_s'] / report['matmul_gflops_per_s']:.0f} % | {r['peak_rss_gib']:.2f} |")
+        print(
+            f"| {r['config']} | {r['impl']} | {r['phase']} | {r['compile_s']:.0f} | {r['seconds']:.2f} | {ratio} | "
+            f"{r['gflops']:.0f} | {r['achieved_gflops_per_s']:.1f} | "
+            f"{100 * r['achieved_gflops_per_s'] / report['matmul_gflops_per_s']:.0f} % | {r['peak_rss_gib']:.2f} |"
+        )
     print(json.dumps(report))
     return 0
 

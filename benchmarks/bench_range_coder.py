@@ -122,20 +122,26 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     results = [time_case(*case, args.repeats) for case in (y_case(rng), z_case(rng))]
 
-    print("| case | symbols | bytes | tfc encode | ours encode | x | tfc decode | ours decode | x |")
+    print(
+        "| case | symbols | bytes | tfc encode | ours encode | x | tfc decode | ours decode | x |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['case']} | {r['symbols']} | {r['bytes']} "
-              f"| {r['tfc_encode_sym_per_s'] / 1e6:.2f} M/s | {r['ours_encode_sym_per_s'] / 1e6:.2f} M/s "
-              f"| {r['encode_speedup']:.2f} "
-              f"| {r['tfc_decode_sym_per_s'] / 1e6:.2f} M/s | {r['ours_decode_sym_per_s'] / 1e6:.2f} M/s "
-              f"| {r['decode_speedup']:.2f} |")
+        print(
+            f"| {r['case']} | {r['symbols']} | {r['bytes']} "
+            f"| {r['tfc_encode_sym_per_s'] / 1e6:.2f} M/s | {r['ours_encode_sym_per_s'] / 1e6:.2f} M/s "
+            f"| {r['encode_speedup']:.2f} "
+            f"| {r['tfc_decode_sym_per_s'] / 1e6:.2f} M/s | {r['ours_decode_sym_per_s'] / 1e6:.2f} M/s "
+            f"| {r['decode_speedup']:.2f} |"
+        )
     print("\nWithout tfc_models' wrappers (the tfc model's compress/decompress called directly):")
     for r in results:
-        print(f"  {r['case']}: tfc encode {r['tfc_model_encode_sym_per_s'] / 1e6:.2f} M/s "
-              f"(ours {r['encode_speedup_vs_model']:.2f}x), decode "
-              f"{r['tfc_model_decode_sym_per_s'] / 1e6:.2f} M/s "
-              f"(ours {r['decode_speedup_vs_model']:.2f}x)")
+        print(
+            f"  {r['case']}: tfc encode {r['tfc_model_encode_sym_per_s'] / 1e6:.2f} M/s "
+            f"(ours {r['encode_speedup_vs_model']:.2f}x), decode "
+            f"{r['tfc_model_decode_sym_per_s'] / 1e6:.2f} M/s "
+            f"(ours {r['decode_speedup_vs_model']:.2f}x)"
+        )
     print(json.dumps(results))
     return 0
 

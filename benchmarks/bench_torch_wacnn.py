@@ -108,8 +108,9 @@ def _timed(fn, warmup: int, repeats: int, label: str):
     return times
 
 
-def make_train_step(model, ref, x, lmbda: float, clip: bool = True, aux: bool = True,
-                    last: dict | None = None):
+def make_train_step(
+    model, ref, x, lmbda: float, clip: bool = True, aux: bool = True, last: dict | None = None
+):
     """STF's training step on batch ``x`` as a no-argument callable, in train mode:
     forward, loss = lambda*255^2*MSE + bpp, backward, gradient clipping at norm 1, Adam (lr 1e-4),
     then the entropy bottleneck's aux loss backward and its Adam step (lr 1e-3). ``last`` receives
@@ -139,8 +140,9 @@ def make_train_step(model, ref, x, lmbda: float, clip: bool = True, aux: bool = 
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--mode", choices=("all", "eval", "train"), default="all")
     p.add_argument("--warmup", type=int, default=1)
@@ -164,8 +166,10 @@ def main(argv=None) -> dict:
     model = ref.WACNN(N=192, M=320)
     build_s = time.perf_counter() - t0
     n_params = sum(p.numel() for p in model.parameters())
-    _log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {n_params:,} params, "
-         f"built in {build_s:.2f}s, loadavg {load_start}")
+    _log(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {n_params:,} params, "
+        f"built in {build_s:.2f}s, loadavg {load_start}"
+    )
 
     result = {
         "bench": "torch_wacnn",
@@ -191,8 +195,11 @@ def main(argv=None) -> dict:
             with torch.no_grad():
                 return model(inp)
 
-        gmacs = None if args.no_macs else _count_gmacs(
-            lambda b_, h_, w_: eval_forward(torch.rand(b_, 3, h_, w_)), 1, h, w)
+        gmacs = (
+            None
+            if args.no_macs
+            else _count_gmacs(lambda b_, h_, w_: eval_forward(torch.rand(b_, 3, h_, w_)), 1, h, w)
+        )
         times = _timed(lambda: eval_forward(x), args.warmup, args.repeats, "eval")
         result["eval"] = {
             "shape": [1, 3, h, w],
@@ -208,16 +215,19 @@ def main(argv=None) -> dict:
         h, w = args.train_hw
         x = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(args.seed + 1))
         last = {}
-        train_step = make_train_step(model, ref, x, args.lmbda, clip=not args.no_clip,
-                                     aux=not args.no_aux, last=last)
+        train_step = make_train_step(
+            model, ref, x, args.lmbda, clip=not args.no_clip, aux=not args.no_aux, last=last
+        )
 
         # forward + backward MACs: counted without the optimiser so the timed runs start clean
         gmacs = None
         if not args.no_macs:
+
             def fwd_bwd(b_, h_, w_):
                 inp = torch.rand(b_, 3, h_, w_)
                 ref.rate_distortion_loss(model(inp), inp, args.lmbda)["loss"].backward()
                 model.zero_grad(set_to_none=True)
+
             gmacs = _count_gmacs(fwd_bwd, b, h, w)
         times = _timed(train_step, args.warmup, args.repeats, "train")
         includes = ["forward", "rd_loss", "backward"]

@@ -145,8 +145,9 @@ class TorchWacnnCodec:
         y_string = encoder.flush()
         coding += time.perf_counter() - t
         strings = {"y": y_string, "z": z_strings[0], "z_shape": tuple(z.shape[-2:])}
-        return Coded(strings, symbols, torch.cat(y_hat_slices, dim=1),
-                     time.perf_counter() - t0, coding)
+        return Coded(
+            strings, symbols, torch.cat(y_hat_slices, dim=1), time.perf_counter() - t0, coding
+        )
 
     @torch.no_grad()
     def decompress(self, strings):

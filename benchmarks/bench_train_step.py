@@ -80,8 +80,8 @@ def jaxpr_flops(jaxpr) -> float:
         elif name == "dot_general":
             (contract, _), _ = eqn.params["dimension_numbers"]
             lhs = eqn.invars[0].aval.shape
-            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(
-                lhs[i] for i in contract
+            total += (
+                2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[i] for i in contract)
             )
         for sub in _subjaxprs(eqn):
             total += jaxpr_flops(sub)
@@ -103,14 +103,20 @@ def time_steps(compiled, state, batch, noise_key, steps: int):
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default=str(config_path("mracnn")))
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for the MFU figure")
-    p.add_argument("--flops", choices=("auto", "jaxpr"), default="auto",
-                   help="auto: the lowered step's cost analysis where there is one; jaxpr: count")
+    p.add_argument(
+        "--flops",
+        choices=("auto", "jaxpr"),
+        default="auto",
+        help="auto: the lowered step's cost analysis where there is one; jaxpr: count",
+    )
     a = p.parse_args()
 
     import jax
@@ -130,7 +136,9 @@ def main() -> int:
     state = steps.init_train_state(model, tx, init_key, mesh)
     step_fn = steps.jit_train_step(steps.make_train_step(model, tx, config.train), mesh)
     batch = jax.device_put(
-        (jax.random.uniform(jax.random.PRNGKey(1), (a.batch, a.crop, a.crop, 3)) * 255).astype(jnp.uint8),
+        (jax.random.uniform(jax.random.PRNGKey(1), (a.batch, a.crop, a.crop, 3)) * 255).astype(
+            jnp.uint8
+        ),
         NamedSharding(mesh, P("data")),
     )
     lowered = step_fn.lower(state, batch, noise_key)

@@ -77,7 +77,10 @@ def _layers(batch: int, crop: int):
         "conv 192->192 s2 + GDN (g_a 2)": (*conv_gdn(n), (b, s // 2, s // 2, n)),
         "conv 192->192 s2 + GDN (g_a 3)": (*conv_gdn(n), (b, s // 4, s // 4, n)),
         "conv 192->320 s2 (g_a 4)": (
-            lambda: Conv2d(m, 5, stride=2), lambda: ref.conv(n, m), (b, s // 8, s // 8, n)),
+            lambda: Conv2d(m, 5, stride=2),
+            lambda: ref.conv(n, m),
+            (b, s // 8, s // 8, n),
+        ),
         "WAM 192 at /4 (g_a, g_s)": (*wam(n, 8, 4), (b, s // 4, s // 4, n)),
         "WAM 320 at /16 (g_a, g_s)": (*wam(m, 4, 2), (b, s // 16, s // 16, m)),
         "  window attention 192 at /4": (
@@ -86,12 +89,18 @@ def _layers(batch: int, crop: int):
             (b, s // 4, s // 4, n),
         ),
         "  residual unit 192 at /4": (
-            lambda: ResidualUnit(), lambda: ref.ResidualUnit(n), (b, s // 4, s // 4, n)),
+            lambda: ResidualUnit(),
+            lambda: ref.ResidualUnit(n),
+            (b, s // 4, s // 4, n),
+        ),
         "deconv 320->192 + IGDN (g_s 1)": (*deconv_igdn(m), (b, s // 16, s // 16, m)),
         "deconv 192->192 + IGDN (g_s 2)": (*deconv_igdn(n), (b, s // 8, s // 8, n)),
         "deconv 192->192 + IGDN (g_s 3)": (*deconv_igdn(n), (b, s // 4, s // 4, n)),
         "deconv 192->3 (g_s 4)": (
-            lambda: ConvTranspose2d(3, 5), lambda: ref.deconv(n, 3), (b, s // 2, s // 2, n)),
+            lambda: ConvTranspose2d(3, 5),
+            lambda: ref.deconv(n, 3),
+            (b, s // 2, s // 2, n),
+        ),
         f"slice transform {support}->32 at /16": (
             lambda: ConvStack((224, 176, 128, 64), m // 10),
             lambda: ref._slice_transform(support),
@@ -159,7 +168,7 @@ def main() -> int:
         row["ratio"] = row["ours_s"] / row["torch_s"]
         rows.append(row)
         print(
-            f"{name:42s} ours {row['ours_s']*1e3:7.1f} ms  torch {row['torch_s']*1e3:7.1f} ms  "
+            f"{name:42s} ours {row['ours_s'] * 1e3:7.1f} ms  torch {row['torch_s'] * 1e3:7.1f} ms  "
             f"{row['ratio']:.2f}x",
             file=sys.stderr,
             flush=True,
@@ -168,10 +177,21 @@ def main() -> int:
     print(f"| layer (gradient, batch {a.batch} of {a.crop}²) | ours ms | PyTorch ms | ratio |")
     print("|---|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['layer']} | {r['ours_s']*1e3:.1f} | {r['torch_s']*1e3:.1f} | {r['ratio']:.2f}× |")
+        print(
+            f"| {r['layer']} | {r['ours_s'] * 1e3:.1f} | {r['torch_s'] * 1e3:.1f} | {r['ratio']:.2f}× |"
+        )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(json.dumps({"torch": torch.__version__, "jax": jax.__version__, "load_avg_1m": load,
-                      "rounds": a.rounds, "rows": rows}))
+    print(
+        json.dumps(
+            {
+                "torch": torch.__version__,
+                "jax": jax.__version__,
+                "load_avg_1m": load,
+                "rounds": a.rounds,
+                "rows": rows,
+            }
+        )
+    )
     return 0
 
 

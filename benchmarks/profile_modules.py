@@ -69,8 +69,9 @@ def _matmul_gflops() -> float:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", nargs="+", default=[str(config_path("mracnn"))])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--grad", action="store_true", help="time gradients at the training shape")
@@ -120,24 +121,36 @@ def main() -> int:
         for name, (fn, arg) in parts.items():
             compile_s, run_s, flops = _time(fn, params, arg, repeats=a.repeats)
             results[name] = (run_s, flops)
-            print(json.dumps({
-                "config": pathlib.Path(path).name, "part": name,
-                "mode": f"gradient {b}x{h}x{w}" if a.grad else f"forward {h}x{w}",
-                "seconds": round(run_s, 3),
-                "gflops": round(flops / 1e9, 2),
-                "gflops_per_s": round(flops / 1e9 / run_s, 1),
-                "of_matmul_peak": round(flops / 1e9 / run_s / peak, 3),
-                "compile_s": round(compile_s, 1),
-            }), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "config": pathlib.Path(path).name,
+                        "part": name,
+                        "mode": f"gradient {b}x{h}x{w}" if a.grad else f"forward {h}x{w}",
+                        "seconds": round(run_s, 3),
+                        "gflops": round(flops / 1e9, 2),
+                        "gflops_per_s": round(flops / 1e9 / run_s, 1),
+                        "of_matmul_peak": round(flops / 1e9 / run_s / peak, 3),
+                        "compile_s": round(compile_s, 1),
+                    }
+                ),
+                flush=True,
+            )
         whole_s, whole_f = results["whole forward"]
         rest_s = whole_s - sum(s for n, (s, _) in results.items() if n != "whole forward")
         rest_f = whole_f - sum(f for n, (_, f) in results.items() if n != "whole forward")
-        print(json.dumps({
-            "config": pathlib.Path(path).name,
-            "part": "entropy model (whole forward minus the transforms)",
-            "seconds": round(rest_s, 3), "gflops": round(rest_f / 1e9, 2),
-            "share_of_forward": round(rest_s / whole_s, 3),
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "config": pathlib.Path(path).name,
+                    "part": "entropy model (whole forward minus the transforms)",
+                    "seconds": round(rest_s, 3),
+                    "gflops": round(rest_f / 1e9, 2),
+                    "share_of_forward": round(rest_s / whole_s, 3),
+                }
+            ),
+            flush=True,
+        )
     return 0
 
 

@@ -37,8 +37,19 @@ def parameter_shapes(model_config):
     return jax.eval_shape(lambda: model.init(keys, x, train=True))["params"]
 
 
-_ORDER = ("g_a", "g_s", "h_a", "h_mean_s", "h_scale_s", "clab_mean", "clab_scale", "cc_mean",
-          "cc_scale", "lrp", "entropy_bottleneck")
+_ORDER = (
+    "g_a",
+    "g_s",
+    "h_a",
+    "h_mean_s",
+    "h_scale_s",
+    "clab_mean",
+    "clab_scale",
+    "cc_mean",
+    "cc_scale",
+    "lrp",
+    "entropy_bottleneck",
+)
 
 
 def parameter_counts(model_config) -> dict[str, int]:
@@ -65,7 +76,9 @@ def forward_flops(model_config, height: int = 512, width: int = 768) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="a preset (mracnn, small, ...) or a config file")
+    parser.add_argument(
+        "--config", required=True, help="a preset (mracnn, small, ...) or a config file"
+    )
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=768)
     parser.add_argument("--no-flops", action="store_true", help="skip the (slow) cost analysis")
@@ -79,7 +92,9 @@ def main(argv=None) -> int:
     total = sum(counts.values())
     if not args.no_flops:
         flops = forward_flops(config.model, args.height, args.width)
-        print(f"GFLOPs at {args.width}x{args.height}: {flops / 1e9:.2f} (= {flops / 2e9:.2f} GMACs)")
+        print(
+            f"GFLOPs at {args.width}x{args.height}: {flops / 1e9:.2f} (= {flops / 2e9:.2f} GMACs)"
+        )
     print(f"total_params {total}")
     return 0
 

@@ -42,8 +42,10 @@ def encode(models: list[Path], data: Path, work: Path) -> None:
             (out / f"{stem}.mrac").write_bytes(enc.data)
             np.save(out / f"{stem}.npy", enc.reconstruction)
             index.append({"model": str(m), "file": str(out / f"{stem}.mrac")})
-        print(f"encoded {len(names)} images with {m.name} in {time.perf_counter() - t0:.0f} s",
-              flush=True)
+        print(
+            f"encoded {len(names)} images with {m.name} in {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
     (work / "index.json").write_text(json.dumps(index))
 
 
@@ -69,8 +71,9 @@ def decode(work: Path) -> int:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", default=str(data_path("kodak")))
     p.add_argument("--model", nargs="*", default=None)
     p.add_argument("--work", default="/tmp/fresh_process_check")

@@ -130,8 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("encode")
     e.add_argument("out", type=pathlib.Path)
-    e.add_argument("--images", type=pathlib.Path, nargs="+",
-                   help="default: the sample images but the tiled one")
+    e.add_argument(
+        "--images",
+        type=pathlib.Path,
+        nargs="+",
+        help="default: the sample images but the tiled one",
+    )
     e.add_argument("--tiled-image", type=pathlib.Path, default=SAMPLES / "kodim23.png")
     d = sub.add_parser("decode")
     d.add_argument("src", type=pathlib.Path)

@@ -119,13 +119,18 @@ def main(argv: list[str]) -> int:
     for d in decisions:
         sps = f"{d['steps_per_s']:.2f}" if _finite(d["steps_per_s"]) else "? (one log point)"
         verdict = "KEEP" if d["keep"] else "DROP"
-        print(f"q{d['quality']} (lambda {d['lmbda']}): {verdict}: {d['steps']} steps at {sps} "
-              f"steps/s, train.py exit status {d['exit_status']}")
+        print(
+            f"q{d['quality']} (lambda {d['lmbda']}): {verdict}: {d['steps']} steps at {sps} "
+            f"steps/s, train.py exit status {d['exit_status']}"
+        )
         print(_row("start (step 0)", d["start"]))
         end_name = f"end (step {d['end']['step']})" if d["end"] else "end"
         line = _row(end_name, d["end"])
-        if d["start"] and d["end"] and _finite(d["start"].get("loss")) and _finite(
-            d["end"].get("loss")
+        if (
+            d["start"]
+            and d["end"]
+            and _finite(d["start"].get("loss"))
+            and _finite(d["end"].get("loss"))
         ):
             line += f"   ({100 * (d['end']['loss'] / d['start']['loss'] - 1):+.2f} % loss)"
         print(line)

@@ -83,7 +83,9 @@ def working_tree_bytes() -> tuple[int, int]:
     untracked-not-ignored files, less the bundled model files that are moved aside for it."""
     out = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, check=True, capture_output=True,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
     ).stdout.decode()
     total = files = 0
     for rel in sorted(set(filter(None, out.split("\0")))):
@@ -106,7 +108,8 @@ def tree_bytes(path: Path) -> int:
 
 def list_images(folder: Path) -> list[Path]:
     return sorted(
-        p for p in folder.rglob("*")
+        p
+        for p in folder.rglob("*")
         if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
 
@@ -191,9 +194,24 @@ def fetch_wheels(kit: Path, want: list[str]) -> list[tuple[str, int]]:
         for h in have:
             h.unlink()
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-             "--python-version", "3.12", "--implementation", "cp", "--platform",
-             "manylinux2014_x86_64", "-d", str(kit / "whl"), *want],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.12",
+                "--implementation",
+                "cp",
+                "--platform",
+                "manylinux2014_x86_64",
+                "-d",
+                str(kit / "whl"),
+                *want,
+            ],
             check=True,
         )
     return [(f"whl/{h.name}", h.stat().st_size) for h in sorted((kit / "whl").glob("*.whl"))]
@@ -206,8 +224,10 @@ def report(sizes: list[tuple[str, int]], kit: Path, tree: int, limit_mib: float)
     for name, size in sizes:
         print(f"{size:>12,d}  {name}")
     print(f"{kit_total:>12,d}  kit in all ({kit})")
-    print(f"{total:>12,d}  TOTAL {total / MIB:.2f} MiB (limit {limit_mib:g} MiB; "
-          "a device call carries 64 MiB)")
+    print(
+        f"{total:>12,d}  TOTAL {total / MIB:.2f} MiB (limit {limit_mib:g} MiB; "
+        "a device call carries 64 MiB)"
+    )
     if total > limit_mib * MIB:
         print(f"over the limit of {limit_mib} MiB", file=sys.stderr)
         return 1
@@ -222,7 +242,9 @@ def build_portability(args) -> int:
         shutil.rmtree(stray) if stray.is_dir() else stray.unlink()
     tree, tree_files = working_tree_bytes()
     sizes = [(f"working tree without the model files ({tree_files} files)", tree)]
-    sizes += kit_models.pack_models(kit, {m: BUNDLED_DIR / f"{m}.mracnn" for m in args.models}, args.force)
+    sizes += kit_models.pack_models(
+        kit, {m: BUNDLED_DIR / f"{m}.mracnn" for m in args.models}, args.force
+    )
     sizes += fetch_wheels(kit, args.wheels.split())
     return report(sizes, kit, tree, args.limit_mib)
 
@@ -257,8 +279,12 @@ def build(args) -> int:
         return 1
     used, files, per = build_data(args, kit, budget)
     sizes.append(
-        (f"data/train: {files} crops of {args.crop}x{args.crop}, JPEG q{args.quality} 4:4:4 ("
-         + ", ".join(f"{k} {v}" for k, v in per.items()) + ")", used)
+        (
+            f"data/train: {files} crops of {args.crop}x{args.crop}, JPEG q{args.quality} 4:4:4 ("
+            + ", ".join(f"{k} {v}" for k, v in per.items())
+            + ")",
+            used,
+        )
     )
     return report(sizes, kit, tree, args.limit_mib)
 
@@ -285,10 +311,21 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wheels", default="ml_collections==1.1.0", help="pip specs, space-separated")
     p.add_argument("--force", action="store_true", help="repack the models even if up to date")
-    p.add_argument("--qualities", nargs="+", type=int, default=list(QUALITIES),
-                   help="the qualities the lease trains (at most three)")
-    p.add_argument("--start", action="append", type=_start, default=[], metavar="Q=MODEL_FILE",
-                   help="the file quality Q starts from (default: its bundled file)")
+    p.add_argument(
+        "--qualities",
+        nargs="+",
+        type=int,
+        default=list(QUALITIES),
+        help="the qualities the lease trains (at most three)",
+    )
+    p.add_argument(
+        "--start",
+        action="append",
+        type=_start,
+        default=[],
+        metavar="Q=MODEL_FILE",
+        help="the file quality Q starts from (default: its bundled file)",
+    )
     args = p.parse_args(argv)
     if not 1 <= len(args.qualities) <= 3 or len(set(args.qualities)) != len(args.qualities):
         p.error(f"--qualities {args.qualities}: one to three different qualities")

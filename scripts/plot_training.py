@@ -75,12 +75,21 @@ def draw(runs: list[tuple[str, RunMetrics]], out: Path, smooth: int) -> None:
             steps, loss = _series(run.train, "loss")
             first = min(smooth, len(loss)) - 1  # the first full window
             mean = moving_average(loss, smooth)[first:]
-            ax_loss.plot(steps[first:], _relative(mean, 0), color=colour, lw=1.2,
-                         label=f"{label}: training")
+            ax_loss.plot(
+                steps[first:], _relative(mean, 0), color=colour, lw=1.2, label=f"{label}: training"
+            )
         if run.eval:
             steps, loss = _series(run.eval, "loss")
-            ax_loss.plot(steps, _relative(loss, 0), "o", color=colour, mec="black", mew=0.5,
-                         ms=6, label=f"{label}: validation")
+            ax_loss.plot(
+                steps,
+                _relative(loss, 0),
+                "o",
+                color=colour,
+                mec="black",
+                mew=0.5,
+                ms=6,
+                label=f"{label}: validation",
+            )
             _, bpp = _series(run.eval, "bpp")
             _, psnr = _series(run.eval, "psnr")
             ax_rd.plot(bpp, psnr, "-o", color=colour, ms=4, label=label)
@@ -138,11 +147,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.export:
             export(run, args.export / f"{label}.jsonl")
         last = run.eval[-1] if run.eval else None
-        print(f"{label}: {len(run.train)} training records up to step "
-              f"{run.train[-1]['step'] if run.train else '-'}, {len(run.eval)} validations"
-              + (f", the last at step {last['step']}: loss {last['loss']:.4f}, "
-                 f"{last['bpp']:.4f} bpp, {last['psnr']:.2f} dB" if last else "")
-              + (f"; {run.unreadable} unreadable lines skipped" if run.unreadable else ""))
+        print(
+            f"{label}: {len(run.train)} training records up to step "
+            f"{run.train[-1]['step'] if run.train else '-'}, {len(run.eval)} validations"
+            + (
+                f", the last at step {last['step']}: loss {last['loss']:.4f}, "
+                f"{last['bpp']:.4f} bpp, {last['psnr']:.2f} dB"
+                if last
+                else ""
+            )
+            + (f"; {run.unreadable} unreadable lines skipped" if run.unreadable else "")
+        )
     draw(runs, args.out, args.smooth)
     print(f"wrote {args.out}")
     return 0

@@ -27,7 +27,9 @@ def test_jaxpr_flops_counts_convolutions_and_matmuls():
     bench = _module()
 
     def f(x, k, w):
-        y = jax.lax.conv_general_dilated(x, k, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = jax.lax.conv_general_dilated(
+            x, k, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
         return jnp.sum(jax.nn.relu(y).reshape(2, -1) @ w)
 
     x, k, w = jnp.ones((2, 16, 16, 3)), jnp.ones((3, 3, 3, 8)), jnp.ones((8 * 8 * 8, 5))

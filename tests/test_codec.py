@@ -321,9 +321,7 @@ def test_guard_perturbed_parameters(model, encoded):
     # same integers, and an image that differs by float noise only.
     params = jax.tree_util.tree_map(np.array, model.params)
     params["entropy"]["cc_mean_0"]["conv_2"]["bias"] += np.float32(1e-4)
-    r = codec.decompress_with_info(
-        data, codec.LoadedModel(model.config, params), check_model=False
-    )
+    r = codec.decompress_with_info(data, codec.LoadedModel(model.config, params), check_model=False)
     np.testing.assert_array_equal(r.y_symbols, encoded["kodak"].y_symbols)
     assert np.abs(r.image.astype(int) - encoded["kodak"].reconstruction).max() <= 1
 

@@ -34,11 +34,15 @@ def test_factorized_parameter_count_and_names(prior):
     _module, params = prior
     p = params["params"]
     assert sorted(p) == sorted(
-        [f"matrix_{k}" for k in range(5)] + [f"bias_{k}" for k in range(5)] + [f"factor_{k}" for k in range(4)]
+        [f"matrix_{k}" for k in range(5)]
+        + [f"bias_{k}" for k in range(5)]
+        + [f"factor_{k}" for k in range(4)]
     )
     assert p["matrix_0"].shape == (4, 3, 1) and p["matrix_4"].shape == (4, 1, 3)
     full = FactorizedPrior(192).init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 1, 192)))
-    assert sum(v.size for v in jax.tree_util.tree_leaves(full)) == 11_712 - 576  # CompressAI minus quantiles
+    assert (
+        sum(v.size for v in jax.tree_util.tree_leaves(full)) == 11_712 - 576
+    )  # CompressAI minus quantiles
 
 
 def test_factorized_cdf_is_monotone_and_density_integrates_to_one(prior):
@@ -145,7 +149,9 @@ def test_gaussian_likelihood_matches_closed_form():
     s = np.maximum(sigma, 0.11)
     phi = lambda t: 0.5 * np.vectorize(math.erfc)(-t / math.sqrt(2))
     ref = np.maximum(phi((y - mu + 0.5) / s) - phi((y - mu - 0.5) / s), 1e-9)
-    got = gaussian_likelihood(jnp.asarray(y, jnp.float32), jnp.asarray(mu, jnp.float32), jnp.asarray(sigma, jnp.float32))
+    got = gaussian_likelihood(
+        jnp.asarray(y, jnp.float32), jnp.asarray(mu, jnp.float32), jnp.asarray(sigma, jnp.float32)
+    )
     np.testing.assert_allclose(got, ref, rtol=2e-3, atol=1e-7)
     # the bin masses of a whole grid sum to one
     grid = jnp.arange(-100.0, 101.0) + 0.3
@@ -156,7 +162,9 @@ def test_gaussian_likelihood_matches_closed_form():
 def test_scale_index_hits_table_entries():
     table = scale_table()
     assert table[0] == pytest.approx(0.11) and table[-1] == pytest.approx(256.0)
-    np.testing.assert_allclose(scale_to_index(jnp.asarray(table, jnp.float32)), np.arange(64), atol=1e-3)
+    np.testing.assert_allclose(
+        scale_to_index(jnp.asarray(table, jnp.float32)), np.arange(64), atol=1e-3
+    )
     assert float(scale_to_index(jnp.asarray(0.01))) == 0.0
 
 

@@ -94,7 +94,9 @@ def test_the_check_can_fail(tmp_path):
     (package / "layers").mkdir(parents=True)
     (package / "codec").mkdir()
     (package / "training").mkdir()
-    (package / "layers" / "conv.py").write_text("def f():\n    from mracnn_jax.codec import tiles\n")
+    (package / "layers" / "conv.py").write_text(
+        "def f():\n    from mracnn_jax.codec import tiles\n"
+    )
     (package / "training" / "losses.py").write_text("from mracnn_jax import evaluation, fileio\n")
     (package / "evaluation.py").write_text("")
     (package / "fileio.py").write_text("")

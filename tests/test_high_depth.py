@@ -118,4 +118,6 @@ def test_8_bit_files_keep_their_layout(rich_model):
     assert data[5] == 0 and container.unpack(data).bits == 8
     assert codec.decompress(data, rich_model).dtype == np.uint8
     assert codec.compress(rgb[:, :, 0], rich_model)[5] == 1
-    assert images.restore_mode(np.stack([rgb[:, :, 0]] * 3, -1), "L").tolist() == rgb[:, :, 0].tolist()
+    assert (
+        images.restore_mode(np.stack([rgb[:, :, 0]] * 3, -1), "L").tolist() == rgb[:, :, 0].tolist()
+    )

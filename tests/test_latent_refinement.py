@@ -83,7 +83,9 @@ def test_refusals_are_one_line(rich_model, model, image):
     ms_ssim_model = codec.LoadedModel(
         model.config, model.params, {"lmbda": 8.73, "loss_metric": "ms-ssim"}
     )
-    with pytest.raises(latent_refinement.RefinementError, match="161 pixels a side; the image is 60x100"):
+    with pytest.raises(
+        latent_refinement.RefinementError, match="161 pixels a side; the image is 60x100"
+    ):
         latent_refinement.refine_latent(ms_ssim_model, image, 255, y0, steps=1)
 
 
@@ -121,7 +123,9 @@ def test_cli_refines_as_the_library_does(model, image, tmp_path):
 
 def test_learning_rate_decays_on_a_cosine_to_zero():
     rates = [latent_refinement.learning_rate_at(k, 4, 0.01) for k in range(5)]
-    assert rates == pytest.approx([0.01, 0.5 * 0.01 * (1 + 2**-0.5), 0.005, 0.5 * 0.01 * (1 - 2**-0.5), 0.0])
+    assert rates == pytest.approx(
+        [0.01, 0.5 * 0.01 * (1 + 2**-0.5), 0.005, 0.5 * 0.01 * (1 - 2**-0.5), 0.0]
+    )
 
 
 def test_evaluation_keeps_refined_and_plain_results_apart(model, image, tmp_path):

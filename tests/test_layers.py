@@ -55,7 +55,9 @@ def test_conv_transpose_forms_agree_with_scatter_and_flax(k, c_out):
     np.testing.assert_allclose(dil, ref, atol=1e-5 * np.abs(ref).max())
     # flax.linen.ConvTranspose with the flipped kernel and PyTorch's implicit padding.
     p = k // 2
-    flax_layer = nn.ConvTranspose(c_out, (k, k), strides=(2, 2), padding=((k - 1 - p, k - p),) * 2, use_bias=False)
+    flax_layer = nn.ConvTranspose(
+        c_out, (k, k), strides=(2, 2), padding=((k - 1 - p, k - p),) * 2, use_bias=False
+    )
     out = flax_layer.apply({"params": {"kernel": wj[::-1, ::-1]}}, xj)
     np.testing.assert_allclose(sub, out, atol=1e-5 * np.abs(ref).max())
 
@@ -105,7 +107,10 @@ def test_conv2d_stride2_gradient_on_even_and_odd_sizes():
         kernel, bias = params["params"]["kernel"], params["params"]["bias"]
         loss = lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x)))
         ref = lambda k, x, bias=bias: jnp.sum(jnp.sin(_xla_conv_stride2(x, k) + bias))
-        (g_p, g_x), (g_k, g_x_ref) = jax.grad(loss, (0, 1))(params, x), jax.grad(ref, (0, 1))(kernel, x)
+        (g_p, g_x), (g_k, g_x_ref) = (
+            jax.grad(loss, (0, 1))(params, x),
+            jax.grad(ref, (0, 1))(kernel, x),
+        )
         assert g_x.shape == shape
         np.testing.assert_allclose(g_x, g_x_ref, atol=1e-5)
         np.testing.assert_allclose(g_p["params"]["kernel"], g_k, atol=1e-5)
@@ -150,7 +155,9 @@ def test_conv2d_symmetric_padding_matches_numpy():
     ref = np.zeros((1, 4, 3, 3))
     for i in range(4):
         for j in range(3):
-            ref[0, i, j] = np.einsum("hwc,hwco->o", xp[0, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3], w) + bias
+            ref[0, i, j] = (
+                np.einsum("hwc,hwco->o", xp[0, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3], w) + bias
+            )
     np.testing.assert_allclose(layer.apply(params, x), ref, atol=1e-5)
 
 
@@ -171,12 +178,19 @@ def test_gdn_matches_formula_and_reparameterisation():
     x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
     beta = rng.uniform(0.5, 2, 5)
     gamma = rng.uniform(0, 0.3, (5, 5))
-    params = {"params": {"beta": reparameterize(jnp.asarray(beta)), "gamma": reparameterize(jnp.asarray(gamma))}}
+    params = {
+        "params": {
+            "beta": reparameterize(jnp.asarray(beta)),
+            "gamma": reparameterize(jnp.asarray(gamma)),
+        }
+    }
     norm = np.einsum("bhwj,ij->bhwi", x.astype(np.float64) ** 2, gamma) + beta
     np.testing.assert_allclose(GDN().apply(params, x), x / np.sqrt(norm), rtol=1e-5)
     np.testing.assert_allclose(GDN(inverse=True).apply(params, x), x * np.sqrt(norm), rtol=1e-5)
     # the stored form round-trips, and the lower bounds hold
-    np.testing.assert_allclose(deparameterize(reparameterize(jnp.asarray(beta)), 1e-6), beta, rtol=1e-6)
+    np.testing.assert_allclose(
+        deparameterize(reparameterize(jnp.asarray(beta)), 1e-6), beta, rtol=1e-6
+    )
     assert float(deparameterize(jnp.zeros(()), 1e-6)) == pytest.approx(1e-6, rel=1e-3)
     assert float(deparameterize(jnp.zeros(()), 0.0)) == pytest.approx(0.0, abs=PEDESTAL)
 
@@ -196,7 +210,9 @@ def test_igdn_inverts_gdn_only_without_cross_terms():
     assert np.max(np.abs(y - x)) > 1e-2  # not an identity
     # and it is the identity to first order near zero
     small = x * 1e-3
-    np.testing.assert_allclose(igdn.apply(params, gdn.apply(params, small)), small, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(
+        igdn.apply(params, gdn.apply(params, small)), small, rtol=1e-5, atol=1e-9
+    )
 
 
 def test_gdn_lower_bound_gradient_lets_parameters_recover():
@@ -252,7 +268,9 @@ def naive_window_attention(x, params, heads, window, shift):
     out = np.zeros_like(xs)
     coords = [(i, j) for i in range(window) for j in range(window)]
     for bi in range(b):
-        for wi, (r0, c0) in enumerate((r, cc) for r in range(0, h, window) for cc in range(0, w, window)):
+        for wi, (r0, c0) in enumerate(
+            (r, cc) for r in range(0, h, window) for cc in range(0, w, window)
+        ):
             tok = xs[bi, r0 : r0 + window, c0 : c0 + window].reshape(-1, c)
             qkv = tok @ qkv_w + qkv_b
             res = np.zeros((window * window, c))
@@ -263,13 +281,17 @@ def naive_window_attention(x, params, heads, window, shift):
                 logits = q @ k.T
                 for n, (i1, j1) in enumerate(coords):
                     for m, (i2, j2) in enumerate(coords):
-                        logits[n, m] += table[(i1 - i2 + window - 1) * (2 * window - 1) + (j1 - j2 + window - 1), hd]
+                        logits[n, m] += table[
+                            (i1 - i2 + window - 1) * (2 * window - 1) + (j1 - j2 + window - 1), hd
+                        ]
                 if mask is not None:
                     logits = logits + mask[wi]
                 a = np.exp(logits - logits.max(-1, keepdims=True))
                 a /= a.sum(-1, keepdims=True)
                 res[:, hd * d : (hd + 1) * d] = a @ v
-            out[bi, r0 : r0 + window, c0 : c0 + window] = (res @ proj_w + proj_b).reshape(window, window, c)
+            out[bi, r0 : r0 + window, c0 : c0 + window] = (res @ proj_w + proj_b).reshape(
+                window, window, c
+            )
     return x + np.roll(out, (shift, shift), axis=(1, 2))
 
 
@@ -278,7 +300,10 @@ def test_window_attention_matches_naive_loops(shift):
     x = np.random.default_rng(3).standard_normal((2, 8, 12, 16)).astype(np.float32)
     layer = WindowAttention(num_heads=4, window=4, shift=shift)
     params = layer.init(jax.random.PRNGKey(0), x)
-    params = jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(9), p.shape), params)
-    ref = naive_window_attention(x.astype(np.float64), jax.tree_util.tree_map(np.asarray, params["params"]), 4, 4, shift)
+    params = jax.tree_util.tree_map(
+        lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(9), p.shape), params
+    )
+    ref = naive_window_attention(
+        x.astype(np.float64), jax.tree_util.tree_map(np.asarray, params["params"]), 4, 4, shift
+    )
     np.testing.assert_allclose(layer.apply(params, x), ref, atol=1e-4)
-

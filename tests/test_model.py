@@ -45,7 +45,10 @@ MRACNN_COUNTS = {
 
 @pytest.mark.parametrize(
     "preset, expected, total",
-    [(presets.wacnn, WACNN_COUNTS, 75_235_779 - 576), (presets.mracnn, MRACNN_COUNTS, 55_346_739 - 576)],
+    [
+        (presets.wacnn, WACNN_COUNTS, 75_235_779 - 576),
+        (presets.mracnn, MRACNN_COUNTS, 55_346_739 - 576),
+    ],
 )
 def test_parameter_counts_match_pytorch(preset, expected, total):
     counts = parameter_counts(preset())
@@ -75,7 +78,9 @@ def smooth_images(batch: int, size: int, seed: int = 0) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size] / size
     images = []
     for _ in range(batch):
-        img = np.stack([a * xx + b * yy + c for a, b, c in rng.uniform(-0.5, 0.5, (3, 3))], -1) + 0.5
+        img = (
+            np.stack([a * xx + b * yy + c for a, b, c in rng.uniform(-0.5, 0.5, (3, 3))], -1) + 0.5
+        )
         for _ in range(3):
             cy, cx, r = rng.uniform(0, 1, 3) * [1, 1, 0.3]
             img[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = rng.uniform(0, 1, 3)

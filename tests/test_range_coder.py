@@ -72,8 +72,11 @@ def random_symbols(rng, tables: rc.Tables, rows: np.ndarray, far_bits: int) -> n
         v[sel] = rng.choice(len(freq), size=int(sel.sum()), p=freq / freq.sum())
     m = (tables.sizes[rows] - 2).astype(np.int64)
     u = rng.random(rows.shape)
-    near = np.where(rng.random(rows.shape) < 0.5, -rng.integers(1, 4, rows.shape),
-                    m + rng.integers(0, 4, rows.shape))
+    near = np.where(
+        rng.random(rows.shape) < 0.5,
+        -rng.integers(1, 4, rows.shape),
+        m + rng.integers(0, 4, rows.shape),
+    )
     far = rng.integers(1, 2**far_bits, rows.shape) >> rng.integers(0, far_bits, rows.shape)
     far = np.where(rng.random(rows.shape) < 0.5, -far, m + far)
     v = np.where(u < 0.05, near, np.where(u < 0.1, far, v))
@@ -106,8 +109,8 @@ def carry_tables() -> rc.Tables:
     freq = np.random.default_rng(8).integers(1, 32, 4000)
     p16 = np.concatenate([[0], np.cumsum(freq), [1 << 16]])  # the last, big bin escapes
     p12 = np.concatenate([[0], np.cumsum(freq[:400] % 3 + 1), [1 << 12]])
-    return rc.Tables.from_tfc_flat(np.concatenate([[-16], p16, [-12], p12, [16], p16]),
-                                   [-7, 0, 3])
+    return rc.Tables.from_tfc_flat(np.concatenate([[-16], p16, [-12], p12, [16], p16]), [-7, 0, 3])
+
 
 def round_trip(symbols, rows, tables) -> bytes:
     data = rc.encode(symbols, rows, tables)
@@ -122,8 +125,9 @@ def round_trip(symbols, rows, tables) -> bytes:
 def tfc_quantised_table(rng, tfc, num_rows, max_len, precision, pad=False, plain=()):
     parts = []
     for k in range(num_rows):
-        row = tfc.pmf_to_quantized_cdf(random_pmf(rng, int(rng.integers(1, max_len + 1))),
-                                       precision=precision).numpy()
+        row = tfc.pmf_to_quantized_cdf(
+            random_pmf(rng, int(rng.integers(1, max_len + 1))), precision=precision
+        ).numpy()
         parts.append(np.concatenate([[precision if k in plain else -precision], row]))
         if pad and rng.random() < 0.3:
             parts.append(np.full(rng.integers(1, 4), 1 << precision))
@@ -143,9 +147,15 @@ def test_matches_tfc_batched_model(tfc_env):
         offsets = rng.integers(-20, 6, channels).astype(np.int32)
         tables = rc.Tables.from_tfc_flat(flat, offsets, precision)
         model = tfc.ContinuousBatchedEntropyModel(
-            prior_shape=(channels,), coding_rank=3, compression=True, stateless=True,
-            cdf=tf.constant(flat), cdf_offset=tf.constant(offsets), offset_heuristic=False,
-            tail_mass=2**-8)
+            prior_shape=(channels,),
+            coding_rank=3,
+            compression=True,
+            stateless=True,
+            cdf=tf.constant(flat),
+            cdf_offset=tf.constant(offsets),
+            offset_heuristic=False,
+            tail_mass=2**-8,
+        )
         batch, h, w = 64, int(rng.integers(1, 6)), int(rng.integers(1, 6))
         rows = np.broadcast_to(np.arange(channels), (batch, h, w, channels))
         symbols = random_symbols(rng, tables, rows, far_bits=23)  # float32-exact
@@ -199,8 +209,9 @@ def test_matches_tfc_y_model(tfc_env):
         symbols = np.rint(rng.normal(size=shape) * scales[idx]).astype(np.int64)
         wild = rng.random(shape) < 0.05
         symbols = np.where(wild, rng.integers(-(2**23), 2**23, shape), symbols)
-        strings = yc.model.compress(tf.constant(symbols.astype(np.float32)),
-                                    tf.constant(idx.astype(np.int32))).numpy()
+        strings = yc.model.compress(
+            tf.constant(symbols.astype(np.float32)), tf.constant(idx.astype(np.int32))
+        ).numpy()
         for b in range(shape[0]):
             assert round_trip(symbols[b], idx[b], tables) == strings[b]
     one = rc.encode(symbols[:1], idx[:1], tables)
@@ -234,8 +245,10 @@ def test_matches_tfc_long_carries(tfc_env):
 
 
 def numpy_tables(rng, num_rows, max_len, precision=12, escapes=True):
-    rows = [numpy_cdf(random_pmf(rng, int(rng.integers(1, max_len + 1))), precision)
-            for _ in range(num_rows)]
+    rows = [
+        numpy_cdf(random_pmf(rng, int(rng.integers(1, max_len + 1))), precision)
+        for _ in range(num_rows)
+    ]
     return rc.Tables.from_rows(rows, rng.integers(-50, 10, num_rows), precision, escapes)
 
 
@@ -341,10 +354,12 @@ def test_corrupt_strings_fail_fast():
 
 
 def test_imports_no_tensorflow():
-    code = ("import sys, numpy as np; from mracnn_jax.coding import range_coder as rc; "
-            "t = rc.Tables.from_rows([[0, 9, 4096]], [0], 12); "
-            "assert rc.decode(rc.encode(np.arange(-3, 4), np.zeros(7, int), t), np.zeros(7, int), t)"
-            ".tolist() == list(range(-3, 4)); assert 'tensorflow' not in sys.modules")
+    code = (
+        "import sys, numpy as np; from mracnn_jax.coding import range_coder as rc; "
+        "t = rc.Tables.from_rows([[0, 9, 4096]], [0], 12); "
+        "assert rc.decode(rc.encode(np.arange(-3, 4), np.zeros(7, int), t), np.zeros(7, int), t)"
+        ".tolist() == list(range(-3, 4)); assert 'tensorflow' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -389,8 +404,12 @@ def test_plain_python_kernels_write_the_same_bytes():
         "import test_range_coder as t; sys.stdout.buffer.write(pickle.dumps(t.kernel_outputs()))"
     )
     env = dict(os.environ, MRACNN_NO_NUMBA="1")
-    res = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], env=env,
-                         capture_output=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent)],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
     plain, compiled = pickle.loads(res.stdout), kernel_outputs()
     assert len(plain) == len(compiled) == 85
     for a, b in zip(plain, compiled):

@@ -62,8 +62,15 @@ def test_plot_script_draws_and_exports_the_history(tmp_path):
     wd.mkdir()
     rng = np.random.default_rng(1)
     train = [
-        {"step": s, "split": "train", "loss": 2 - s / 100 + 0.1 * rng.random(), "bpp": 0.5,
-         "psnr": 30.0, "lr": 1e-4, "time": 1.0}
+        {
+            "step": s,
+            "split": "train",
+            "loss": 2 - s / 100 + 0.1 * rng.random(),
+            "bpp": 0.5,
+            "psnr": 30.0,
+            "lr": 1e-4,
+            "time": 1.0,
+        }
         for s in range(10, 110, 10)
     ]
     evals = [
@@ -72,8 +79,17 @@ def test_plot_script_draws_and_exports_the_history(tmp_path):
     ]
     _write(wd / "metrics.jsonl", evals[:1] + train + evals[1:])
     out, exported = tmp_path / "curves.png", tmp_path / "logs"
-    cmd = [sys.executable, str(REPO / "scripts" / "plot_training.py"), f"{wd}=q9",
-           "--out", str(out), "--smooth", "3", "--export", str(exported)]
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "plot_training.py"),
+        f"{wd}=q9",
+        "--out",
+        str(out),
+        "--smooth",
+        "3",
+        "--export",
+        str(exported),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True)
     assert "q9: 10 training records up to step 100, 2 validations" in res.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -142,7 +142,7 @@ def test_pmf_to_quantized_cdf_equals_tfc_on_introsort_killers(tfc_env, n, precis
     proportional to its mass: the masses order the queue as the adversary's keys."""
     tf, tfc, _ = tfc_env
     sign = 1 if 10 * n > 1 << precision else -1  # penalties ascending, gains descending
-    pmf = ((10 + sign * 0.9 * (_introsort_killer(n) / (n + 1) - 0.5)) / 2**precision)
+    pmf = (10 + sign * 0.9 * (_introsort_killer(n) / (n + 1) - 0.5)) / 2**precision
     pmf = pmf.astype(np.float32)
     np.testing.assert_array_equal(
         tables.pmf_to_quantized_cdf(pmf, precision),

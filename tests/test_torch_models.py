@@ -167,8 +167,14 @@ def test_twin_weights_run_in_flax(name, make_latents_informative):
 
 @pytest.mark.parametrize(
     "preset",
-    [presets.small, presets.mracnn, presets.wacnn, presets.wacnn_mracb, presets.wacnn_elam,
-     presets.wacnn_clab],
+    [
+        presets.small,
+        presets.mracnn,
+        presets.wacnn,
+        presets.wacnn_mracb,
+        presets.wacnn_elam,
+        presets.wacnn_clab,
+    ],
 )
 def test_parameter_counts_equal_ours(preset):
     cfg = preset()
@@ -195,9 +201,14 @@ def test_wacnn_twin_equals_stf_reference():
     cfg = presets.small(presets.wacnn())
     torch.manual_seed(0)
     reference = torch_wacnn.WACNN(
-        cfg.N, cfg.M, Z=cfg.Z, hyper_analysis_widths=cfg.hyper_analysis_widths,
-        hyper_synthesis_widths=cfg.hyper_synthesis_widths, cc_widths=cfg.entropy.cc_widths,
-        num_slices=cfg.entropy.num_slices, max_support_slices=cfg.entropy.max_support,
+        cfg.N,
+        cfg.M,
+        Z=cfg.Z,
+        hyper_analysis_widths=cfg.hyper_analysis_widths,
+        hyper_synthesis_widths=cfg.hyper_synthesis_widths,
+        cc_widths=cfg.entropy.cc_widths,
+        num_slices=cfg.entropy.num_slices,
+        max_support_slices=cfg.entropy.max_support,
     )
     state = reference.state_dict()
     state["entropy_bottleneck._quantized_cdf"] = torch.ones(cfg.Z, 7, dtype=torch.int32)

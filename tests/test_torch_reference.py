@@ -13,7 +13,8 @@ Parameter counts are those measured on the public WACNN (docs/architecture.md se
 import pytest
 
 torch = pytest.importorskip(
-    "torch", reason="PyTorch not installed: the WACNN reference needs requirements/torch-cpu.txt")
+    "torch", reason="PyTorch not installed: the WACNN reference needs requirements/torch-cpu.txt"
+)
 
 # after the skip: the reference imports torch
 from reference import torch_wacnn as ref
@@ -63,22 +64,41 @@ def test_parameter_counts(model):
 def test_state_dict_keys_follow_public_stf(model):
     keys = set(model.state_dict())
     for k in (
-        "g_a.0.weight", "g_a.0.bias", "g_a.1.beta", "g_a.1.gamma",
-        "g_a.1.beta_reparam.pedestal", "g_a.1.gamma_reparam.lower_bound.bound",
-        "g_a.4.conv_a.0.conv.0.weight", "g_a.4.conv_a.2.conv.4.bias",
+        "g_a.0.weight",
+        "g_a.0.bias",
+        "g_a.1.beta",
+        "g_a.1.gamma",
+        "g_a.1.beta_reparam.pedestal",
+        "g_a.1.gamma_reparam.lower_bound.bound",
+        "g_a.4.conv_a.0.conv.0.weight",
+        "g_a.4.conv_a.2.conv.4.bias",
         "g_a.4.conv_b.0.attn.relative_position_bias_table",
         "g_a.4.conv_b.0.attn.relative_position_index",
-        "g_a.4.conv_b.0.attn.qkv.weight", "g_a.4.conv_b.0.attn.proj.bias",
-        "g_a.4.conv_b.4.weight", "g_a.8.conv_b.3.conv.2.weight",
-        "g_s.0.conv_a.0.conv.0.weight", "g_s.1.weight", "g_s.2.beta", "g_s.8.weight",
-        "h_a.0.weight", "h_a.8.bias", "h_mean_s.2.0.weight", "h_scale_s.6.0.bias",
+        "g_a.4.conv_b.0.attn.qkv.weight",
+        "g_a.4.conv_b.0.attn.proj.bias",
+        "g_a.4.conv_b.4.weight",
+        "g_a.8.conv_b.3.conv.2.weight",
+        "g_s.0.conv_a.0.conv.0.weight",
+        "g_s.1.weight",
+        "g_s.2.beta",
+        "g_s.8.weight",
+        "h_a.0.weight",
+        "h_a.8.bias",
+        "h_mean_s.2.0.weight",
+        "h_scale_s.6.0.bias",
         "h_scale_s.8.weight",
-        "cc_mean_transforms.0.0.weight", "cc_mean_transforms.9.8.bias",
-        "cc_scale_transforms.5.4.weight", "lrp_transforms.9.0.weight",
-        "entropy_bottleneck._matrix0", "entropy_bottleneck._bias4",
-        "entropy_bottleneck._factor3", "entropy_bottleneck.quantiles",
-        "entropy_bottleneck.target", "entropy_bottleneck._quantized_cdf",
-        "gaussian_conditional.scale_table", "gaussian_conditional.scale_bound",
+        "cc_mean_transforms.0.0.weight",
+        "cc_mean_transforms.9.8.bias",
+        "cc_scale_transforms.5.4.weight",
+        "lrp_transforms.9.0.weight",
+        "entropy_bottleneck._matrix0",
+        "entropy_bottleneck._bias4",
+        "entropy_bottleneck._factor3",
+        "entropy_bottleneck.quantiles",
+        "entropy_bottleneck.target",
+        "entropy_bottleneck._quantized_cdf",
+        "gaussian_conditional.scale_table",
+        "gaussian_conditional.scale_bound",
         "gaussian_conditional.lower_bound_scale.bound",
     ):
         assert k in keys, k

@@ -149,7 +149,9 @@ class LoadedModel:
         host = jax.tree_util.tree_map(np.asarray, params)
         self.params_digest = digest or model_file.params_digest(host)
         self.identity = bytes.fromhex(self.params_digest)[: container.DIGEST_BYTES]
-        self.params = jax.device_put(host)  # (jnp.asarray would compile a copy per shape on jax 0.10)
+        self.params = jax.device_put(
+            host
+        )  # (jnp.asarray would compile a copy per shape on jax 0.10)
         self.metadata = dict(metadata or {})
         self.num_slices = self.pieces.num_slices
         self.channels = int(self.config.channels)  # 3, or 1: a grayscale model

@@ -72,11 +72,17 @@ class Tables:
         self.precisions = np.ascontiguousarray(precisions, np.int64)
         self.escapes = np.ascontiguousarray(escapes, np.bool_)
         r = len(self.sizes)
-        if not (r and self.cdf.ndim == 2 and self.cdf.shape[0] == r
-                and self.offsets.shape == self.precisions.shape == self.escapes.shape == (r,)
-                and 2 <= self.sizes.min() and self.sizes.max() <= self.cdf.shape[1]
-                and 1 <= self.precisions.min() and self.precisions.max() <= 16
-                and np.abs(self.offsets).max() < 2**31):
+        if not (
+            r
+            and self.cdf.ndim == 2
+            and self.cdf.shape[0] == r
+            and self.offsets.shape == self.precisions.shape == self.escapes.shape == (r,)
+            and 2 <= self.sizes.min()
+            and self.sizes.max() <= self.cdf.shape[1]
+            and 1 <= self.precisions.min()
+            and self.precisions.max() <= 16
+            and np.abs(self.offsets).max() < 2**31
+        ):
             raise ValueError("Tables: inconsistent shapes, sizes, precisions or offsets")
         for k in range(r):
             row, top = self.cdf[k, : self.sizes[k]], 1 << int(self.precisions[k])
@@ -109,14 +115,14 @@ class Tables:
             if not 1 <= p <= 16 or i + 2 >= len(flat) or flat[i + 1] != 0:
                 raise ValueError(f"Tables.from_tfc_flat: bad row header at {i}")
             top = 1 << p
-            ends = np.flatnonzero(flat[i + 1:] == top)
+            ends = np.flatnonzero(flat[i + 1 :] == top)
             if not len(ends):
                 raise ValueError(f"Tables.from_tfc_flat: row at {i} does not end with {top}")
             j = i + 1 + int(ends[0])
-            rows.append(flat[i + 1: j + 1])
+            rows.append(flat[i + 1 : j + 1])
             precs.append(p)
             esc.append(flat[i] < 0)
-            rest = np.flatnonzero(flat[j + 1:] != top)  # skip padding
+            rest = np.flatnonzero(flat[j + 1 :] != top)  # skip padding
             i = j + 1 + (int(rest[0]) if len(rest) else len(flat) - j - 1)
         offsets = np.asarray(cdf_offset, np.int64).reshape(-1)
         if len(rows) != len(offsets):
@@ -126,7 +132,7 @@ class Tables:
         width = max((len(r) for r in rows), default=2)
         table = np.empty((len(rows), width), np.int64)
         for k, r in enumerate(rows):
-            table[k, : len(r)], table[k, len(r):] = r, r[-1]
+            table[k, : len(r)], table[k, len(r) :] = r, r[-1]
         return cls(table, [len(r) for r in rows], offsets, precs, esc)
 
     def to_tfc_flat(self) -> np.ndarray:
@@ -346,7 +352,11 @@ def decode(data: bytes, rows: np.ndarray, tables: Tables) -> np.ndarray:
     same rows and tables; ``RangeCodingError`` where the string cannot be theirs."""
     rows_ = np.asarray(rows)
     out = np.zeros(rows_.shape, np.int32)
-    code, at = _decode(np.frombuffer(bytes(data), np.uint8).astype(np.int64), _ints(rows_, "rows"),
-                       *tables.arrays(), out.reshape(-1))
+    code, at = _decode(
+        np.frombuffer(bytes(data), np.uint8).astype(np.int64),
+        _ints(rows_, "rows"),
+        *tables.arrays(),
+        out.reshape(-1),
+    )
     _raise(code, at, "decoding")
     return out

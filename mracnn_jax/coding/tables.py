@@ -81,6 +81,7 @@ def _log2(k: int) -> float:
 
 def _std_sort(a: list) -> None:
     """libstdc++ (GCC 9) ``std::sort`` of ``[key, payload]`` items by ``key`` (``<``), in place."""
+
     def ins(i):  # __unguarded_linear_insert
         v = a[i]
         while v[0] < a[i - 1][0]:

@@ -45,7 +45,9 @@ def scale_table(num_scales: int = NUM_SCALES, lo: float = SCALE_BOUND, hi: float
     return np.exp(np.linspace(np.log(lo), np.log(hi), num_scales))
 
 
-def scale_to_index(sigma, num_scales: int = NUM_SCALES, lo: float = SCALE_BOUND, hi: float = SCALE_MAX):
+def scale_to_index(
+    sigma, num_scales: int = NUM_SCALES, lo: float = SCALE_BOUND, hi: float = SCALE_MAX
+):
     """Continuous position of sigma in the scale table: (ln max(sigma, lo) - ln lo) / step.
 
     The coder clips it to [0, num_scales - 1] and rounds it to the nearest table entry.

@@ -67,7 +67,9 @@ class ImageCompressor(nn.Module):
             elsa=cfg.elsa,
             compute_dtype=self.compute_dtype,
         )
-        self.entropy_bottleneck = FactorizedPrior(cfg.Z, tuple(cfg.prior_filters), cfg.prior_init_scale)
+        self.entropy_bottleneck = FactorizedPrior(
+            cfg.Z, tuple(cfg.prior_filters), cfg.prior_init_scale
+        )
 
     @property
     def compute_dtype(self) -> str:

@@ -148,7 +148,9 @@ def wacnn_clab() -> ml_collections.ConfigDict:
     return cfg
 
 
-def small(base: ml_collections.ConfigDict | None = None, width: int = 16) -> ml_collections.ConfigDict:
+def small(
+    base: ml_collections.ConfigDict | None = None, width: int = 16
+) -> ml_collections.ConfigDict:
     """A narrow copy of ``base`` (default MRACNN) for tests: every width divided down."""
     cfg = mracnn() if base is None else base
     cfg.name = f"{cfg.name}-small"

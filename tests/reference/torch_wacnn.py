@@ -124,8 +124,9 @@ class NonNegativeParametrizer(nn.Module):
 class GDN(nn.Module):
     """GDN (or IGDN with ``inverse=True``): x * rsqrt(beta + gamma @ x^2), per pixel."""
 
-    def __init__(self, channels: int, inverse: bool = False, beta_min: float = 1e-6,
-                 gamma_init: float = 0.1):
+    def __init__(
+        self, channels: int, inverse: bool = False, beta_min: float = 1e-6, gamma_init: float = 0.1
+    ):
         super().__init__()
         self.inverse = bool(inverse)
         self.beta_reparam = NonNegativeParametrizer(minimum=beta_min)
@@ -146,8 +147,9 @@ def conv(cin: int, cout: int, kernel_size: int = 5, stride: int = 2) -> nn.Conv2
 
 
 def deconv(cin: int, cout: int, kernel_size: int = 5, stride: int = 2) -> nn.ConvTranspose2d:
-    return nn.ConvTranspose2d(cin, cout, kernel_size, stride=stride, padding=kernel_size // 2,
-                              output_padding=stride - 1)
+    return nn.ConvTranspose2d(
+        cin, cout, kernel_size, stride=stride, padding=kernel_size // 2, output_padding=stride - 1
+    )
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -169,8 +171,13 @@ class ResidualUnit(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         half = channels // 2
-        self.conv = nn.Sequential(conv1x1(channels, half), nn.GELU(), conv3x3(half, half),
-                                  nn.GELU(), conv1x1(half, channels))
+        self.conv = nn.Sequential(
+            conv1x1(channels, half),
+            nn.GELU(),
+            conv3x3(half, half),
+            nn.GELU(),
+            conv1x1(half, channels),
+        )
         self.relu = nn.GELU()  # named "relu" in the public code; it is a GELU
 
     def forward(self, x: Tensor) -> Tensor:
@@ -292,7 +299,9 @@ class WindowAttentionModule(nn.Module):
         self.conv_a = nn.Sequential(ResidualUnit(dim), ResidualUnit(dim), ResidualUnit(dim))
         self.conv_b = nn.Sequential(
             WinBasedAttention(dim, num_heads, window_size, shift_size),
-            ResidualUnit(dim), ResidualUnit(dim), ResidualUnit(dim),
+            ResidualUnit(dim),
+            ResidualUnit(dim),
+            ResidualUnit(dim),
             conv1x1(dim, dim),
         )
 
@@ -332,8 +341,13 @@ class EntropyBottleneck(_EntropyModelBase):
 
     target: Tensor
 
-    def __init__(self, channels: int, tail_mass: float = 1e-9, init_scale: float = 10.0,
-                 filters: tuple[int, ...] = (3, 3, 3, 3)):
+    def __init__(
+        self,
+        channels: int,
+        tail_mass: float = 1e-9,
+        init_scale: float = 10.0,
+        filters: tuple[int, ...] = (3, 3, 3, 3),
+    ):
         super().__init__()
         self.channels = int(channels)
         self.filters = tuple(int(f) for f in filters)
@@ -344,13 +358,15 @@ class EntropyBottleneck(_EntropyModelBase):
         for i in range(len(self.filters) + 1):
             init = math.log(math.expm1(1.0 / scale / dims[i + 1]))
             self.register_parameter(
-                f"_matrix{i}", nn.Parameter(torch.full((channels, dims[i + 1], dims[i]), init)))
+                f"_matrix{i}", nn.Parameter(torch.full((channels, dims[i + 1], dims[i]), init))
+            )
             self.register_parameter(
-                f"_bias{i}",
-                nn.Parameter(torch.empty(channels, dims[i + 1], 1).uniform_(-0.5, 0.5)))
+                f"_bias{i}", nn.Parameter(torch.empty(channels, dims[i + 1], 1).uniform_(-0.5, 0.5))
+            )
             if i < len(self.filters):
                 self.register_parameter(
-                    f"_factor{i}", nn.Parameter(torch.zeros(channels, dims[i + 1], 1)))
+                    f"_factor{i}", nn.Parameter(torch.zeros(channels, dims[i + 1], 1))
+                )
         q = torch.tensor([-self.init_scale, 0.0, self.init_scale])
         self.quantiles = nn.Parameter(q.repeat(channels, 1, 1))  # (C, 1, 3)
         t = math.log(2.0 / self.tail_mass - 1.0)
@@ -424,8 +440,9 @@ class GaussianConditional(_EntropyModelBase):
         lower = self._standardized_cumulative((-0.5 - values) / scales)
         return upper - lower
 
-    def forward(self, x: Tensor, scales: Tensor, means: Tensor | None = None,
-                training: bool | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, scales: Tensor, means: Tensor | None = None, training: bool | None = None
+    ) -> tuple[Tensor, Tensor]:
         if training is None:
             training = self.training
         out = self.quantize(x, "noise" if training else "dequantize", means)
@@ -438,20 +455,26 @@ class GaussianConditional(_EntropyModelBase):
 # ----------------------------------------------------------------------------------------------
 
 
-def _hyper_synthesis(z: int = 192, widths: tuple[int, ...] = (192, 224, 256, 288),
-                     m: int = 320) -> nn.Sequential:
+def _hyper_synthesis(
+    z: int = 192, widths: tuple[int, ...] = (192, 224, 256, 288), m: int = 320
+) -> nn.Sequential:
     w = tuple(widths) + (m,)
     return nn.Sequential(
-        conv3x3(z, w[0]), nn.GELU(),
-        subpel_conv3x3(w[0], w[1], 2), nn.GELU(),
-        conv3x3(w[1], w[2]), nn.GELU(),
-        subpel_conv3x3(w[2], w[3], 2), nn.GELU(),
+        conv3x3(z, w[0]),
+        nn.GELU(),
+        subpel_conv3x3(w[0], w[1], 2),
+        nn.GELU(),
+        conv3x3(w[1], w[2]),
+        nn.GELU(),
+        subpel_conv3x3(w[2], w[3], 2),
+        nn.GELU(),
         conv3x3(w[3], w[4]),
     )
 
 
-def _slice_transform(cin: int, hidden: tuple[int, ...] = (224, 176, 128, 64),
-                     out: int = 32) -> nn.Sequential:
+def _slice_transform(
+    cin: int, hidden: tuple[int, ...] = (224, 176, 128, 64), out: int = 32
+) -> nn.Sequential:
     """3x3 convs cin -> 224 -> 176 -> 128 -> 64 -> 32 with GELU between (keys 0,2,4,6,8)."""
     widths = (cin,) + tuple(hidden) + (out,)
     layers = []
@@ -465,11 +488,19 @@ def _slice_transform(cin: int, hidden: tuple[int, ...] = (224, 176, 128, 64),
 class WACNN(nn.Module):
     """WACNN (N=192, M=320): WAM transforms, mean-scale hyperprior, 10-slice channel context."""
 
-    def __init__(self, N: int = 192, M: int = 320, *, Z: int = 192,
-                 hyper_analysis_widths: tuple[int, ...] = (320, 288, 256, 224),
-                 hyper_synthesis_widths: tuple[int, ...] = (192, 224, 256, 288),
-                 cc_widths: tuple[int, ...] = (224, 176, 128, 64),
-                 num_slices: int = 10, max_support_slices: int = 5, num_heads: int = 8):
+    def __init__(
+        self,
+        N: int = 192,
+        M: int = 320,
+        *,
+        Z: int = 192,
+        hyper_analysis_widths: tuple[int, ...] = (320, 288, 256, 224),
+        hyper_synthesis_widths: tuple[int, ...] = (192, 224, 256, 288),
+        cc_widths: tuple[int, ...] = (224, 176, 128, 64),
+        num_slices: int = 10,
+        max_support_slices: int = 5,
+        num_heads: int = 8,
+    ):
         """The defaults are the public model; the keyword widths exist for small test models
         (the public code hard-codes them: h_a 320-320-288-256-224-192, h_s 192-224-256-288-320,
         slice transforms 224-176-128-64-32)."""
@@ -482,38 +513,51 @@ class WACNN(nn.Module):
         heads = num_heads
 
         self.g_a = nn.Sequential(
-            conv(3, N), GDN(N),
-            conv(N, N), GDN(N),
+            conv(3, N),
+            GDN(N),
+            conv(N, N),
+            GDN(N),
             WindowAttentionModule(N, num_heads=heads, window_size=8, shift_size=4),
-            conv(N, N), GDN(N),
+            conv(N, N),
+            GDN(N),
             conv(N, M),
             WindowAttentionModule(M, num_heads=heads, window_size=4, shift_size=2),
         )
         self.g_s = nn.Sequential(
             WindowAttentionModule(M, num_heads=heads, window_size=4, shift_size=2),
-            deconv(M, N), GDN(N, inverse=True),
-            deconv(N, N), GDN(N, inverse=True),
+            deconv(M, N),
+            GDN(N, inverse=True),
+            deconv(N, N),
+            GDN(N, inverse=True),
             WindowAttentionModule(N, num_heads=heads, window_size=8, shift_size=4),
-            deconv(N, N), GDN(N, inverse=True),
+            deconv(N, N),
+            GDN(N, inverse=True),
             deconv(N, 3),
         )
         ha = (M,) + tuple(hyper_analysis_widths) + (Z,)
         self.h_a = nn.Sequential(
-            conv3x3(ha[0], ha[1]), nn.GELU(),
-            conv3x3(ha[1], ha[2]), nn.GELU(),
-            conv3x3(ha[2], ha[3], stride=2), nn.GELU(),
-            conv3x3(ha[3], ha[4]), nn.GELU(),
+            conv3x3(ha[0], ha[1]),
+            nn.GELU(),
+            conv3x3(ha[1], ha[2]),
+            nn.GELU(),
+            conv3x3(ha[2], ha[3], stride=2),
+            nn.GELU(),
+            conv3x3(ha[3], ha[4]),
+            nn.GELU(),
             conv3x3(ha[4], ha[5], stride=2),
         )
         self.h_mean_s = _hyper_synthesis(Z, hyper_synthesis_widths, M)
         self.h_scale_s = _hyper_synthesis(Z, hyper_synthesis_widths, M)
         self.cc_mean_transforms = nn.ModuleList(
-            _slice_transform(M + s * min(i, ms), cc_widths, s) for i in range(self.num_slices))
+            _slice_transform(M + s * min(i, ms), cc_widths, s) for i in range(self.num_slices)
+        )
         self.cc_scale_transforms = nn.ModuleList(
-            _slice_transform(M + s * min(i, ms), cc_widths, s) for i in range(self.num_slices))
+            _slice_transform(M + s * min(i, ms), cc_widths, s) for i in range(self.num_slices)
+        )
         self.lrp_transforms = nn.ModuleList(
             _slice_transform(M + s * min(i + 1, ms + 1), cc_widths, s)
-            for i in range(self.num_slices))
+            for i in range(self.num_slices)
+        )
         self.entropy_bottleneck = EntropyBottleneck(Z)
         self.gaussian_conditional = GaussianConditional()
 
@@ -565,8 +609,9 @@ class WACNN(nn.Module):
 
 
 @torch.no_grad()
-def spread_latents(model: WACNN, y_gain: float = 30.0, z_gain: float = 50.0,
-                   scale_offset: float = 2.0) -> WACNN:
+def spread_latents(
+    model: WACNN, y_gain: float = 30.0, z_gain: float = 50.0, scale_offset: float = 2.0
+) -> WACNN:
     """Make a randomly initialised WACNN's latents worth coding (in place; returns the model).
 
     PyTorch's default initialisation shrinks activations layer by layer, so that y and z of a
@@ -592,8 +637,9 @@ def count_parameters(model: nn.Module) -> OrderedDict[str, int]:
     return counts
 
 
-def rate_distortion_loss(out: Mapping[str, object], target: Tensor,
-                         lmbda: float) -> dict[str, Tensor]:
+def rate_distortion_loss(
+    out: Mapping[str, object], target: Tensor, lmbda: float
+) -> dict[str, Tensor]:
     """STF/CompressAI loss: lambda * 255^2 * MSE + bpp, bpp = sum(log p) / (-ln 2 * B*H*W)."""
     b, _, h, w = target.shape
     num_pixels = b * h * w
@@ -633,9 +679,7 @@ def load_stf_state_dict(model: WACNN, state_dict: Mapping[str, Tensor], strict: 
     """
     if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
         state_dict = state_dict["state_dict"]  # type: ignore[assignment]
-    sd = OrderedDict(
-        (_canonical_key(k.removeprefix("module.")), v)
-        for k, v in state_dict.items())
+    sd = OrderedDict((_canonical_key(k.removeprefix("module.")), v) for k, v in state_dict.items())
     for mod_name, bufs in _DYNAMIC_BUFFERS.items():
         module = getattr(model, mod_name)
         for buf in bufs:
