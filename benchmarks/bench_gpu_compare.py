@@ -65,40 +65,19 @@ def dense_peaks(device_name: str) -> tuple[float, float] | None:
 def _prepare_jax(a) -> tuple[dict, Callable[[], dict]]:
     """Builds and compiles the JAX step; returns what it measured and the timed loop."""
     import jax
-    import jax.numpy as jnp
-    from bench_train_step import _flops, jaxpr_flops, time_steps  # the script's folder
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
+    from bench_train_step import _flops, compile_step, counted_flops, time_steps  # the folder
 
     from mracnn_jax.config_files import load_config
-    from mracnn_jax.models import build_model
-    from mracnn_jax.training import steps
-    from mracnn_jax.training.train_state import make_optimizer
 
     t_start = time.perf_counter()
     config = load_config(a.config)
     config.model.compute_dtype = "bfloat16" if a.worker == "jax-bf16" else "float32"
-    model = build_model(config.model)
-    mesh = steps.make_mesh(jax.local_devices()[:1])
-    tx = make_optimizer(config.train)
-    init_key, noise_key = steps.root_keys(0)
-    state = steps.init_train_state(model, tx, init_key, mesh)
-    step = steps.jit_train_step(steps.make_train_step(model, tx, config.train), mesh)
-    batch = jax.device_put(
-        (jax.random.uniform(jax.random.PRNGKey(1), (a.batch, a.crop, a.crop, 3)) * 255).astype(
-            jnp.uint8
-        ),
-        NamedSharding(mesh, P("data")),
-    )
-    lowered = step.lower(state, batch, noise_key)
-    t0 = time.perf_counter()
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - t0
-    flops, source = _flops(lowered), "lowered"
+    s = compile_step(config, a.batch, a.crop, jax.local_devices()[:1])
+    flops, source = _flops(s.lowered), "lowered"
     if flops is None:
-        flops, source = jaxpr_flops(jax.make_jaxpr(step)(state, batch, noise_key)), "jaxpr"
+        flops, source = counted_flops(s), "jaxpr"
     info = {
-        "compile_s": compile_s,
+        "compile_s": s.compile_s,
         "start_to_compiled_s": time.perf_counter() - t_start,
         "flops": flops,
         "flops_source": source,
@@ -106,7 +85,7 @@ def _prepare_jax(a) -> tuple[dict, Callable[[], dict]]:
     }
 
     def timed() -> dict:
-        _, metrics, seconds = time_steps(compiled, state, batch, noise_key, a.steps)
+        _, metrics, seconds = time_steps(s, a.steps)
         stats = jax.local_devices()[0].memory_stats() or {}
         peak = stats.get("peak_bytes_in_use")
         return {

@@ -31,10 +31,12 @@ left out on purpose (it is measured by ``python -m mracnn_jax.training.input_pip
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
 import time
+from typing import Any
 
 from mracnn_jax.config_files import config_path, load_config
 
@@ -88,16 +90,64 @@ def jaxpr_flops(jaxpr) -> float:
     return total
 
 
-def time_steps(compiled, state, batch, noise_key, steps: int):
-    """Runs the compiled train step once (warm-up), then ``steps`` times, step i with the noise key
+@dataclasses.dataclass
+class CompiledStep:
+    """train.py's step for one config, ready to time: ``step_fn`` jitted over the mesh, lowered for
+    ``batch`` and compiled (``compile_s`` seconds), with the state and noise key it starts from."""
+
+    step_fn: Any
+    lowered: Any
+    compiled: Any
+    compile_s: float
+    state: Any
+    batch: Any
+    noise_key: Any
+
+
+def compile_step(config, batch: int, crop: int, devices=None) -> CompiledStep:
+    """The training step of ``config`` (``make_train_step``: loss, clipping, Adam) jitted over
+    ``devices`` (default: every device), lowered for random uint8 images ``[batch, crop, crop,
+    3]`` sharded along the batch, and compiled, the compilation timed alone."""
+    import jax
+    import jax.numpy as jnp
+
+    from mracnn_jax.models import build_model
+    from mracnn_jax.training import steps
+    from mracnn_jax.training.train_state import make_optimizer
+
+    model = build_model(config.model)
+    mesh = steps.make_mesh(devices)
+    tx = make_optimizer(config.train)
+    init_key, noise_key = steps.root_keys(0)
+    state = steps.init_train_state(model, tx, init_key, mesh)
+    step_fn = steps.jit_train_step(steps.make_train_step(model, tx, config.train), mesh)
+    images = jax.random.uniform(jax.random.PRNGKey(1), (batch, crop, crop, 3)) * 255
+    images = jax.device_put(images.astype(jnp.uint8), steps.batch_sharding(mesh))
+    lowered = step_fn.lower(state, images, noise_key)
+    t0 = time.perf_counter()
+    compiled = lowered.compile()
+    return CompiledStep(
+        step_fn, lowered, compiled, time.perf_counter() - t0, state, images, noise_key
+    )
+
+
+def counted_flops(s: CompiledStep) -> float:
+    """``jaxpr_flops`` of the step's jaxpr (the ``jaxpr`` source of the module docstring)."""
+    import jax
+
+    return jaxpr_flops(jax.make_jaxpr(s.step_fn)(s.state, s.batch, s.noise_key))
+
+
+def time_steps(s: CompiledStep, steps: int):
+    """Runs the compiled step once (warm-up), then ``steps`` times, step i with the noise key
     folded with i; returns ``(state, metrics, seconds per step)`` of the timed steps, waited for."""
     import jax
 
-    state, metrics = compiled(state, batch, noise_key)  # warm-up
+    state, metrics = s.compiled(s.state, s.batch, s.noise_key)  # warm-up
     jax.block_until_ready(metrics)
     t0 = time.perf_counter()
     for i in range(steps):
-        state, metrics = compiled(state, batch, jax.random.fold_in(noise_key, i))
+        state, metrics = s.compiled(state, s.batch, jax.random.fold_in(s.noise_key, i))
     jax.block_until_ready(metrics)
     return state, metrics, (time.perf_counter() - t0) / steps
 
@@ -120,43 +170,20 @@ def main() -> int:
     a = p.parse_args()
 
     import jax
-    import jax.numpy as jnp
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
 
-    from mracnn_jax.models import build_model
-    from mracnn_jax.training import steps
-    from mracnn_jax.training.train_state import make_optimizer
-
-    config = load_config(a.config)
-    model = build_model(config.model)
-    mesh = steps.make_mesh()
-    tx = make_optimizer(config.train)
-    init_key, noise_key = steps.root_keys(0)
-    state = steps.init_train_state(model, tx, init_key, mesh)
-    step_fn = steps.jit_train_step(steps.make_train_step(model, tx, config.train), mesh)
-    batch = jax.device_put(
-        (jax.random.uniform(jax.random.PRNGKey(1), (a.batch, a.crop, a.crop, 3)) * 255).astype(
-            jnp.uint8
-        ),
-        NamedSharding(mesh, P("data")),
-    )
-    lowered = step_fn.lower(state, batch, noise_key)
-    t0 = time.perf_counter()
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - t0
-    counted = jaxpr_flops(jax.make_jaxpr(step_fn)(state, batch, noise_key))
-    flops, source = (_flops(lowered) if a.flops == "auto" else None), "lowered"
+    s = compile_step(load_config(a.config), a.batch, a.crop)
+    counted = counted_flops(s)
+    flops, source = (_flops(s.lowered) if a.flops == "auto" else None), "lowered"
     if flops is None:
         flops, source = counted, "jaxpr"
-    compiled_flops = _flops(compiled)
-    state, metrics, seconds = time_steps(compiled, state, batch, noise_key, a.steps)
+    compiled_flops = _flops(s.compiled)
+    _, metrics, seconds = time_steps(s, a.steps)
     result = {
         "config": a.config,
         "devices": [str(d) for d in jax.devices()],
         "batch": a.batch,
         "crop": a.crop,
-        "compile_s": compile_s,
+        "compile_s": s.compile_s,
         "seconds_per_step": seconds,
         "steps_per_s": 1 / seconds,
         "images_per_s": a.batch / seconds,
