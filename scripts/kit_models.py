@@ -118,11 +118,12 @@ def unpack_model(src: str, dst: str) -> None:
     print(f"{dst}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
 
 
-def build_model(src: Path, dst: Path) -> None:
-    """``dst``: ``src`` packed (f16s, then ``xz -9 -T2``), after checking that it unpacks exactly."""
-    packed = pack_f16s(src.read_bytes())
-    if unpack_f16s(packed) != src.read_bytes():  # unpack_f16s checks the SHA-256 too
-        raise RuntimeError(f"f16s round trip of {src} failed")
+def build_model(data: bytes, dst: Path) -> None:
+    """``dst``: the model file ``data`` packed (f16s, then ``xz -9 -T2``), after checking that it
+    unpacks exactly."""
+    packed = pack_f16s(data)
+    if unpack_f16s(packed) != data:  # unpack_f16s checks the SHA-256 too
+        raise RuntimeError(f"f16s round trip of the model for {dst} failed")
     tmp = dst.with_suffix(".tmp")
     with open(tmp, "wb") as f:
         subprocess.run(["xz", "-9", "-T2", "-c"], input=packed, stdout=f, check=True)
@@ -149,16 +150,17 @@ def pack_models(kit: Path, sources: dict[str, Path], force: bool) -> list[tuple[
             raise SystemExit(f"make_gpu_kit.py: no model file {src}")
         dst = kit / "models" / f"{name}.mracnn.f16s.xz"
         record_path = kit / "models" / f"{name}.source.json"
-        record = {"source": shown(src), "sha256": hashlib.sha256(src.read_bytes()).hexdigest()}
+        data = src.read_bytes()
+        record = {"source": shown(src), "sha256": hashlib.sha256(data).hexdigest()}
         for old in (kit / "models").glob(f"{name}.mracnn*"):
             if old != dst:
                 old.unlink()
         have = json.loads(record_path.read_text()) if record_path.exists() else None
         if force or not dst.exists() or have is None or have["sha256"] != record["sha256"]:
             print(f"packing {record['source']} as {dst.name} (xz -9 -T2) ...", flush=True)
-            build_model(src, dst)
+            build_model(data, dst)
         record_path.write_text(json.dumps(record) + "\n")
-        part = f"models/{dst.name} (from {record['source']}, {src.stat().st_size} bytes)"
+        part = f"models/{dst.name} (from {record['source']}, {len(data)} bytes)"
         sizes.append((part, dst.stat().st_size))
     return sizes
 

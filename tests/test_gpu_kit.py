@@ -62,7 +62,7 @@ def test_the_float16_split_restores_the_exact_file_and_checks_it():
 def test_the_gpu_side_unpacker_refuses_a_damaged_model_in_one_line(tmp_path, capsys):
     src, packed, out = tmp_path / "a.mracnn", tmp_path / "a.mracnn.f16s.xz", tmp_path / "out"
     src.write_bytes(_model_bytes(3))
-    kit_models.build_model(src, packed)
+    kit_models.build_model(src.read_bytes(), packed)
     assert kit_models.main([str(packed), str(out)]) == 0
     assert out.read_bytes() == src.read_bytes()
     broken = bytearray(packed.read_bytes())
