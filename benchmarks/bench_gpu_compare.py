@@ -85,7 +85,7 @@ def _prepare_jax(a) -> tuple[dict, Callable[[], dict]]:
     }
 
     def timed() -> dict:
-        _, metrics, seconds = time_steps(s, a.steps)
+        metrics, seconds = time_steps(s, a.steps)
         stats = jax.local_devices()[0].memory_stats() or {}
         peak = stats.get("peak_bytes_in_use")
         return {
