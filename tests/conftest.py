@@ -1,4 +1,5 @@
-"""Shared fixtures: the repository root and a small, jit-friendly model."""
+"""Shared fixtures: the repository root, a small, jit-friendly model, and the command line's
+stand-ins."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import pathlib
 import shutil
 
+import numpy as np
 import pytest
 
 from mracnn_jax.configs import preset_path
@@ -151,3 +153,34 @@ def rich_model(rich_model_path):
     from mracnn_jax import codec
 
     return codec.LoadedModel.load(rich_model_path)
+
+
+# The command line's tests (test_cli_*.py).
+
+
+@pytest.fixture
+def umask():
+    """``umask(m)`` sets the process umask for the test; the old one is put back after it."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.fixture
+def fake_codec(monkeypatch):
+    """The stand-in codec of cli_stand_in.py in place of the real one, for one test."""
+    import cli_stand_in  # a sibling helper module; imports the codec's modules (JAX) when used
+
+    return cli_stand_in.install(monkeypatch)
+
+
+@pytest.fixture
+def picture(tmp_path) -> pathlib.Path:
+    """A 6×10 RGB noise image, ``kodim23.png`` in the test's folder."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    path = tmp_path / "kodim23.png"
+    Image.fromarray(pixels).save(path)
+    return path

@@ -15,19 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_stand_in import error_line  # a sibling helper module
 from tiny_training import TinyCodec, write_images  # a sibling helper module
 
 from mracnn_jax import cli, config_files, configs
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _error_line(capsys, prog: str = "mracnn") -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith(f"{prog}: error: "), lines[0]
-    return lines[0]
 
 
 def test_every_preset_loads_by_name_and_path_alike():
@@ -101,13 +94,13 @@ def test_train_errors_are_one_line_within_a_second_and_make_no_workdir(
     t0 = time.perf_counter()
     code = cli.main(["train", "--config", "small", "--workdir", str(wd), *args])
     assert code in (1, 2) and time.perf_counter() - t0 < 1.0
-    assert message in _error_line(capsys)
+    assert message in error_line(capsys)
     assert not wd.exists()
 
 
 def test_train_with_an_unknown_preset_lists_the_presets(tmp_path, capsys):
     assert cli.main(["train", "--config", "smal", "--workdir", str(tmp_path / "wd")]) == 1
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert "'smal' is neither a preset nor a file" in line and ", small)" in line, line
 
 
@@ -131,7 +124,7 @@ def test_evaluate_runs_evaluate_py_under_its_name(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("usage: mracnn evaluate")
     missing = str(tmp_path / "missing.mracnn")
     assert cli.main(["evaluate", "--model", missing, "--out", str(tmp_path / "out")]) == 1
-    assert "missing.mracnn" in _error_line(capsys, "mracnn evaluate")
+    assert "missing.mracnn" in error_line(capsys, "mracnn evaluate")
 
 
 def test_train_py_takes_a_preset_name_and_says_what_is_wrong_in_one_line(tmp_path):
