@@ -19,9 +19,6 @@ from PIL import Image
 
 from mracnn_jax import cli, cli_coding, compilation_cache
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-IMAGE_EXTENSIONS = ("png", "PNG", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "ppm")
-
 
 def _pictures(
     folder: pathlib.Path, sizes=((40, 50), (64, 64), (33, 61)), gray: int | None = None

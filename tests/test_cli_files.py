@@ -9,7 +9,6 @@ JAX. The codec itself is tested in test_codec.py.
 from __future__ import annotations
 
 import os
-import pathlib
 import stat
 
 import numpy as np
@@ -19,7 +18,6 @@ from PIL import Image
 
 from mracnn_jax import cli, fileio
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 IMAGE_EXTENSIONS = ("png", "PNG", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "ppm")
 
 

@@ -20,7 +20,6 @@ import mracnn_jax.coding
 from mracnn_jax import cli, zoo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-IMAGE_EXTENSIONS = ("png", "PNG", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "ppm")
 
 
 # -------------------------------------------------------------------------------------------------
