@@ -68,6 +68,33 @@ def test_checkpoint_roundtrip_bitwise_keeps_last_k(tmp_path):
     mngr.close()
 
 
+def test_per_leaf_adam_moments_of_an_older_checkpoint_resume_in_the_flat_optimizer(tmp_path):
+    """A checkpoint written when clipping and Adam ran on each leaf (moments shaped like the
+    parameters) restores into the flat optimiser's state: each moment becomes the per-leaf arrays
+    concatenated in the parameters' order, and the next step moves the parameters as the per-leaf
+    optimiser would have."""
+    c = defaults.training_config()
+    c.lr_schedule = "step"
+    per_leaf = train_state.make_optimizer(c, flat=False)
+    flat, tx = _state()  # the flat optimiser after one step: the target's structure
+    old = train_state.TrainState.create(flat.params, per_leaf)
+    grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 0.3), old.params)
+    old = old.apply_gradients(grads, per_leaf)
+    mngr = checkpoint.CheckpointManager(tmp_path / "ck")
+    mngr.save(1, old)
+    restored, _ = mngr.restore(1, flat)
+    mngr.close()
+    for name in ("mu", "nu"):
+        moments = jax.tree_util.tree_leaves(getattr(old.opt_state[1][0], name))
+        np.testing.assert_array_equal(
+            getattr(restored.opt_state[1][0], name), np.concatenate([np.ravel(m) for m in moments])
+        )
+    resumed = restored.apply_gradients(grads, tx)
+    straight = old.apply_gradients(grads, per_leaf)
+    for got, want in zip(*map(jax.tree_util.tree_leaves, (resumed.params, straight.params))):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_checkpoint_restore_mismatch_clear_error(tmp_path):
     st, tx = _state()
     mngr = checkpoint.CheckpointManager(tmp_path / "ck")

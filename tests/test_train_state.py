@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -44,3 +45,40 @@ def test_optimizer_clips_gradients():
     st = train_state.TrainState.create(params, tx)
     st = st.apply_gradients({"w": jnp.full(4, 1e6)}, tx)
     assert int(st.step) == 1 and np.all(np.isfinite(np.asarray(st.params["w"])))
+
+
+@pytest.mark.parametrize("grad_scale", [1e-3, 1e3], ids=["unclipped", "clipped"])
+def test_flat_optimizer_moves_each_parameter_as_per_leaf_adam_does(grad_scale):
+    """Three steps of the flat optimiser against optax's per-leaf clipping and Adam: the same
+    parameters, bit for bit while the gradient is under the clipping norm (Adam is elementwise);
+    within float rounding when it is clipped (the global norm then sums in another order). Adam's
+    moments are one vector, the per-leaf moments concatenated in the parameters' order."""
+    c = defaults.training_config()
+    c.lr_schedule, c.learning_rate, c.grad_clip_norm = "constant", 1e-2, 1.0
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    params = {"b": {"kernel": jax.random.normal(keys[0], (3, 3, 2, 4))}, "a": jnp.ones(5)}
+    flat_tx, leaf_tx = train_state.make_optimizer(c), train_state.make_optimizer(c, flat=False)
+    flat = train_state.TrainState.create(params, flat_tx)
+    leaf = train_state.TrainState.create(params, leaf_tx)
+    for k in keys[1:]:
+        grads = jax.tree_util.tree_map(
+            lambda p, k=k: grad_scale * jax.random.normal(k, p.shape), params
+        )
+        flat, leaf = flat.apply_gradients(grads, flat_tx), leaf.apply_gradients(grads, leaf_tx)
+    exact = grad_scale < 1
+    for got, want in zip(
+        jax.tree_util.tree_leaves(flat.params), jax.tree_util.tree_leaves(leaf.params)
+    ):
+        if exact:
+            np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    adam_flat = flat.opt_state[1][0]
+    adam_leaf = leaf.opt_state[1][0]
+    for name in ("mu", "nu"):
+        moment = getattr(adam_flat, name)
+        assert moment.shape == (sum(p.size for p in jax.tree_util.tree_leaves(params)),)
+        per_leaf = jnp.concatenate(
+            [m.ravel() for m in jax.tree_util.tree_leaves(getattr(adam_leaf, name))]
+        )
+        np.testing.assert_allclose(moment, per_leaf, rtol=0 if exact else 1e-5)

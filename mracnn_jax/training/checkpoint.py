@@ -14,6 +14,11 @@ Atomicity: orbax writes a step into ``<step>.orbax-checkpoint-tmp-<n>`` and rena
 mid-write leaves the temporary folder, which ``latest_step``/``all_steps`` never list and which is
 deleted when the next ``CheckpointManager`` opens the directory (``cleanup_tmp_directories``); the
 previous checkpoint is untouched (tested with SIGKILL in tests/test_checkpoint.py).
+
+Older layouts: checkpoints written before the optimiser was flattened (``train_state.py``) hold
+Adam's moments as trees shaped like the parameters. Where the state being restored wants a ``[P]``
+vector and the checkpoint holds such a tree, ``restore`` concatenates the tree's arrays in the
+parameters' ``jax.tree_util`` order, the order of the flat optimiser, so that those runs resume.
 """
 
 from __future__ import annotations
@@ -52,6 +57,25 @@ def _options(max_to_keep: int | None) -> ocp.CheckpointManagerOptions:
     if "enable_async_checkpointing" in inspect.signature(ocp.CheckpointManagerOptions).parameters:
         kwargs["enable_async_checkpointing"] = False
     return ocp.CheckpointManagerOptions(**kwargs)
+
+
+def _param_paths(state: Any) -> list[tuple]:
+    """The key paths of ``state.params``'s leaves in ``jax.tree_util`` order ([] without params)."""
+    params = getattr(state, "params", None)
+    if params is None:
+        return []
+    return [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+def _flattened(tree: Any, param_paths: list[tuple]) -> np.ndarray | None:
+    """``tree``, restored without a target and shaped like the parameters, as one vector: its
+    arrays at ``param_paths``, each flattened, concatenated in that order. None where ``tree``
+    lacks one of them (then the checkpoint is of another model)."""
+    try:
+        parts = [np.reshape(_lookup(tree, path), -1) for path in param_paths]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return np.concatenate(parts) if parts else None
 
 
 def _lookup(tree: Any, path: tuple) -> Any:
@@ -146,6 +170,7 @@ class CheckpointManager:
         step = self._resolve(step)
         raw, extra = self.restore_raw(step)
         paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
+        param_paths = _param_paths(target)
         leaves = []
         for path, leaf in paths_and_leaves:
             name = jax.tree_util.keystr(path)
@@ -154,6 +179,8 @@ class CheckpointManager:
             except (KeyError, IndexError, TypeError):
                 value = None
             want = np.asarray(jax.device_get(leaf)) if not isinstance(leaf, np.ndarray) else leaf
+            if isinstance(value, (dict, list)) and want.ndim == 1:
+                value = _flattened(value, param_paths)  # a per-leaf moment of an older run
             if value is None or np.shape(value) != want.shape:
                 raise ValueError(
                     f"checkpoint {step} in {self.directory} does not match the model being trained "
