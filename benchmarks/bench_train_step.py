@@ -22,8 +22,9 @@ The count of the compiled step is printed beside it when there is one, but it is
 MFU: on a GPU it leaves out the convolutions that XLA hands to cuDNN (mracnn_jax/configs/mracnn.py
 at batch 16: 155 GFLOPs per step compiled for an H200, 4,683 lowered), and on the CPU it charges
 each fusion that slices a parameter's update out of the flat optimiser's vector with the whole
-vector's elementwise work (the small preset: 1.64 GFLOPs compiled, 0.78 lowered, on jax 0.10.2). Compile time and step time are reported apart. The input pipeline is
-left out on purpose (it is measured by ``python -m mracnn_jax.training.input_pipeline``).
+vector's elementwise work (the small preset: 1.64 GFLOPs compiled, 0.78 lowered, on jax 0.10.2).
+Compile time and step time are reported apart. The input pipeline is left out on purpose (it is
+measured by ``python -m mracnn_jax.training.input_pipeline``).
 
     python benchmarks/bench_train_step.py --config mracnn --batch 16 --steps 200 \
         --peak-tflops 989   # H100 SXM dense bf16; use the float32 figure for a float32 run

@@ -11,8 +11,9 @@ concatenated in ``jax.tree_util`` order of the parameters, clipped and fed to Ad
 elementwise, so each parameter's update is the one per-leaf Adam computes; only the global norm of
 the clipping sums in another order. What it saves is the per-leaf graph: the models have close to
 900 parameter arrays, and a dozen operations per array for clipping and Adam made the optimiser
-the larger half of the training step's compile (the small preset on the CPU: 34 s of its tracing
-and compilation per leaf, 8 s flat; ``benchmarks/bench_optimizer_compile.py``). Checkpoints that
+the larger half of the training step's compile (the small preset's step on the CPU at the tests'
+XLA level, jax 0.4.34: 94 s of tracing and compilation per leaf, 49 s flat;
+``benchmarks/bench_optimizer_compile.py``). Checkpoints that
 hold per-leaf moments (written before) are flattened when restored (``checkpoint.py``).
 """
 
