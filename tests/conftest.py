@@ -23,6 +23,12 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
 ).strip()
 
+# PyTorch (the twin's and the reference's tests, bench_gpu_compare's smoke run) on one thread: the
+# two halves of `make test` share 2 cores, and on a loaded machine OpenMP's pool of 2 stalls at each
+# of the twin's small operations (the small preset's training step: 16 s a backward pass with 2
+# threads, 0.4 s with 1). Set before torch is imported; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # The `mracnn` command keeps a persistent compilation cache in the user's cache folder by
 # default: never in tests (theirs, where a test wants one, is in a temporary folder).
 os.environ["MRACNN_JAX_CACHE_DIR"] = "off"

@@ -42,15 +42,6 @@ FLAX_GROUP = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # On a loaded 2-core machine, torch's 2-thread OpenMP pool can be ~10x slower than 1 thread.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _nchw(a) -> np.ndarray:
     return np.asarray(a).transpose(0, 3, 1, 2)
 

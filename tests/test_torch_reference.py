@@ -34,17 +34,8 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # On a loaded 2-core machine, torch's 2-thread OpenMP pool can be ~10x slower than 1 thread.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
-def model(_one_thread):
+def model():
     torch.manual_seed(0)
     return ref.WACNN(N=192, M=320)
 
