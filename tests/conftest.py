@@ -27,7 +27,7 @@ os.environ["XLA_FLAGS"] = (
 # two halves of `make test` share 2 cores, and on a loaded machine OpenMP's pool of 2 stalls at each
 # of the twin's small operations (the small preset's training step: 16 s a backward pass with 2
 # threads, 0.4 s with 1). Set before torch is imported; subprocesses inherit it.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["OMP_NUM_THREADS"] = "1"
 
 # The `mracnn` command keeps a persistent compilation cache in the user's cache folder by
 # default: never in tests (theirs, where a test wants one, is in a temporary folder).
